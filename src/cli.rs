@@ -1,0 +1,163 @@
+//! The command line: `master-process [OPTIONS] -- <command> [args...]`.
+//!
+//! Every option has an environment twin; the reference's names (`WORKERS`,
+//! `WORKER_THROTTLE`, `MAX_KILL_TIMEOUT`, `PORT`) work unchanged, ours start with
+//! `MASTER_PROCESS_`. Values are checked by the same parsers the library uses
+//! ([`crate::config`]), so the CLI and `init()` accept exactly the same things.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{self, Config, TimeSpan};
+use crate::error::{Error, Result};
+use crate::socket::{self, ListenerSpec};
+
+const SOCKETS: &str = "Sockets";
+const WORKERS: &str = "Workers";
+const LOGGING: &str = "Logging";
+
+/// Reload server applications with no downtime.
+///
+/// The master binds the listening sockets and runs the command as worker processes that
+/// inherit them (systemd's LISTEN_FDS protocol: fd 3, 4, ...). SIGHUP starts new workers and
+/// retires each old one once its replacement is ready; a broken release never replaces a
+/// working one. SIGTERM or SIGINT stops everything gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "master-process", version, max_term_width = 100)]
+#[command(after_help = "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, \
+                        the worker's code with --on-crash exit.")]
+pub struct Cli {
+    /// Socket to listen on: PORT, ADDR:PORT, [V6ADDR]:PORT or a unix socket path, optionally
+    /// named NAME=SPEC; repeatable [default: $PORT]
+    #[arg(long, short = 'l', value_name = "SPEC", env = "MASTER_PROCESS_LISTEN")]
+    #[arg(value_delimiter = ',', help_heading = SOCKETS)]
+    listen: Vec<String>,
+
+    /// The one listener when --listen is not given: a port, or a unix socket path starting
+    /// with / (the reference's PORT)
+    #[arg(long, value_name = "PORT", env = "PORT", help_heading = SOCKETS)]
+    port: Option<String>,
+
+    /// Permission bits of unix socket files, set when they are created
+    #[arg(long, value_name = "MODE", env = "MASTER_PROCESS_SOCKET_MODE", default_value = "0664")]
+    #[arg(help_heading = SOCKETS)]
+    socket_mode: String,
+
+    /// Number of workers: a number, MAX (one per core) or AUTO (cores - 1, at least 1)
+    #[arg(long, short = 'w', value_name = "N", env = "WORKERS", default_value = "1")]
+    #[arg(help_heading = WORKERS)]
+    workers: String,
+
+    /// How a new worker is known to be ready: `notify` (it sends READY=1 on NOTIFY_SOCKET) or
+    /// `delay:DUR` (it stayed alive that long)
+    #[arg(long, value_name = "MODE", env = "MASTER_PROCESS_READY", default_value = "delay:1s")]
+    #[arg(help_heading = WORKERS)]
+    ready: String,
+
+    /// How long a new worker may take to become ready before the reload fails
+    #[arg(long, value_name = "DUR", env = "MASTER_PROCESS_READY_TIMEOUT", default_value = "60s")]
+    #[arg(help_heading = WORKERS)]
+    ready_timeout: String,
+
+    /// How long a worker may drain after SIGTERM before its process group gets SIGKILL
+    /// (a bare number is milliseconds)
+    #[arg(long, value_name = "DUR", env = "MAX_KILL_TIMEOUT", default_value = "5s")]
+    #[arg(help_heading = WORKERS)]
+    kill_timeout: String,
+
+    /// A worker that crashes sooner than this after its start is restarted only once this
+    /// much time has passed since its start (a bare number is milliseconds)
+    #[arg(long, value_name = "DUR", env = "WORKER_THROTTLE", default_value = "1s")]
+    #[arg(help_heading = WORKERS)]
+    throttle: String,
+
+    /// What a worker crash does: `restart` it, or `exit` (stop the others and exit with the
+    /// worker's code, for a service manager that restarts)
+    #[arg(long, value_name = "ACTION", env = "MASTER_PROCESS_ON_CRASH", default_value = "restart")]
+    #[arg(help_heading = WORKERS)]
+    on_crash: String,
+
+    /// Debug lines on stderr (also DEBUG=master-process)
+    #[arg(long, short = 'v', help_heading = LOGGING)]
+    verbose: bool,
+
+    /// The worker command and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+impl Cli {
+    /// Checks every value and resolves the configuration.
+    pub fn into_config(self) -> Result<Config> {
+        let listeners = if self.listen.is_empty() {
+            let port = self.port.as_deref().ok_or(Error::NoListener)?;
+            vec![socket::parse_port_env(port)?]
+        } else {
+            self.listen.iter().map(|s| s.parse::<ListenerSpec>()).collect::<Result<_>>()?
+        };
+        let program = self.command.first().ok_or(Error::NoCommand)?;
+        config::resolve_program(program)?;
+        Ok(Config {
+            listeners,
+            socket_mode: config::parse_mode("--socket-mode", &self.socket_mode)?,
+            workers: config::parse_workers("WORKERS", &self.workers)?,
+            throttle: TimeSpan::parse("WORKER_THROTTLE", &self.throttle)?,
+            kill_timeout: TimeSpan::parse("MAX_KILL_TIMEOUT", &self.kill_timeout)?,
+            ready: self.ready.parse()?,
+            ready_timeout: TimeSpan::parse("--ready-timeout", &self.ready_timeout)?,
+            on_crash: self.on_crash.parse()?,
+            command: self.command,
+        })
+    }
+}
+
+/// The binary's `main`.
+pub fn main() -> ExitCode {
+    crate::spawn::exec_if_requested();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's first line says what is wrong; the rest is a usage dump.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("master-process: {first} (see master-process --help)");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(cli.verbose);
+    let result = cli.into_config().and_then(crate::master::run);
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints an error and its causes, one line each.
+fn report(e: &Error) {
+    eprintln!("master-process: error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

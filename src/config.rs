@@ -1,0 +1,233 @@
+//! What the master is asked to do, checked before anything starts.
+//!
+//! [`Config`] is the resolved, validated configuration shared by the CLI and the library.
+//! Every value type here has a `FromStr` that accepts what the reference accepted (a bare
+//! number of milliseconds for durations, `MAX`/`AUTO` for workers) and rejects everything
+//! else with one line saying how to fix it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::readiness::ReadyMode;
+use crate::socket::ListenerSpec;
+
+/// Default `WORKER_THROTTLE`: a worker that lived less than this is restarted after the rest.
+pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
+/// Default `MAX_KILL_TIMEOUT`: how long a stopping worker may drain before SIGKILL.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `--ready-timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--socket-mode` for unix socket files.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o664;
+
+/// The validated configuration of a master.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The sockets to listen on, in the order workers receive them (fd 3, 4, ...).
+    pub listeners: Vec<ListenerSpec>,
+    /// Permission bits of the unix socket files we create.
+    pub socket_mode: u32,
+    /// How many workers serve at once.
+    pub workers: usize,
+    /// `WORKER_THROTTLE`: minimum time between a worker's start and its restart after a crash.
+    pub throttle: Duration,
+    /// `MAX_KILL_TIMEOUT`: how long a worker may take to exit after SIGTERM.
+    pub kill_timeout: Duration,
+    /// How the master learns that a new worker serves.
+    pub ready: ReadyMode,
+    /// How long a new worker may take to become ready.
+    pub ready_timeout: Duration,
+    /// What an unexpected worker exit does.
+    pub on_crash: OnCrash,
+    /// The worker command: program and arguments.
+    pub command: Vec<OsString>,
+}
+
+/// What the master does when a serving worker exits unexpectedly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCrash {
+    /// Restart it, waiting the rest of `WORKER_THROTTLE` if it lived less than that.
+    #[default]
+    Restart,
+    /// Stop the other workers and exit with the crashed worker's code, for a service
+    /// manager that restarts (the reference README's original mode).
+    Exit,
+}
+
+impl FromStr for OnCrash {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "restart" => Ok(OnCrash::Restart),
+            "exit" => Ok(OnCrash::Exit),
+            _ => Err(Error::invalid("--on-crash", s, "expected `restart` or `exit`")),
+        }
+    }
+}
+
+impl fmt::Display for OnCrash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnCrash::Restart => "restart",
+            OnCrash::Exit => "exit",
+        })
+    }
+}
+
+/// A duration that also accepts a bare number of milliseconds, as the reference did
+/// (`MAX_KILL_TIMEOUT=5000`), besides `5s`, `1m30s`, `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSpan(pub Duration);
+
+impl TimeSpan {
+    /// Parses `s` as a [`TimeSpan`], naming `what` (a flag or variable) in the error.
+    pub fn parse(what: &str, s: &str) -> Result<Duration> {
+        let t = s.trim();
+        let bad = |reason: &str| Error::invalid(what, s, reason);
+        if t.is_empty() {
+            return Err(bad("expected a duration like 5s, 250ms or a number of milliseconds"));
+        }
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            return t
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| bad("number too large"));
+        }
+        if t.starts_with('-') {
+            return Err(bad("must not be negative"));
+        }
+        humantime::parse_duration(t)
+            .map_err(|_| bad("expected a duration like 5s, 250ms, 1m30s or a number of milliseconds"))
+    }
+}
+
+impl FromStr for TimeSpan {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        TimeSpan::parse("duration", s).map(TimeSpan)
+    }
+}
+
+/// Parses `WORKERS`: a number, `MAX` (one per core) or `AUTO` (cores - 1, at least 1).
+pub fn parse_workers(what: &str, s: &str) -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let t = s.trim();
+    match t.to_ascii_uppercase().as_str() {
+        "MAX" => Ok(cores),
+        "AUTO" => Ok(cores.saturating_sub(1).max(1)),
+        _ => match t.parse::<usize>() {
+            Ok(0) => Err(Error::invalid(what, s, "must be at least 1")),
+            Ok(n) if n > 1024 => Err(Error::invalid(what, s, "at most 1024 workers")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(Error::invalid(
+                what,
+                s,
+                "expected a number of workers, MAX (one per core) or AUTO (cores - 1)",
+            )),
+        },
+    }
+}
+
+/// Parses an octal file mode such as `0664` or `660`.
+pub fn parse_mode(what: &str, s: &str) -> Result<u32> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err(Error::invalid(what, s, "expected octal permission bits such as 0664 or 0660")),
+    }
+}
+
+/// Finds `program` the way `execvp` would and checks that it can be executed.
+///
+/// Returns the path that will be run. A name without `/` is searched in `PATH`.
+pub fn resolve_program(program: &OsString) -> Result<PathBuf> {
+    let shown = program.to_string_lossy().into_owned();
+    let not_found = |reason: &str| Error::CommandNotFound {
+        program: shown.clone(),
+        reason: reason.to_string(),
+    };
+    let path = Path::new(program);
+    if program.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    if path.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return if is_executable(path) {
+            Ok(path.to_path_buf())
+        } else if path.exists() {
+            Err(not_found("is not an executable file"))
+        } else {
+            Err(not_found("does not exist"))
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(path))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| not_found("was not found in PATH"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_bare_milliseconds_and_units() {
+        assert_eq!(TimeSpan::parse("X", "5000").unwrap(), Duration::from_secs(5));
+        assert_eq!(TimeSpan::parse("X", "5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(TimeSpan::parse("X", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(TimeSpan::parse("X", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(TimeSpan::parse("X", "0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn durations_reject_negative_and_garbage_with_the_name() {
+        let e = TimeSpan::parse("MAX_KILL_TIMEOUT", "-1").unwrap_err().to_string();
+        assert!(e.contains("MAX_KILL_TIMEOUT") && e.contains("negative"), "{e}");
+        assert!(TimeSpan::parse("X", "soon").is_err());
+        assert!(TimeSpan::parse("X", "").is_err());
+        assert!(TimeSpan::parse("X", "99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn workers_accept_numbers_max_and_auto() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse_workers("W", "3").unwrap(), 3);
+        assert_eq!(parse_workers("W", "max").unwrap(), cores);
+        assert_eq!(parse_workers("W", "AUTO").unwrap(), (cores - 1).max(1));
+        assert!(parse_workers("WORKERS", "abc").unwrap_err().to_string().contains("WORKERS"));
+        assert!(parse_workers("W", "0").is_err());
+        assert!(parse_workers("W", "-2").is_err());
+    }
+
+    #[test]
+    fn socket_modes_are_octal() {
+        assert_eq!(parse_mode("M", "0664").unwrap(), 0o664);
+        assert_eq!(parse_mode("M", "600").unwrap(), 0o600);
+        assert!(parse_mode("M", "999").is_err());
+        assert!(parse_mode("M", "1777").is_err());
+        assert!(parse_mode("M", "").is_err());
+    }
+
+    #[test]
+    fn programs_are_resolved_like_execvp() {
+        assert!(resolve_program(&"sh".into()).unwrap().is_absolute());
+        let e = resolve_program(&"no-such-program-xyz".into()).unwrap_err();
+        assert!(e.to_string().contains("not found in PATH"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("not-executable");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let e = resolve_program(&plain.clone().into_os_string()).unwrap_err();
+        assert!(e.to_string().contains("not an executable"), "{e}");
+        assert!(resolve_program(&"/no/such/file".into()).is_err());
+    }
+}

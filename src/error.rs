@@ -1,0 +1,122 @@
+//! The crate's one error type.
+//!
+//! Every variant carries the context a user needs to fix the problem: which value, which
+//! path, which command. [`Error::exit_code`] maps each to the documented exit code: `2` for
+//! usage errors (bad values, a port in use, a missing command), `1` for anything else.
+
+use std::io;
+use std::path::PathBuf;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in master-process.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value (flag or environment variable) is invalid.
+    #[error("invalid {name} {value:?}: {reason}")]
+    InvalidValue {
+        /// The flag or environment variable, e.g. `WORKERS`.
+        name: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// No worker command was given.
+    #[error("no command given: usage is `master-process [OPTIONS] -- <command> [args...]`")]
+    NoCommand,
+
+    /// The worker command cannot be found or executed.
+    #[error("command {program:?} {reason}")]
+    CommandNotFound {
+        /// The program as given.
+        program: String,
+        /// Why it cannot run.
+        reason: String,
+    },
+
+    /// No listener: neither `--listen` nor `PORT` was given.
+    #[error("nothing to listen on: give --listen SPEC (e.g. --listen 8080) or set PORT")]
+    NoListener,
+
+    /// A listener could not be bound.
+    #[error("cannot listen on {spec}: {reason}")]
+    Bind {
+        /// The listener as given.
+        spec: String,
+        /// Why, in words that say how to fix it.
+        reason: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A unix socket path is taken by something that is not a socket: never deleted.
+    #[error(
+        "cannot listen on {path}: it exists and is not a socket; move it away or choose another path"
+    )]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// Sockets inherited by socket activation (`LISTEN_FDS`) are unusable.
+    #[error("socket activation: {reason}")]
+    Activation {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A worker could not be started.
+    #[error("cannot start worker {program:?}")]
+    Spawn {
+        /// The worker program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A system call or file operation failed.
+    #[error("{context}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: `2` for usage errors, `1` otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidValue { .. }
+            | Error::NoCommand
+            | Error::CommandNotFound { .. }
+            | Error::NoListener
+            | Error::Bind { .. }
+            | Error::NotASocket { .. }
+            | Error::Activation { .. } => 2,
+            Error::Spawn { .. } | Error::Io { .. } => 1,
+        }
+    }
+
+    /// An [`Error::InvalidValue`].
+    pub(crate) fn invalid(
+        name: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidValue { name: name.into(), value: value.into(), reason: reason.into() }
+    }
+
+    /// An [`Error::Io`] with what we were doing.
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io { context: context.into(), source: source.into() }
+    }
+}

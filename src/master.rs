@@ -1,0 +1,205 @@
+//! The master: binds the listeners, then runs a single-threaded `poll(2)` loop that turns
+//! signals, child exits and notify messages into [`Supervisor`] events, until the supervisor
+//! says every worker is gone.
+//!
+//! The loop sleeps in `poll` with no timeout unless the supervisor has a deadline, so an
+//! idle master uses no CPU. Children are reaped on SIGCHLD with `waitpid(-1, WNOHANG)`: every
+//! child of the master is a worker (or, as a subreaper, an orphan to reap), and a pid is
+//! never reused before we reap it, so signalling a live worker by pid is race-free.
+
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::killpg;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid as NixPid;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::notify::{self, Datagram, NotifySocket};
+use crate::procfs;
+use crate::signals::{Signal, SignalPipe};
+use crate::socket::{self, Listener};
+use crate::spawn::Spawner;
+use crate::supervisor::{Os, Phase, Settings, Supervisor, Target};
+use crate::worker::{ExitStatus, Pid};
+
+/// The signals the master handles.
+const SIGNALS: [Signal; 5] =
+    [Signal::Child, Signal::Terminate, Signal::Interrupt, Signal::Hangup, Signal::User2];
+
+/// Runs a master for `config` until it stops; returns the exit code.
+pub fn run(config: Config) -> Result<i32> {
+    // Handlers first: from here on no signal is lost, and no child can become a zombie.
+    let mut signals =
+        SignalPipe::install(&SIGNALS).map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let listeners = bind_all(&config)?;
+    let notify = NotifySocket::bind()?;
+    let os = RealOs::new(&config, listeners, notify.path().to_string_lossy().into_owned());
+    info!(
+        pid = std::process::id(),
+        workers = config.workers,
+        ready = %config.ready,
+        "master started: {}",
+        os.spawner.program()
+    );
+    let mut sup = Supervisor::new(os, Settings::from(&config));
+    sup.start(Instant::now());
+    let code = event_loop(&mut sup, &mut signals, &notify)?;
+    let RealOs { listeners, .. } = sup.into_os();
+    drop(listeners); // removes our unix socket files
+    info!(code, "master exiting");
+    Ok(code)
+}
+
+fn bind_all(config: &Config) -> Result<Vec<Listener>> {
+    config
+        .listeners
+        .iter()
+        .map(|spec| {
+            let l = Listener::bind(spec, config.socket_mode)?;
+            info!(name = l.name(), "listening on {}", l.local());
+            Ok(l)
+        })
+        .collect()
+}
+
+fn event_loop(
+    sup: &mut Supervisor<RealOs>,
+    signals: &mut SignalPipe,
+    notify: &NotifySocket,
+) -> Result<i32> {
+    loop {
+        if let Phase::Exited(code) = sup.phase() {
+            return Ok(code);
+        }
+        let timeout = match sup.next_deadline() {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                // Round up: waking a little early would only spin until the deadline.
+                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let (sig_ready, notify_ready) = wait(signals.fd(), notify.fd(), timeout)?;
+        let now = Instant::now();
+        if sig_ready {
+            for signal in signals.drain() {
+                match signal {
+                    Signal::Child => reap(sup, now),
+                    other => sup.on_signal(other, now),
+                }
+            }
+        }
+        if notify_ready {
+            while let Some(datagram) = notify.recv() {
+                on_notify(sup, datagram, now);
+            }
+        }
+        sup.on_tick(now);
+    }
+}
+
+/// Waits until the signal pipe or the notify socket is readable, or the timeout passes.
+fn wait(sig: BorrowedFd<'_>, notify: BorrowedFd<'_>, timeout: PollTimeout) -> Result<(bool, bool)> {
+    let mut fds = [PollFd::new(sig, PollFlags::POLLIN), PollFd::new(notify, PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(_) => {}
+        Err(Errno::EINTR) => return Ok((true, false)),
+        Err(e) => return Err(Error::io("poll failed", e)),
+    }
+    let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    Ok((readable(&fds[0]), readable(&fds[1])))
+}
+
+/// Reaps every child that has exited.
+fn reap(sup: &mut Supervisor<RealOs>, now: Instant) {
+    loop {
+        let (pid, status) = match waitpid(None::<NixPid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+            Ok(other) => {
+                debug!("child state change ignored: {other:?}");
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                warn!("waitpid failed: {e}");
+                return;
+            }
+        };
+        sup.on_exit(pid.as_raw() as Pid, status, now);
+    }
+}
+
+/// Handles one notify datagram: attributes it to a worker, then acts on its fields.
+fn on_notify(sup: &mut Supervisor<RealOs>, datagram: Datagram, now: Instant) {
+    let Some(sender) = datagram.pid else {
+        debug!("notify message without credentials ignored");
+        return;
+    };
+    let is_worker = |p: Pid| sup.workers().iter().any(|w| w.pid == p);
+    let Some(worker) = procfs::owning_ancestor(sender, std::process::id(), is_worker) else {
+        debug!(sender, "notify message from a process that is not one of our workers ignored");
+        return;
+    };
+    for (key, value) in notify::fields(&datagram.text) {
+        match key {
+            "READY" if value == "1" => sup.on_ready(worker, now),
+            "STATUS" => debug!(pid = worker, "worker status: {value}"),
+            _ => debug!(pid = worker, "notify {key}={value}"),
+        }
+    }
+    // Dropping the datagram closes any fd that came with it (releases BARRIER=1 senders).
+    drop(datagram);
+}
+
+/// The real OS: spawns with [`Spawner`], signals with kill(2).
+#[derive(Debug)]
+struct RealOs {
+    spawner: Spawner,
+    listeners: Vec<Listener>,
+    notify_path: String,
+}
+
+impl RealOs {
+    fn new(config: &Config, listeners: Vec<Listener>, notify_path: String) -> RealOs {
+        RealOs { spawner: Spawner::new(config.command.clone()), listeners, notify_path }
+    }
+}
+
+impl Os for RealOs {
+    fn spawn(&mut self, index: usize, generation: u64) -> std::result::Result<Pid, String> {
+        let [fds, names] = socket::listen_env(&self.listeners);
+        let env = [
+            ("PPID", std::process::id().to_string()),
+            ("WORKER_INDEX", index.to_string()),
+            ("RELOAD_INDEX", generation.to_string()),
+            ("NOTIFY_SOCKET", self.notify_path.clone()),
+            fds,
+            names,
+        ];
+        self.spawner.spawn(self.listeners.iter().map(Listener::fd), &env).map_err(|e| e.to_string())
+    }
+
+    fn signal(&mut self, target: Target, signal: Signal) {
+        let sig = nix::sys::signal::Signal::try_from(signal.number()).ok();
+        let result = match target {
+            Target::Process(pid) => nix::sys::signal::kill(NixPid::from_raw(pid as i32), sig),
+            Target::Group(pgid) => killpg(NixPid::from_raw(pgid as i32), sig),
+        };
+        match result {
+            Ok(()) => debug!(?target, signal = signal.name(), "signal sent"),
+            Err(Errno::ESRCH) => debug!(?target, signal = signal.name(), "signal: already gone"),
+            Err(e) => warn!(?target, signal = signal.name(), "cannot send signal: {e}"),
+        }
+    }
+
+    fn group_alive(&mut self, pgid: Pid) -> bool {
+        !matches!(killpg(NixPid::from_raw(pgid as i32), None), Err(Errno::ESRCH))
+    }
+}

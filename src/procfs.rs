@@ -1,0 +1,112 @@
+//! Reading processes from `/proc`: the few fields the master needs, parsed by hand.
+//!
+//! `/proc/PID/stat` is parsed from the *last* `)`, because the command name between the
+//! parentheses may itself contain spaces and parentheses.
+
+use std::io;
+
+/// The fields of `/proc/PID/stat` the master uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Process state (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: u32,
+    /// Process group id.
+    pub pgrp: u32,
+    /// User CPU time, in clock ticks.
+    pub utime: u64,
+    /// System CPU time, in clock ticks.
+    pub stime: u64,
+    /// Number of threads.
+    pub threads: u64,
+    /// Start time after boot, in clock ticks.
+    pub starttime: u64,
+    /// Resident set size, in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses the text of `/proc/PID/stat`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    // Fields from 3 (state) on; field N is at index N - 3.
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: u32::try_from(num(4)?).ok()?,
+        pgrp: u32::try_from(num(5)?).ok()?,
+        utime: num(14)?,
+        stime: num(15)?,
+        threads: num(20)?,
+        starttime: num(22)?,
+        rss_pages: num(24)?,
+    })
+}
+
+/// Reads and parses `/proc/PID/stat`.
+pub fn read_stat(pid: u32) -> io::Result<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
+}
+
+/// The nearest of `pid` and its ancestors for which `is_worker` holds, if any.
+///
+/// Used to attribute a notify message to the worker whose descendant sent it (`sh -c`,
+/// `systemd-notify`). The walk stops at pid 1, at `stop_at` (the master) and after a few
+/// dozen levels.
+pub fn owning_ancestor(pid: u32, stop_at: u32, is_worker: impl Fn(u32) -> bool) -> Option<u32> {
+    let mut p = pid;
+    for _ in 0..32 {
+        if is_worker(p) {
+            return Some(p);
+        }
+        if p <= 1 || p == stop_at {
+            return None;
+        }
+        p = read_stat(p).ok()?.ppid;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_parsed_from_the_last_parenthesis() {
+        let text = "1234 (we ird) (name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
+                    7 3 0 0 20 0 5 0 99 12345678 321 18446744073709551615 0 0 0 0 0 0 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!((s.ppid, s.pgrp), (1, 1234));
+        assert_eq!((s.utime, s.stime), (7, 3));
+        assert_eq!(s.threads, 5);
+        assert_eq!(s.starttime, 99);
+        assert_eq!(s.rss_pages, 321);
+    }
+
+    #[test]
+    fn garbage_stat_is_none_not_a_panic() {
+        for t in ["", ")", "1 (x) S", "1 (x) S a b c", "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 -5 19 20"] {
+            assert!(parse_stat(t).is_none(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn our_own_stat_reads() {
+        let me = read_stat(std::process::id()).unwrap();
+        assert_eq!(me.ppid, std::os::unix::process::parent_id());
+        assert!(me.threads >= 1);
+    }
+
+    #[test]
+    fn a_child_is_owned_by_us_through_its_parent() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        assert_eq!(owning_ancestor(child.id(), 0, |p| p == me), Some(me));
+        assert_eq!(owning_ancestor(child.id(), me, |p| p == 999_999_999), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

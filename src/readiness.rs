@@ -1,0 +1,87 @@
+//! How the master learns that a new worker serves.
+//!
+//! A worker is *ready* when the master may retire the worker it replaces. Each
+//! [`ReadyMode`] is a different source of that fact:
+//!
+//! - [`ReadyMode::Notify`]: the worker says so, with `READY=1` on `NOTIFY_SOCKET` (the
+//!   systemd protocol, see [`crate::notify`]). Exact, but the app must speak it.
+//! - [`ReadyMode::Delay`]: the worker stayed alive for a while (einhorn's and
+//!   Server::Starter's timer). Works with anything, proves little.
+//!
+//! Whatever the mode, a `READY=1` from a worker is always believed: it can only make a new
+//! worker ready sooner. The supervisor turns the mode into deadlines
+//! ([`ReadyMode::delay`]); sources of readiness that need the OS (the notify socket) live
+//! in the master loop and reach the supervisor as events.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::config::TimeSpan;
+use crate::error::{Error, Result};
+
+/// How the master decides that a new worker is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// The worker sends `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// The worker is ready once it has stayed alive this long.
+    Delay(Duration),
+}
+
+impl ReadyMode {
+    /// The time after start at which a worker that is still alive counts as ready, if any.
+    pub fn delay(self) -> Option<Duration> {
+        match self {
+            ReadyMode::Delay(d) => Some(d),
+            ReadyMode::Notify => None,
+        }
+    }
+}
+
+impl Default for ReadyMode {
+    fn default() -> Self {
+        ReadyMode::Delay(Duration::from_secs(1))
+    }
+}
+
+impl FromStr for ReadyMode {
+    type Err = Error;
+
+    /// Parses `notify` or `delay:DUR` (`delay:2s`, `delay:500`).
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("notify") {
+            return Ok(ReadyMode::Notify);
+        }
+        if let Some(d) = t.strip_prefix("delay:") {
+            return TimeSpan::parse("--ready", d).map(ReadyMode::Delay);
+        }
+        Err(Error::invalid("--ready", s, "expected `notify` or `delay:DURATION` (e.g. delay:2s)"))
+    }
+}
+
+impl fmt::Display for ReadyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadyMode::Notify => f.write_str("notify"),
+            ReadyMode::Delay(d) => write!(f, "delay:{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print_back() {
+        assert_eq!("notify".parse::<ReadyMode>().unwrap(), ReadyMode::Notify);
+        let d = "delay:1500".parse::<ReadyMode>().unwrap();
+        assert_eq!(d, ReadyMode::Delay(Duration::from_millis(1500)));
+        assert_eq!(d.to_string(), "delay:1s 500ms");
+        assert_eq!(d.to_string().parse::<ReadyMode>().unwrap(), d);
+        assert!("listen".parse::<ReadyMode>().is_err());
+        assert!("delay:-1".parse::<ReadyMode>().is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting a worker: the only code that runs between `fork` and `exec`.
+//!
+//! A worker is started in two steps, so that `LISTEN_PID` is exactly the worker's pid:
+//!
+//! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`EXEC_ENV`] set. Between
+//!    fork and exec, the child (see [`child_setup`]) puts itself in its own process group,
+//!    resets every signal disposition to default and empties its signal mask, asks for
+//!    SIGKILL when the master dies (`PR_SET_PDEATHSIG`) and checks that the master did not
+//!    die before that. The listeners are mapped to fds 3, 4, ... (`command-fds`); every other
+//!    master fd is close-on-exec.
+//! 2. That fresh process ([`exec_if_requested`], the first thing `main` and `init()` do) sets
+//!    `LISTEN_PID` to its own pid and execs the worker command. The pid survives `exec`, so the
+//!    worker sees its own pid in `LISTEN_PID`, as strict clients (libsystemd, sd-notify,
+//!    go-systemd) require.
+//!
+//! `LISTEN_PID` cannot be set in one step: the environment std passes to `exec` is fixed
+//! before fork, and setting variables after fork would allocate.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::worker::Pid;
+
+/// Set in the environment of the intermediate process that execs the worker command.
+pub const EXEC_ENV: &str = "__MASTER_PROCESS_EXEC";
+
+/// Variables of the master's own environment that must not reach workers: the master's
+/// socket activation and service manager settings are its own.
+const MASTER_ONLY_ENV: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// How to start workers.
+#[derive(Debug)]
+pub struct Spawner {
+    /// Program and arguments.
+    command: Vec<OsString>,
+    /// The master's pid, checked by the child against the PDEATHSIG race.
+    master: Pid,
+}
+
+impl Spawner {
+    /// A spawner for `command` (program and arguments, not empty).
+    pub fn new(command: Vec<OsString>) -> Spawner {
+        Spawner { command, master: std::process::id() }
+    }
+
+    /// The program, for messages.
+    pub fn program(&self) -> String {
+        self.command.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Starts a worker that inherits `listeners` as fds 3, 4, ... with `env` added to the
+    /// master's environment. Returns its pid (which is also its process group id).
+    pub fn spawn<'a>(
+        &self,
+        listeners: impl IntoIterator<Item = std::os::fd::BorrowedFd<'a>>,
+        env: &[(&str, String)],
+    ) -> io::Result<Pid> {
+        let mut mappings = Vec::new();
+        for (n, fd) in listeners.into_iter().enumerate() {
+            let parent_fd: OwnedFd = fd.as_fd().try_clone_to_owned()?;
+            mappings.push(FdMapping { parent_fd, child_fd: 3 + n as i32 });
+        }
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(&self.command[0]).args(&self.command).stdin(Stdio::null());
+        for var in MASTER_ONLY_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).env(EXEC_ENV, "1");
+        cmd.fd_mappings(mappings).map_err(io::Error::other)?;
+        cmd.process_group(0);
+        let master = self.master as libc::pid_t;
+        // SAFETY: `child_setup` only makes async-signal-safe calls (sigaction, sigprocmask,
+        // prctl, getppid) and does not allocate, as required between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || child_setup(master));
+        }
+        let child = cmd.spawn()?;
+        // The master reaps its children itself (waitpid in its loop); the handle is not needed.
+        Ok(child.id())
+    }
+}
+
+/// Runs in the child between fork and exec: default signal handling, empty signal mask,
+/// SIGKILL when the master dies.
+fn child_setup(master: libc::pid_t) -> io::Result<()> {
+    // SAFETY: a zeroed `sigaction` with SIG_DFL is a valid argument; resetting dispositions
+    // and the mask is async-signal-safe. sigaction fails (harmlessly) for SIGKILL, SIGSTOP
+    // and the signals glibc reserves.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..libc::SIGRTMAX() {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // If the master died before prctl, we were already reparented: the signal will never come.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != master {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// If this process is the intermediate step of [`Spawner::spawn`], sets `LISTEN_PID` to its
+/// own pid and execs the worker command; never returns in that case. Otherwise does nothing.
+///
+/// Call it first thing in `main` (the binary does; `master_process::init()` does).
+pub fn exec_if_requested() {
+    if std::env::var_os(EXEC_ENV).is_none() {
+        return;
+    }
+    let mut args = std::env::args_os().skip(1);
+    let Some(program) = args.next() else {
+        eprintln!("master-process: internal error: {EXEC_ENV} set without a command");
+        std::process::exit(127);
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(args).env_remove(EXEC_ENV);
+    if std::env::var_os("LISTEN_FDS").is_some() {
+        cmd.env("LISTEN_PID", std::process::id().to_string());
+    }
+    let err = cmd.exec();
+    eprintln!("master-process: cannot run {}: {err}", program.to_string_lossy());
+    std::process::exit(if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 });
+}
