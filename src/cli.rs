@@ -25,9 +25,16 @@ const LOGGING: &str = "Logging";
 /// retires each old one once its replacement is ready; a broken release never replaces a
 /// working one. SIGTERM or SIGINT stops everything gracefully.
 #[derive(Debug, Parser)]
-#[command(name = "master-process", version, max_term_width = 100)]
-#[command(after_help = "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, \
-                        the worker's code with --on-crash exit.")]
+#[command(
+    name = "master-process",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
+#[command(
+    after_help = "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, \
+                        the worker's code with --on-crash exit."
+)]
 pub struct Cli {
     /// Socket to listen on: PORT, ADDR:PORT, [V6ADDR]:PORT or a unix socket path, optionally
     /// named NAME=SPEC; repeatable [default: $PORT]
@@ -41,41 +48,77 @@ pub struct Cli {
     port: Option<String>,
 
     /// Permission bits of unix socket files, set when they are created
-    #[arg(long, value_name = "MODE", env = "MASTER_PROCESS_SOCKET_MODE", default_value = "0664")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "MASTER_PROCESS_SOCKET_MODE",
+        default_value = "0664"
+    )]
     #[arg(help_heading = SOCKETS)]
     socket_mode: String,
 
     /// Number of workers: a number, MAX (one per core) or AUTO (cores - 1, at least 1)
-    #[arg(long, short = 'w', value_name = "N", env = "WORKERS", default_value = "1")]
+    #[arg(
+        long,
+        short = 'w',
+        value_name = "N",
+        env = "WORKERS",
+        default_value = "1"
+    )]
     #[arg(help_heading = WORKERS)]
     workers: String,
 
     /// How a new worker is known to be ready: `notify` (it sends READY=1 on NOTIFY_SOCKET) or
     /// `delay:DUR` (it stayed alive that long)
-    #[arg(long, value_name = "MODE", env = "MASTER_PROCESS_READY", default_value = "delay:1s")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "MASTER_PROCESS_READY",
+        default_value = "delay:1s"
+    )]
     #[arg(help_heading = WORKERS)]
     ready: String,
 
     /// How long a new worker may take to become ready before the reload fails
-    #[arg(long, value_name = "DUR", env = "MASTER_PROCESS_READY_TIMEOUT", default_value = "60s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        env = "MASTER_PROCESS_READY_TIMEOUT",
+        default_value = "60s"
+    )]
     #[arg(help_heading = WORKERS)]
     ready_timeout: String,
 
     /// How long a worker may drain after SIGTERM before its process group gets SIGKILL
     /// (a bare number is milliseconds)
-    #[arg(long, value_name = "DUR", env = "MAX_KILL_TIMEOUT", default_value = "5s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        env = "MAX_KILL_TIMEOUT",
+        default_value = "5s"
+    )]
     #[arg(help_heading = WORKERS)]
     kill_timeout: String,
 
     /// A worker that crashes sooner than this after its start is restarted only once this
     /// much time has passed since its start (a bare number is milliseconds)
-    #[arg(long, value_name = "DUR", env = "WORKER_THROTTLE", default_value = "1s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        env = "WORKER_THROTTLE",
+        default_value = "1s"
+    )]
     #[arg(help_heading = WORKERS)]
     throttle: String,
 
     /// What a worker crash does: `restart` it, or `exit` (stop the others and exit with the
     /// worker's code, for a service manager that restarts)
-    #[arg(long, value_name = "ACTION", env = "MASTER_PROCESS_ON_CRASH", default_value = "restart")]
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "MASTER_PROCESS_ON_CRASH",
+        default_value = "restart"
+    )]
     #[arg(help_heading = WORKERS)]
     on_crash: String,
 
@@ -95,7 +138,10 @@ impl Cli {
             let port = self.port.as_deref().ok_or(Error::NoListener)?;
             vec![socket::parse_port_env(port)?]
         } else {
-            self.listen.iter().map(|s| s.parse::<ListenerSpec>()).collect::<Result<_>>()?
+            self.listen
+                .iter()
+                .map(|s| s.parse::<ListenerSpec>())
+                .collect::<Result<_>>()?
         };
         let program = self.command.first().ok_or(Error::NoCommand)?;
         config::resolve_program(program)?;
@@ -125,7 +171,10 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // clap's first line says what is wrong; the rest is a usage dump.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
             eprintln!("master-process: {first} (see master-process --help)");
             return ExitCode::from(2);
         }

@@ -64,7 +64,11 @@ impl FromStr for OnCrash {
         match s.to_ascii_lowercase().as_str() {
             "restart" => Ok(OnCrash::Restart),
             "exit" => Ok(OnCrash::Exit),
-            _ => Err(Error::invalid("--on-crash", s, "expected `restart` or `exit`")),
+            _ => Err(Error::invalid(
+                "--on-crash",
+                s,
+                "expected `restart` or `exit`",
+            )),
         }
     }
 }
@@ -89,7 +93,9 @@ impl TimeSpan {
         let t = s.trim();
         let bad = |reason: &str| Error::invalid(what, s, reason);
         if t.is_empty() {
-            return Err(bad("expected a duration like 5s, 250ms or a number of milliseconds"));
+            return Err(bad(
+                "expected a duration like 5s, 250ms or a number of milliseconds",
+            ));
         }
         if t.bytes().all(|b| b.is_ascii_digit()) {
             return t
@@ -100,8 +106,9 @@ impl TimeSpan {
         if t.starts_with('-') {
             return Err(bad("must not be negative"));
         }
-        humantime::parse_duration(t)
-            .map_err(|_| bad("expected a duration like 5s, 250ms, 1m30s or a number of milliseconds"))
+        humantime::parse_duration(t).map_err(|_| {
+            bad("expected a duration like 5s, 250ms, 1m30s or a number of milliseconds")
+        })
     }
 }
 
@@ -138,7 +145,11 @@ pub fn parse_mode(what: &str, s: &str) -> Result<u32> {
     let digits = t.strip_prefix("0o").unwrap_or(t);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
-        _ => Err(Error::invalid(what, s, "expected octal permission bits such as 0664 or 0660")),
+        _ => Err(Error::invalid(
+            what,
+            s,
+            "expected octal permission bits such as 0664 or 0660",
+        )),
     }
 }
 
@@ -182,17 +193,31 @@ mod tests {
 
     #[test]
     fn durations_accept_bare_milliseconds_and_units() {
-        assert_eq!(TimeSpan::parse("X", "5000").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            TimeSpan::parse("X", "5000").unwrap(),
+            Duration::from_secs(5)
+        );
         assert_eq!(TimeSpan::parse("X", "5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(TimeSpan::parse("X", "250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(TimeSpan::parse("X", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            TimeSpan::parse("X", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            TimeSpan::parse("X", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
         assert_eq!(TimeSpan::parse("X", "0").unwrap(), Duration::ZERO);
     }
 
     #[test]
     fn durations_reject_negative_and_garbage_with_the_name() {
-        let e = TimeSpan::parse("MAX_KILL_TIMEOUT", "-1").unwrap_err().to_string();
-        assert!(e.contains("MAX_KILL_TIMEOUT") && e.contains("negative"), "{e}");
+        let e = TimeSpan::parse("MAX_KILL_TIMEOUT", "-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("MAX_KILL_TIMEOUT") && e.contains("negative"),
+            "{e}"
+        );
         assert!(TimeSpan::parse("X", "soon").is_err());
         assert!(TimeSpan::parse("X", "").is_err());
         assert!(TimeSpan::parse("X", "99999999999999999999999").is_err());
@@ -204,7 +229,12 @@ mod tests {
         assert_eq!(parse_workers("W", "3").unwrap(), 3);
         assert_eq!(parse_workers("W", "max").unwrap(), cores);
         assert_eq!(parse_workers("W", "AUTO").unwrap(), (cores - 1).max(1));
-        assert!(parse_workers("WORKERS", "abc").unwrap_err().to_string().contains("WORKERS"));
+        assert!(
+            parse_workers("WORKERS", "abc")
+                .unwrap_err()
+                .to_string()
+                .contains("WORKERS")
+        );
         assert!(parse_workers("W", "0").is_err());
         assert!(parse_workers("W", "-2").is_err());
     }

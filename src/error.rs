@@ -112,11 +112,18 @@ impl Error {
         value: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        Error::InvalidValue { name: name.into(), value: value.into(), reason: reason.into() }
+        Error::InvalidValue {
+            name: name.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Io`] with what we were doing.
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        Error::Io { context: context.into(), source: source.into() }
+        Error::Io {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }

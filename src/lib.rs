@@ -21,6 +21,8 @@
 //! - [`procfs`]: the bits of `/proc` we read.
 //! - [`error`]: the error type.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;

@@ -13,9 +13,14 @@ use tracing_subscriber::prelude::*;
 /// Installs the global logger. Safe to call more than once (later calls do nothing).
 pub fn init(verbose: bool) {
     let debug = verbose || debug_env_matches(std::env::var("DEBUG").ok().as_deref());
-    let default = Targets::new()
-        .with_default(LevelFilter::WARN)
-        .with_target("master_process", if debug { LevelFilter::DEBUG } else { LevelFilter::INFO });
+    let default = Targets::new().with_default(LevelFilter::WARN).with_target(
+        "master_process",
+        if debug {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::INFO
+        },
+    );
     let filter = std::env::var("MASTER_PROCESS_LOG")
         .ok()
         .and_then(|s| s.parse::<Targets>().ok())

@@ -28,17 +28,26 @@ use crate::supervisor::{Os, Phase, Settings, Supervisor, Target};
 use crate::worker::{ExitStatus, Pid};
 
 /// The signals the master handles.
-const SIGNALS: [Signal; 5] =
-    [Signal::Child, Signal::Terminate, Signal::Interrupt, Signal::Hangup, Signal::User2];
+const SIGNALS: [Signal; 5] = [
+    Signal::Child,
+    Signal::Terminate,
+    Signal::Interrupt,
+    Signal::Hangup,
+    Signal::User2,
+];
 
 /// Runs a master for `config` until it stops; returns the exit code.
 pub fn run(config: Config) -> Result<i32> {
     // Handlers first: from here on no signal is lost, and no child can become a zombie.
-    let mut signals =
-        SignalPipe::install(&SIGNALS).map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let mut signals = SignalPipe::install(&SIGNALS)
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let listeners = bind_all(&config)?;
     let notify = NotifySocket::bind()?;
-    let os = RealOs::new(&config, listeners, notify.path().to_string_lossy().into_owned());
+    let os = RealOs::new(
+        &config,
+        listeners,
+        notify.path().to_string_lossy().into_owned(),
+    );
     info!(
         pid = std::process::id(),
         workers = config.workers,
@@ -80,7 +89,10 @@ fn event_loop(
             None => PollTimeout::NONE,
             Some(at) => {
                 // Round up: waking a little early would only spin until the deadline.
-                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                let ms = at
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
@@ -105,7 +117,10 @@ fn event_loop(
 
 /// Waits until the signal pipe or the notify socket is readable, or the timeout passes.
 fn wait(sig: BorrowedFd<'_>, notify: BorrowedFd<'_>, timeout: PollTimeout) -> Result<(bool, bool)> {
-    let mut fds = [PollFd::new(sig, PollFlags::POLLIN), PollFd::new(notify, PollFlags::POLLIN)];
+    let mut fds = [
+        PollFd::new(sig, PollFlags::POLLIN),
+        PollFd::new(notify, PollFlags::POLLIN),
+    ];
     match poll(&mut fds, timeout) {
         Ok(_) => {}
         Err(Errno::EINTR) => return Ok((true, false)),
@@ -144,7 +159,10 @@ fn on_notify(sup: &mut Supervisor<RealOs>, datagram: Datagram, now: Instant) {
     };
     let is_worker = |p: Pid| sup.workers().iter().any(|w| w.pid == p);
     let Some(worker) = procfs::owning_ancestor(sender, std::process::id(), is_worker) else {
-        debug!(sender, "notify message from a process that is not one of our workers ignored");
+        debug!(
+            sender,
+            "notify message from a process that is not one of our workers ignored"
+        );
         return;
     };
     for (key, value) in notify::fields(&datagram.text) {
@@ -168,7 +186,11 @@ struct RealOs {
 
 impl RealOs {
     fn new(config: &Config, listeners: Vec<Listener>, notify_path: String) -> RealOs {
-        RealOs { spawner: Spawner::new(config.command.clone()), listeners, notify_path }
+        RealOs {
+            spawner: Spawner::new(config.command.clone()),
+            listeners,
+            notify_path,
+        }
     }
 }
 
@@ -183,7 +205,9 @@ impl Os for RealOs {
             fds,
             names,
         ];
-        self.spawner.spawn(self.listeners.iter().map(Listener::fd), &env).map_err(|e| e.to_string())
+        self.spawner
+            .spawn(self.listeners.iter().map(Listener::fd), &env)
+            .map_err(|e| e.to_string())
     }
 
     fn signal(&mut self, target: Target, signal: Signal) {
@@ -200,6 +224,9 @@ impl Os for RealOs {
     }
 
     fn group_alive(&mut self, pgid: Pid) -> bool {
-        !matches!(killpg(NixPid::from_raw(pgid as i32), None), Err(Errno::ESRCH))
+        !matches!(
+            killpg(NixPid::from_raw(pgid as i32), None),
+            Err(Errno::ESRCH)
+        )
     }
 }

@@ -59,7 +59,10 @@ impl NotifySocket {
             Ok(sock) => Ok(NotifySocket { sock, dir, path }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                Err(Error::io(format!("cannot bind notify socket {}", path.display()), e))
+                Err(Error::io(
+                    format!("cannot bind notify socket {}", path.display()),
+                    e,
+                ))
             }
         }
     }
@@ -103,14 +106,21 @@ impl NotifySocket {
                 ControlMessageOwned::ScmRights(raw) => {
                     // SAFETY: the kernel just installed these descriptors in our table for us;
                     // nothing else refers to them, so we may own (and later close) them.
-                    fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
                 }
                 _ => {}
             }
         }
         let (len, truncated) = (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC));
         if truncated {
-            return Ok(Datagram { pid, text: String::new(), fds });
+            return Ok(Datagram {
+                pid,
+                text: String::new(),
+                fds,
+            });
         }
         buf.truncate(len);
         let text = String::from_utf8_lossy(&buf).into_owned();
@@ -135,7 +145,10 @@ fn private_dir(base: &Path) -> Result<PathBuf> {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => {
-                return Err(Error::io(format!("cannot create a directory in {}", base.display()), e));
+                return Err(Error::io(
+                    format!("cannot create a directory in {}", base.display()),
+                    e,
+                ));
             }
         }
     }
@@ -155,7 +168,9 @@ pub fn fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
 /// Returns `Ok(false)` when `NOTIFY_SOCKET` is not set. Accepts a path or an abstract name
 /// starting with `@`, as systemd does.
 pub fn notify(state: &str) -> io::Result<bool> {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(false) };
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
     send_to(&target, state)?;
     Ok(true)
 }
@@ -194,7 +209,10 @@ mod tests {
     fn datagrams_arrive_with_the_senders_pid_and_the_dir_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let s = NotifySocket::bind().unwrap();
-        let mode = std::fs::metadata(s.path().parent().unwrap()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(s.path().parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         assert!(s.recv().is_none());
         send_to(s.path().as_os_str(), "READY=1\nSTATUS=up").unwrap();

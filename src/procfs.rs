@@ -47,7 +47,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 /// Reads and parses `/proc/PID/stat`.
 pub fn read_stat(pid: u32) -> io::Result<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
+    parse_stat(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
 }
 
 /// The nearest of `pid` and its ancestors for which `is_worker` holds, if any.
@@ -88,7 +89,13 @@ mod tests {
 
     #[test]
     fn garbage_stat_is_none_not_a_panic() {
-        for t in ["", ")", "1 (x) S", "1 (x) S a b c", "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 -5 19 20"] {
+        for t in [
+            "",
+            ")",
+            "1 (x) S",
+            "1 (x) S a b c",
+            "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 -5 19 20",
+        ] {
             assert!(parse_stat(t).is_none(), "{t:?}");
         }
     }
@@ -103,7 +110,10 @@ mod tests {
     #[test]
     fn a_child_is_owned_by_us_through_its_parent() {
         let me = std::process::id();
-        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
         assert_eq!(owning_ancestor(child.id(), 0, |p| p == me), Some(me));
         assert_eq!(owning_ancestor(child.id(), me, |p| p == 999_999_999), None);
         child.kill().unwrap();

@@ -57,7 +57,11 @@ impl FromStr for ReadyMode {
         if let Some(d) = t.strip_prefix("delay:") {
             return TimeSpan::parse("--ready", d).map(ReadyMode::Delay);
         }
-        Err(Error::invalid("--ready", s, "expected `notify` or `delay:DURATION` (e.g. delay:2s)"))
+        Err(Error::invalid(
+            "--ready",
+            s,
+            "expected `notify` or `delay:DURATION` (e.g. delay:2s)",
+        ))
     }
 }
 

@@ -151,13 +151,21 @@ impl SignalPipe {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let mut pipe = SignalPipe { read, flags: Vec::new(), ids: Vec::new() };
+        let mut pipe = SignalPipe {
+            read,
+            flags: Vec::new(),
+            ids: Vec::new(),
+        };
         for &sig in signals {
             let flag = Arc::new(AtomicBool::new(false));
             // Registration order is execution order: the flag is set before the byte is written.
-            pipe.ids.push(signal_hook::flag::register(sig.number(), Arc::clone(&flag))?);
+            pipe.ids.push(signal_hook::flag::register(
+                sig.number(),
+                Arc::clone(&flag),
+            )?);
             let w: OwnedFd = write.try_clone()?.into();
-            pipe.ids.push(signal_hook::low_level::pipe::register(sig.number(), w)?);
+            pipe.ids
+                .push(signal_hook::low_level::pipe::register(sig.number(), w)?);
             pipe.flags.push((sig, flag));
         }
         Ok(pipe)

@@ -55,8 +55,8 @@ pub enum ListenAddr {
 impl FromStr for ListenerSpec {
     type Err = Error;
 
-    /// Parses `8080`, `127.0.0.1:8080`, `[::1]:8080`, `/run/app.sock` or `./app.sock`,
-    /// each optionally prefixed by `name=`.
+    /// Parses `8080`, `127.0.0.1:8080`, `[::1]:8080`, `/run/app.sock`, `./app.sock` or
+    /// `unix:app.sock`, each optionally prefixed by `name=`.
     fn from_str(s: &str) -> Result<Self> {
         let bad = |reason: &str| Error::invalid("--listen", s, reason);
         let (name, rest) = match s.split_once('=') {
@@ -67,7 +67,10 @@ impl FromStr for ListenerSpec {
             validate_name(name).map_err(|reason| bad(&reason))?;
         }
         let addr = parse_addr(rest).map_err(|reason| bad(&reason))?;
-        Ok(ListenerSpec { name: name.map(str::to_string), addr })
+        Ok(ListenerSpec {
+            name: name.map(str::to_string),
+            addr,
+        })
     }
 }
 
@@ -83,6 +86,9 @@ pub fn parse_port_env(value: &str) -> Result<ListenerSpec> {
 }
 
 fn parse_addr(s: &str) -> std::result::Result<ListenAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:").filter(|p| !p.is_empty()) {
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
     if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
         return Ok(ListenAddr::Unix(PathBuf::from(s)));
     }
@@ -97,7 +103,9 @@ fn parse_addr(s: &str) -> std::result::Result<ListenAddr, String> {
 }
 
 fn parse_port(s: &str) -> std::result::Result<u16, String> {
-    s.trim().parse::<u16>().map_err(|_| "expected a port number between 0 and 65535".to_string())
+    s.trim()
+        .parse::<u16>()
+        .map_err(|_| "expected a port number between 0 and 65535".to_string())
 }
 
 fn validate_name(name: &str) -> std::result::Result<(), String> {
@@ -168,21 +176,36 @@ impl Listener {
             ListenAddr::Tcp(addr) => bind_tcp(*addr, false)
                 .map_err(|e| bind_error(spec, e))
                 .and_then(|fd| Listener::tcp(name, fd)),
-            ListenAddr::Unix(path) => bind_unix(spec, path, socket_mode).map(|(fd, file)| {
-                Listener { name, local: format!("unix:{}", path.display()), fd, file: Some(file) }
-            }),
+            ListenAddr::Unix(path) => {
+                bind_unix(spec, path, socket_mode).map(|(fd, file)| Listener {
+                    name,
+                    local: format!("unix:{}", path.display()),
+                    fd,
+                    file: Some(file),
+                })
+            }
         }
     }
 
     /// Adopts an already listening socket (socket activation), named `name`.
     pub fn adopt(name: String, fd: OwnedFd) -> Result<Listener> {
         let local = describe(fd.as_fd());
-        Ok(Listener { name, local, fd, file: None })
+        Ok(Listener {
+            name,
+            local,
+            fd,
+            file: None,
+        })
     }
 
     fn tcp(name: String, fd: OwnedFd) -> Result<Listener> {
         let local = describe(fd.as_fd());
-        Ok(Listener { name, local, fd, file: None })
+        Ok(Listener {
+            name,
+            local,
+            fd,
+            file: None,
+        })
     }
 
     /// The name passed to workers in `LISTEN_FDNAMES`.
@@ -229,11 +252,18 @@ impl Drop for Listener {
 /// The `LISTEN_FDS` and `LISTEN_FDNAMES` values for these listeners (fds 3, 4, ...).
 pub fn listen_env(listeners: &[Listener]) -> [(&'static str, String); 2] {
     let names: Vec<&str> = listeners.iter().map(Listener::name).collect();
-    [("LISTEN_FDS", listeners.len().to_string()), ("LISTEN_FDNAMES", names.join(":"))]
+    [
+        ("LISTEN_FDS", listeners.len().to_string()),
+        ("LISTEN_FDNAMES", names.join(":")),
+    ]
 }
 
 fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> std::result::Result<OwnedFd, Errno> {
-    let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     match addr {
@@ -260,7 +290,11 @@ fn bind_error(spec: &ListenerSpec, errno: Errno) -> Error {
         Errno::EADDRNOTAVAIL => "this machine has no such address".to_string(),
         e => e.desc().to_string(),
     };
-    Error::Bind { spec: spec.to_string(), reason, source: io::Error::from(errno) }
+    Error::Bind {
+        spec: spec.to_string(),
+        reason,
+        source: io::Error::from(errno),
+    }
 }
 
 fn bind_unix(spec: &ListenerSpec, path: &Path, mode: u32) -> Result<(OwnedFd, SocketFile)> {
@@ -275,16 +309,24 @@ fn bind_unix(spec: &ListenerSpec, path: &Path, mode: u32) -> Result<(OwnedFd, So
     };
     if !parent.is_dir() {
         return Err(fail(
-            format!("folder {} does not exist; create it first", parent.display()),
+            format!(
+                "folder {} does not exist; create it first",
+                parent.display()
+            ),
             Errno::ENOENT,
         ));
     }
     let addr = UnixAddr::new(path).map_err(|e| {
-        fail("path too long: unix socket paths have at most 107 bytes".to_string(), e)
+        fail(
+            "path too long: unix socket paths have at most 107 bytes".to_string(),
+            e,
+        )
     })?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(Error::NotASocket { path: path.to_path_buf() });
+            return Err(Error::NotASocket {
+                path: path.to_path_buf(),
+            });
         }
         Ok(_) => match probe_unix(&addr) {
             Probe::Live => {
@@ -302,15 +344,23 @@ fn bind_unix(spec: &ListenerSpec, path: &Path, mode: u32) -> Result<(OwnedFd, So
                 tracing::info!("removed stale socket file {}", path.display());
             }
             Probe::Unknown(e) => {
-                return Err(fail(format!("cannot tell whether it is in use ({})", e.desc()), e));
+                return Err(fail(
+                    format!("cannot tell whether it is in use ({})", e.desc()),
+                    e,
+                ));
             }
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("cannot inspect {}", path.display()), e)),
     }
 
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| fail(e.desc().to_string(), e))?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| fail(e.desc().to_string(), e))?;
     // The file gets its final mode at creation: bind() applies the umask to 0777, so a umask
     // of !mode yields exactly `mode`. The master is single-threaded while it binds.
     let old = umask(Mode::from_bits_truncate(!mode & 0o777));
@@ -329,13 +379,21 @@ fn bind_unix(spec: &ListenerSpec, path: &Path, mode: u32) -> Result<(OwnedFd, So
         };
         fail(reason, e)
     })?;
-    let listening = socket::listen(&fd, Backlog::MAXCONN).map_err(|e| fail(e.desc().to_string(), e));
+    let listening =
+        socket::listen(&fd, Backlog::MAXCONN).map_err(|e| fail(e.desc().to_string(), e));
     let meta = listening.and_then(|()| {
         std::fs::symlink_metadata(path)
             .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))
     });
     match meta {
-        Ok(meta) => Ok((fd, SocketFile { path: path.to_path_buf(), dev: meta.dev(), ino: meta.ino() })),
+        Ok(meta) => Ok((
+            fd,
+            SocketFile {
+                path: path.to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        )),
         Err(e) => {
             // We created the file a moment ago: do not leave it behind.
             let _ = std::fs::remove_file(path);
@@ -399,19 +457,43 @@ mod tests {
     #[test]
     fn specs_cover_ports_addresses_paths_and_names() {
         assert_eq!(spec("8080").addr, ListenAddr::Port(8080));
-        assert_eq!(spec("127.0.0.1:80").addr, ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(spec("[::1]:80").addr, ListenAddr::Tcp("[::1]:80".parse().unwrap()));
-        assert_eq!(spec("/run/a.sock").addr, ListenAddr::Unix("/run/a.sock".into()));
+        assert_eq!(
+            spec("127.0.0.1:80").addr,
+            ListenAddr::Tcp("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            spec("[::1]:80").addr,
+            ListenAddr::Tcp("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            spec("/run/a.sock").addr,
+            ListenAddr::Unix("/run/a.sock".into())
+        );
         let named = spec("web=8080");
         assert_eq!(named.name.as_deref(), Some("web"));
         assert_eq!(named.addr, ListenAddr::Port(8080));
-        assert_eq!(spec("/run/a=b.sock").addr, ListenAddr::Unix("/run/a=b.sock".into()));
+        assert_eq!(
+            spec("unix:rel.sock").addr,
+            ListenAddr::Unix("rel.sock".into())
+        );
+        assert_eq!(
+            spec("/run/a=b.sock").addr,
+            ListenAddr::Unix("/run/a=b.sock".into())
+        );
         assert_eq!(spec("api=/run/a.sock").to_string(), "api=/run/a.sock");
     }
 
     #[test]
     fn bad_specs_say_what_is_expected() {
-        for bad in ["99999", "", "localhost:80", "a:b=80", "=80", "web=", "1.2.3.4"] {
+        for bad in [
+            "99999",
+            "",
+            "localhost:80",
+            "a:b=80",
+            "=80",
+            "web=",
+            "1.2.3.4",
+        ] {
             let e = bad.parse::<ListenerSpec>().unwrap_err().to_string();
             assert!(e.contains("--listen"), "{bad}: {e}");
         }
@@ -420,7 +502,10 @@ mod tests {
     #[test]
     fn port_env_is_a_port_or_an_absolute_path() {
         assert_eq!(parse_port_env("3000").unwrap().addr, ListenAddr::Port(3000));
-        assert_eq!(parse_port_env("/tmp/x.sock").unwrap().addr, ListenAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(
+            parse_port_env("/tmp/x.sock").unwrap().addr,
+            ListenAddr::Unix("/tmp/x.sock".into())
+        );
         let e = parse_port_env("99999").unwrap_err().to_string();
         assert!(e.contains("PORT") && e.contains("65535"), "{e}");
     }

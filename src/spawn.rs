@@ -52,12 +52,18 @@ pub struct Spawner {
 impl Spawner {
     /// A spawner for `command` (program and arguments, not empty).
     pub fn new(command: Vec<OsString>) -> Spawner {
-        Spawner { command, master: std::process::id() }
+        Spawner {
+            command,
+            master: std::process::id(),
+        }
     }
 
     /// The program, for messages.
     pub fn program(&self) -> String {
-        self.command.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+        self.command
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Starts a worker that inherits `listeners` as fds 3, 4, ... with `env` added to the
@@ -70,10 +76,15 @@ impl Spawner {
         let mut mappings = Vec::new();
         for (n, fd) in listeners.into_iter().enumerate() {
             let parent_fd: OwnedFd = fd.as_fd().try_clone_to_owned()?;
-            mappings.push(FdMapping { parent_fd, child_fd: 3 + n as i32 });
+            mappings.push(FdMapping {
+                parent_fd,
+                child_fd: 3 + n as i32,
+            });
         }
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(&self.command[0]).args(&self.command).stdin(Stdio::null());
+        cmd.arg0(&self.command[0])
+            .args(&self.command)
+            .stdin(Stdio::null());
         for var in MASTER_ONLY_ENV {
             cmd.env_remove(var);
         }
@@ -81,10 +92,12 @@ impl Spawner {
         cmd.fd_mappings(mappings).map_err(io::Error::other)?;
         cmd.process_group(0);
         let master = self.master as libc::pid_t;
+        let first_unmapped = 3 + env_listen_count(env);
         // SAFETY: `child_setup` only makes async-signal-safe calls (sigaction, sigprocmask,
-        // prctl, getppid) and does not allocate, as required between fork and exec.
+        // prctl, getppid, close_range) and does not allocate, as required between fork and
+        // exec. It runs after command-fds has placed the listeners (closures run in order).
         unsafe {
-            cmd.pre_exec(move || child_setup(master));
+            cmd.pre_exec(move || child_setup(master, first_unmapped));
         }
         let child = cmd.spawn()?;
         // The master reaps its children itself (waitpid in its loop); the handle is not needed.
@@ -92,17 +105,42 @@ impl Spawner {
     }
 }
 
+/// The number of listeners announced in `env` (`LISTEN_FDS`).
+fn env_listen_count(env: &[(&str, String)]) -> u32 {
+    env.iter()
+        .find(|(k, _)| *k == "LISTEN_FDS")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs in the child between fork and exec: default signal handling, empty signal mask,
-/// SIGKILL when the master dies.
-fn child_setup(master: libc::pid_t) -> io::Result<()> {
-    // SAFETY: a zeroed `sigaction` with SIG_DFL is a valid argument; resetting dispositions
-    // and the mask is async-signal-safe. sigaction fails (harmlessly) for SIGKILL, SIGSTOP
-    // and the signals glibc reserves.
+/// SIGKILL when the master dies, and no inherited fd but 0, 1, 2 and the listeners.
+fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
+    // Descriptors the master itself inherited without close-on-exec must not reach workers.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors of this
+    // (child) process; on kernels without it the call fails and nothing changes.
     unsafe {
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() {
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_close_range,
+            first_unmapped,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    // SAFETY: rt_sigaction with an all-zero kernel `struct sigaction` sets SIG_DFL with no
+    // flags and an empty mask, whatever the architecture's field order; the raw syscall also
+    // resets the signals glibc's wrapper refuses to touch (32, 33). It fails harmlessly for
+    // SIGKILL and SIGSTOP. sigprocmask is async-signal-safe.
+    unsafe {
+        let dfl = [0u64; 8];
+        for sig in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -139,6 +177,13 @@ pub fn exec_if_requested() {
         cmd.env("LISTEN_PID", std::process::id().to_string());
     }
     let err = cmd.exec();
-    eprintln!("master-process: cannot run {}: {err}", program.to_string_lossy());
-    std::process::exit(if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 });
+    eprintln!(
+        "master-process: cannot run {}: {err}",
+        program.to_string_lossy()
+    );
+    std::process::exit(if err.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    });
 }

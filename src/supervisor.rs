@@ -214,7 +214,10 @@ impl<O: Os> Supervisor<O> {
             WorkerState::Ready { .. } | WorkerState::Killed => [None, None],
         });
         let restarts = self.restart_at.iter().copied();
-        let lingering = self.lingering.iter().map(|l| Some(l.check_at.min(l.kill_at)));
+        let lingering = self
+            .lingering
+            .iter()
+            .map(|l| Some(l.check_at.min(l.kill_at)));
         workers.chain(restarts).chain(lingering).flatten().min()
     }
 
@@ -227,7 +230,11 @@ impl<O: Os> Supervisor<O> {
                 self.stop(0, now);
             }
             Signal::User2 => {
-                for w in self.workers.iter().filter(|w| w.state != WorkerState::Killed) {
+                for w in self
+                    .workers
+                    .iter()
+                    .filter(|w| w.state != WorkerState::Killed)
+                {
                     self.os.signal(Target::Process(w.pid), Signal::User2);
                 }
                 debug!(workers = self.workers.len(), "SIGUSR2 forwarded");
@@ -270,7 +277,10 @@ impl<O: Os> Supervisor<O> {
                 warn!(pid, index = w.index, generation = w.generation, %status,
                       "new worker exited before it was ready");
                 self.fail_reload(
-                    format!("worker {} (pid {pid}) {status} before it was ready", w.index),
+                    format!(
+                        "worker {} (pid {pid}) {status} before it was ready",
+                        w.index
+                    ),
                     now,
                 );
             }
@@ -301,7 +311,9 @@ impl<O: Os> Supervisor<O> {
         for pos in 0..self.workers.len() {
             let w = &self.workers[pos];
             match w.state {
-                WorkerState::Starting { ready_at: Some(at), .. } if at <= now => {
+                WorkerState::Starting {
+                    ready_at: Some(at), ..
+                } if at <= now => {
                     self.mark_ready(pos, now);
                 }
                 WorkerState::Starting { deadline, .. } if deadline <= now => {
@@ -309,9 +321,13 @@ impl<O: Os> Supervisor<O> {
                 }
                 WorkerState::Stopping { kill_at } if kill_at <= now => {
                     let pid = w.pid;
-                    warn!(pid, index = w.index, generation = w.generation,
-                          timeout_ms = self.settings.kill_timeout.as_millis() as u64,
-                          "worker still alive after MAX_KILL_TIMEOUT; sending SIGKILL to its process group");
+                    warn!(
+                        pid,
+                        index = w.index,
+                        generation = w.generation,
+                        timeout_ms = self.settings.kill_timeout.as_millis() as u64,
+                        "worker still alive after MAX_KILL_TIMEOUT; sending SIGKILL to its process group"
+                    );
                     self.os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
                 }
@@ -333,8 +349,17 @@ impl<O: Os> Supervisor<O> {
     fn begin_reload(&mut self, now: Instant) {
         self.generation += 1;
         let generation = self.generation;
-        info!(generation, workers = self.settings.workers, "reload started");
-        self.reload = Some(Reload { generation, started: now, failure: None, retiring: Vec::new() });
+        info!(
+            generation,
+            workers = self.settings.workers,
+            "reload started"
+        );
+        self.reload = Some(Reload {
+            generation,
+            started: now,
+            failure: None,
+            retiring: Vec::new(),
+        });
         for index in 0..self.settings.workers {
             // The candidate fills the slot; a restart waiting out its throttle is not needed.
             self.restart_at[index] = None;
@@ -347,11 +372,16 @@ impl<O: Os> Supervisor<O> {
 
     /// Fails the reload in flight (the first failure wins) and stops its other candidates.
     fn fail_reload(&mut self, reason: String, now: Instant) {
-        let Some(reload) = self.reload.as_mut() else { return };
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
         if reload.failure.is_some() {
             return;
         }
-        warn!(generation = reload.generation, "reload failed: {reason}; the previous workers keep serving");
+        warn!(
+            generation = reload.generation,
+            "reload failed: {reason}; the previous workers keep serving"
+        );
         reload.failure = Some(reason);
         let generation = reload.generation;
         let candidates: Vec<usize> = (0..self.workers.len())
@@ -369,9 +399,13 @@ impl<O: Os> Supervisor<O> {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
         let (pid, index, generation) = (w.pid, w.index, w.generation);
-        info!(pid, index, generation,
-              after_ms = now.saturating_duration_since(w.started).as_millis() as u64,
-              "worker ready");
+        info!(
+            pid,
+            index,
+            generation,
+            after_ms = now.saturating_duration_since(w.started).as_millis() as u64,
+            "worker ready"
+        );
         if w.role != Role::Candidate {
             return;
         }
@@ -400,8 +434,12 @@ impl<O: Os> Supervisor<O> {
                 );
             }
             _ => {
-                warn!(pid, index, generation = w.generation,
-                      "worker was not ready within {timeout}{hint}; stopping it");
+                warn!(
+                    pid,
+                    index,
+                    generation = w.generation,
+                    "worker was not ready within {timeout}{hint}; stopping it"
+                );
                 if self.settings.on_crash == OnCrash::Exit && self.phase == Phase::Starting {
                     self.stop(1, now);
                 } else {
@@ -433,8 +471,15 @@ impl<O: Os> Supervisor<O> {
         if w.state.is_stopping() {
             return;
         }
-        info!(pid = w.pid, index = w.index, generation = w.generation, "stopping worker");
-        w.state = WorkerState::Stopping { kill_at: now + self.settings.kill_timeout };
+        info!(
+            pid = w.pid,
+            index = w.index,
+            generation = w.generation,
+            "stopping worker"
+        );
+        w.state = WorkerState::Stopping {
+            kill_at: now + self.settings.kill_timeout,
+        };
         self.os.signal(Target::Group(w.pid), Signal::Terminate);
     }
 
@@ -452,7 +497,10 @@ impl<O: Os> Supervisor<O> {
         }
         self.phase = Phase::Stopping { code };
         if let Some(reload) = self.reload.take() {
-            info!(generation = reload.generation, "reload abandoned: the master is stopping");
+            info!(
+                generation = reload.generation,
+                "reload abandoned: the master is stopping"
+            );
         }
         self.reload_queued = false;
         self.restart_at.iter_mut().for_each(|r| *r = None);
@@ -502,7 +550,11 @@ impl<O: Os> Supervisor<O> {
             }
         };
         debug!(pgid = w.pid, "worker exited but its process group lives on");
-        self.lingering.push(Lingering { pgid: w.pid, kill_at, check_at: now + LINGER_CHECK });
+        self.lingering.push(Lingering {
+            pgid: w.pid,
+            kill_at,
+            check_at: now + LINGER_CHECK,
+        });
     }
 
     fn check_lingering(&mut self, now: Instant) {
@@ -513,7 +565,10 @@ impl<O: Os> Supervisor<O> {
                 return false;
             }
             if l.kill_at <= now {
-                warn!(pgid = l.pgid, "processes left by a worker outlived MAX_KILL_TIMEOUT; sending SIGKILL");
+                warn!(
+                    pgid = l.pgid,
+                    "processes left by a worker outlived MAX_KILL_TIMEOUT; sending SIGKILL"
+                );
                 self.os.signal(Target::Group(l.pgid), Signal::Kill);
                 return false;
             }
@@ -557,7 +612,11 @@ impl<O: Os> Supervisor<O> {
             }
             let earliest = self.last_start[index].map_or(now, |t| t + self.settings.throttle);
             let at = earliest.max(now);
-            info!(index, delay_ms = (at - now).as_millis() as u64, "restarting worker");
+            info!(
+                index,
+                delay_ms = (at - now).as_millis() as u64,
+                "restarting worker"
+            );
             if at > now {
                 self.restart_at[index] = Some(at);
             } else if self.spawn(index, Role::Serving, now).is_err() {
@@ -582,7 +641,10 @@ impl<O: Os> Supervisor<O> {
                 info!(generation = reload.generation, took_ms, "reload done");
             }
             Some(reason) => {
-                info!(generation = reload.generation, took_ms, "reload ended: failed ({reason})");
+                info!(
+                    generation = reload.generation,
+                    took_ms, "reload ended: failed ({reason})"
+                );
             }
         }
         self.reload = None;

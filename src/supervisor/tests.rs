@@ -6,7 +6,11 @@ use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
-    Spawn { index: usize, generation: u64, pid: Pid },
+    Spawn {
+        index: usize,
+        generation: u64,
+        pid: Pid,
+    },
     Signal(Target, Signal),
 }
 
@@ -26,7 +30,11 @@ impl Os for FakeOs {
         }
         self.next_pid += 1;
         let pid = 100 + self.next_pid;
-        self.calls.push(Call::Spawn { index, generation, pid });
+        self.calls.push(Call::Spawn {
+            index,
+            generation,
+            pid,
+        });
         Ok(pid)
     }
     fn signal(&mut self, target: Target, signal: Signal) {
@@ -140,9 +148,21 @@ fn start_spawns_one_worker_per_slot_with_reload_index_zero() {
     assert_eq!(
         calls,
         vec![
-            Call::Spawn { index: 0, generation: 0, pid: 101 },
-            Call::Spawn { index: 1, generation: 0, pid: 102 },
-            Call::Spawn { index: 2, generation: 0, pid: 103 },
+            Call::Spawn {
+                index: 0,
+                generation: 0,
+                pid: 101
+            },
+            Call::Spawn {
+                index: 1,
+                generation: 0,
+                pid: 102
+            },
+            Call::Spawn {
+                index: 2,
+                generation: 0,
+                pid: 103
+            },
         ]
     );
     assert_eq!(h.sup.phase(), Phase::Starting);
@@ -175,12 +195,24 @@ fn reload_retires_each_old_worker_only_once_its_replacement_is_ready() {
     assert_eq!(
         h.calls(),
         vec![
-            Call::Spawn { index: 0, generation: 1, pid: 103 },
-            Call::Spawn { index: 1, generation: 1, pid: 104 },
+            Call::Spawn {
+                index: 0,
+                generation: 1,
+                pid: 103
+            },
+            Call::Spawn {
+                index: 1,
+                generation: 1,
+                pid: 104
+            },
         ]
     );
     h.ready(104);
-    assert_eq!(h.calls(), vec![term(old[1])], "only slot 1's old worker is retired");
+    assert_eq!(
+        h.calls(),
+        vec![term(old[1])],
+        "only slot 1's old worker is retired"
+    );
     assert!(h.sup.reload().is_some());
     h.ready(103);
     assert_eq!(h.calls(), vec![term(old[0])]);
@@ -199,7 +231,11 @@ fn new_worker_that_exits_fails_the_reload_and_old_workers_keep_serving() {
     h.signal(Signal::Hangup);
     let new = h.spawned();
     h.exit(new[0], ExitStatus::Code(3));
-    let failure = h.sup.reload().and_then(|r| r.failure.clone()).expect("failed");
+    let failure = h
+        .sup
+        .reload()
+        .and_then(|r| r.failure.clone())
+        .expect("failed");
     assert!(failure.contains("exited with code 3"), "{failure}");
     // The other candidate is stopped; the old workers are not touched.
     assert_eq!(h.calls(), vec![term(new[1])]);
@@ -218,7 +254,15 @@ fn new_worker_not_ready_in_time_fails_the_reload_and_is_stopped() {
     assert!(h.calls().is_empty());
     h.at(60_000);
     assert_eq!(h.calls(), vec![term(new[0])]);
-    assert!(h.sup.reload().unwrap().failure.as_ref().unwrap().contains("not ready within 1m"));
+    assert!(
+        h.sup
+            .reload()
+            .unwrap()
+            .failure
+            .as_ref()
+            .unwrap()
+            .contains("not ready within 1m")
+    );
     // It ignores SIGTERM: SIGKILL after MAX_KILL_TIMEOUT.
     h.at(65_000);
     assert_eq!(h.calls(), vec![kill(new[0])]);
@@ -235,10 +279,23 @@ fn sighups_during_a_reload_are_coalesced_into_one_more_reload() {
     h.signal(Signal::Hangup);
     h.signal(Signal::Hangup);
     h.signal(Signal::Hangup);
-    assert!(h.calls().is_empty(), "no second reload while one is in flight");
+    assert!(
+        h.calls().is_empty(),
+        "no second reload while one is in flight"
+    );
     h.ready(gen1[0]);
     h.exit(old[0], ExitStatus::Code(0));
-    assert_eq!(h.calls(), vec![term(old[0]), Call::Spawn { index: 0, generation: 2, pid: 103 }]);
+    assert_eq!(
+        h.calls(),
+        vec![
+            term(old[0]),
+            Call::Spawn {
+                index: 0,
+                generation: 2,
+                pid: 103
+            }
+        ]
+    );
     h.ready(103);
     h.exit(gen1[0], ExitStatus::Code(0));
     assert_eq!(h.calls(), vec![term(gen1[0])], "exactly one more reload");
@@ -254,7 +311,14 @@ fn crash_restart_waits_the_rest_of_the_throttle() {
     h.at(999);
     assert!(h.calls().is_empty());
     h.at(1000);
-    assert_eq!(h.calls(), vec![Call::Spawn { index: 0, generation: 0, pid: 102 }]);
+    assert_eq!(
+        h.calls(),
+        vec![Call::Spawn {
+            index: 0,
+            generation: 0,
+            pid: 102
+        }]
+    );
 }
 
 #[test]
@@ -262,7 +326,14 @@ fn crash_after_the_throttle_restarts_at_once() {
     let (mut h, pids) = Harness::running(1);
     h.at(5000);
     h.exit(pids[0], ExitStatus::Code(1));
-    assert_eq!(h.calls(), vec![Call::Spawn { index: 0, generation: 0, pid: 102 }]);
+    assert_eq!(
+        h.calls(),
+        vec![Call::Spawn {
+            index: 0,
+            generation: 0,
+            pid: 102
+        }]
+    );
 }
 
 #[test]
@@ -275,7 +346,14 @@ fn restart_uses_the_latest_reload_index() {
     h.calls();
     h.at(10_000);
     h.exit(new[0], ExitStatus::Code(1));
-    assert_eq!(h.calls(), vec![Call::Spawn { index: 0, generation: 1, pid: 103 }]);
+    assert_eq!(
+        h.calls(),
+        vec![Call::Spawn {
+            index: 0,
+            generation: 1,
+            pid: 103
+        }]
+    );
 }
 
 #[test]
@@ -376,7 +454,10 @@ fn crash_of_an_old_worker_during_a_reload_leaves_the_slot_to_its_candidate() {
     let new = h.spawned();
     h.exit(old[0], ExitStatus::Code(1));
     h.at(20_000);
-    assert!(h.calls().is_empty(), "no restart: the candidate covers the slot");
+    assert!(
+        h.calls().is_empty(),
+        "no restart: the candidate covers the slot"
+    );
     h.ready(new[0]);
     assert!(h.sup.reload().is_none());
     assert_eq!(h.serving(), vec![(0, new[0], 1)]);
@@ -394,7 +475,14 @@ fn slot_left_empty_by_a_failed_reload_is_restarted() {
     // The slot's last start was at 5000 ms: the restart waits until 6000 ms.
     assert!(h.calls().is_empty());
     h.at(6_000);
-    assert_eq!(h.calls(), vec![Call::Spawn { index: 0, generation: 1, pid: 103 }]);
+    assert_eq!(
+        h.calls(),
+        vec![Call::Spawn {
+            index: 0,
+            generation: 1,
+            pid: 103
+        }]
+    );
 }
 
 #[test]
@@ -404,7 +492,14 @@ fn initial_worker_not_ready_in_time_is_stopped_and_restarted() {
     h.at(60_000);
     assert_eq!(h.calls(), vec![term(pid)]);
     h.exit(pid, ExitStatus::Code(0));
-    assert_eq!(h.calls(), vec![Call::Spawn { index: 0, generation: 0, pid: 102 }]);
+    assert_eq!(
+        h.calls(),
+        vec![Call::Spawn {
+            index: 0,
+            generation: 0,
+            pid: 102
+        }]
+    );
 }
 
 #[test]
@@ -414,7 +509,11 @@ fn processes_left_by_a_worker_are_killed_at_the_drain_deadline() {
     h.calls();
     h.sup.os_mut().groups.insert(pids[0]);
     h.exit(pids[0], ExitStatus::Code(0));
-    assert_eq!(h.sup.phase(), Phase::Stopping { code: 0 }, "waits for the group");
+    assert_eq!(
+        h.sup.phase(),
+        Phase::Stopping { code: 0 },
+        "waits for the group"
+    );
     h.at(4_900);
     assert!(h.calls().is_empty());
     h.at(5_000);

@@ -1,0 +1,92 @@
+//! The knobs that make the worker a bad citizen on purpose: eat memory, burn a CPU, crash
+//! on a timer, leave a child behind.
+
+use std::hint::black_box;
+use std::process::{self, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use crate::knobs::ForkChild;
+
+const MIB: usize = 1024 * 1024;
+/// Touching one byte per 4 KiB faults in every page (larger pages are covered too).
+const PAGE: usize = 4096;
+
+/// Allocates `bytes`, writes every page so it is really resident, and keeps it forever.
+fn hold(bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(PAGE) {
+        block[i] = 1;
+    }
+    black_box(Box::leak(block.into_boxed_slice()));
+}
+
+/// `TW_MEMORY_MB`: allocates now, before serving.
+pub fn allocate(pid: u32, mib: u64) {
+    if mib > 0 {
+        hold(
+            usize::try_from(mib)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(MIB),
+        );
+        say!("test-worker[{pid}]: holding {mib} MiB");
+    }
+}
+
+/// `TW_MEMORY_GROW_MB_PER_S`: grows in ten steps a second, for a smooth curve.
+pub fn grow(mib_per_s: u64) {
+    if mib_per_s == 0 {
+        return;
+    }
+    let step = usize::try_from(mib_per_s)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(MIB)
+        / 10;
+    thread::spawn(move || {
+        loop {
+            thread::sleep(Duration::from_millis(100));
+            hold(step);
+        }
+    });
+}
+
+/// `TW_SPIN=1`: one thread at 100% of a CPU.
+pub fn spin() {
+    thread::spawn(|| {
+        let mut n: u64 = 0;
+        loop {
+            n = black_box(n.wrapping_add(1));
+        }
+    });
+}
+
+/// `TW_CRASH_AFTER_MS`: exits with `code` after `after`, whatever the worker is doing.
+pub fn crash_after(pid: u32, after: Duration, code: i32) {
+    thread::spawn(move || {
+        thread::sleep(after);
+        say!("test-worker[{pid}]: crashing with code {code} (TW_CRASH_AFTER_MS)");
+        process::exit(code);
+    });
+}
+
+/// `TW_FORK_CHILD`: starts `sleep 1000` (or `setsid sleep 1000`) and never waits for it.
+pub fn fork_child(pid: u32, mode: ForkChild) {
+    let mut command = match mode {
+        ForkChild::No => return,
+        ForkChild::Plain => Command::new("sleep"),
+        ForkChild::Daemon => {
+            let mut c = Command::new("setsid");
+            c.arg("sleep");
+            c
+        }
+    };
+    command.arg("1000").stdin(Stdio::null());
+    match command.spawn() {
+        // Dropping the handle neither kills nor reaps the child: it is left running.
+        Ok(child) => say!("test-worker[{pid}]: child {}", child.id()),
+        Err(e) => say!("test-worker[{pid}]: cannot start the child: {e}"),
+    }
+}

@@ -1,0 +1,93 @@
+//! Stop (SIGTERM, SIGINT): every worker gets SIGTERM and may drain, SIGKILL after
+//! MAX_KILL_TIMEOUT, exit 0; a second stop signal kills at once.
+
+use std::time::Duration;
+
+use crate::support::{DEADLINE, Master, get, wait_gone};
+
+fn stops_cleanly_on(sig: i32) {
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "-w", "2", "--ready", "notify"])
+        .env("TW_READY", "notify")
+        .start();
+    let pids = m.wait_ready();
+    m.signal(sig);
+    assert_eq!(m.wait_exit(), 0);
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::ZERO),
+            "worker {pid} is gone when the master exits"
+        );
+    }
+    assert!(m.logged("all workers stopped code=0"));
+}
+
+#[test]
+fn sigterm_stops_every_worker_and_exits_0() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_every_worker_and_exits_0() {
+    stops_cleanly_on(libc::SIGINT);
+}
+
+#[test]
+fn a_request_in_flight_completes_during_the_stop() {
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "--ready", "notify"])
+        .env("TW_READY", "notify")
+        .start();
+    let pid = m.wait_ready()[0];
+    let addr = m.tcp_addr();
+    let slow = std::thread::spawn(move || get(addr, "/slow?ms=1000"));
+    m.expect(&format!("test-worker[{pid}]: slow request"));
+    m.signal(libc::SIGTERM);
+    let body = slow.join().unwrap().expect("the slow request is answered");
+    assert_eq!(body.trim(), pid.to_string());
+    assert_eq!(m.wait_exit(), 0);
+}
+
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout() {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+            "--kill-timeout",
+            "300ms",
+        ])
+        .env("TW_READY", "notify")
+        .env("TW_IGNORE_SIGTERM", "1")
+        .start();
+    let pid = m.wait_ready()[0];
+    m.signal(libc::SIGTERM);
+    m.expect(&format!("sending SIGKILL to its process group pid={pid}"));
+    assert_eq!(m.wait_exit(), 0);
+}
+
+#[test]
+fn a_second_stop_signal_kills_at_once() {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+            "--kill-timeout",
+            "10m",
+        ])
+        .env("TW_READY", "notify")
+        .env("TW_IGNORE_SIGTERM", "1")
+        .start();
+    let pid = m.wait_ready()[0];
+    m.signal(libc::SIGTERM);
+    m.expect(&format!("stopping worker pid={pid}"));
+    m.signal(libc::SIGINT);
+    m.expect("second stop request: killing every worker now");
+    // Exits well before the 10-minute drain allowance.
+    assert_eq!(m.wait_exit(), 0);
+    assert!(wait_gone(pid, DEADLINE));
+}

@@ -1,0 +1,556 @@
+//! The one harness for integration tests: start a real master over real workers, wait for
+//! its log lines with deadlines (never sleep), and clean up every process it started.
+//!
+//! - [`Master::start`] runs the `master-process` binary in a fresh temp dir, with the
+//!   `test-worker` fixture as the worker command by default.
+//! - [`Master::expect`] waits for the next log line that contains a pattern; the master's
+//!   stderr (and its workers', which they inherit) is read by a thread into [`Log`].
+//! - On drop: SIGKILL to the master and to the process group of every worker it logged.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The default deadline for anything a test waits for. Generous: tests run on a loaded
+/// 2-core machine; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The master binary under test.
+pub fn master_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_master-process")
+}
+
+/// The `test-worker` fixture binary (built with the workspace).
+pub fn test_worker() -> PathBuf {
+    let path = Path::new(master_bin()).with_file_name("test-worker");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo nextest run --workspace` (or `cargo build --workspace` first)",
+        path.display()
+    );
+    path
+}
+
+/// Lines read from a child's stderr, shared with the reader thread.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        let mut g = self.lines.lock().unwrap();
+        g.0.push(line);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lines.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().0.clone()
+    }
+
+    /// Waits until a line at or after `from` satisfies `pred`; returns its position.
+    pub fn wait(
+        &self,
+        from: usize,
+        deadline: Instant,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<usize> {
+        let mut g = self.lines.lock().unwrap();
+        loop {
+            if let Some(i) = g.0.iter().skip(from).position(|l| pred(l)) {
+                return Some(from + i);
+            }
+            let now = Instant::now();
+            if g.1 || now >= deadline {
+                return None;
+            }
+            g = self.changed.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// The value of `key=` in a log line (`pid=123` gives `123`).
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!(" {key}=");
+    let start = line.find(&pat)? + pat.len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+/// The numeric value of `key=` in a log line.
+pub fn num(line: &str, key: &str) -> u64 {
+    field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
+}
+
+/// The timestamp at the start of a log line, as microseconds since the epoch.
+pub fn timestamp_us(line: &str) -> u64 {
+    // 2026-11-25T16:04:47.585501Z
+    let ts = line.split_whitespace().next().expect("timestamp");
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').expect("T");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let micros: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000 + micros) as u64
+}
+
+/// How to start a master.
+pub struct MasterCmd {
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    command: Option<Vec<OsString>>,
+    dir: TempDir,
+    hostile_parent: bool,
+}
+
+impl MasterCmd {
+    /// Starts the master the way a careless parent would: SIGUSR1 blocked, SIGQUIT and
+    /// SIGUSR2 ignored. Workers must not inherit any of it.
+    pub fn hostile_parent(mut self) -> Self {
+        self.hostile_parent = true;
+        self
+    }
+
+    /// Master options (before `--`).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An environment variable for the master (and so for its workers).
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The worker command (default: the test-worker).
+    pub fn command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.command = Some(command.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Workers read extra `TW_*` knobs from `knobs.env` in the temp dir at each start, so a
+    /// test can change what the next generation does (a "deploy"). See [`Master::set_knobs`].
+    pub fn with_knobs(self, knobs: &[(&str, &str)]) -> Self {
+        let path = self.dir.path().join("knobs.env");
+        write_knobs(&path, knobs);
+        let script = r#"set -a; . "$0"; exec "$@""#;
+        let tw = test_worker();
+        self.command([
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            path.into_os_string(),
+            tw.into_os_string(),
+        ])
+    }
+
+    /// The temp dir the master runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the master.
+    pub fn start(self) -> Master {
+        let reports = self.dir.path().join("reports");
+        std::fs::create_dir_all(&reports).unwrap();
+        let mut cmd = Command::new(master_bin());
+        cmd.current_dir(self.dir.path())
+            .env_remove("DEBUG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("WORKERS")
+            .env_remove("PORT")
+            .env("TW_REPORT", &reports)
+            .env("XDG_RUNTIME_DIR", self.dir.path())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if self.hostile_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: sigprocmask and signal are async-signal-safe; no allocation.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGUSR1);
+                    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                    libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+                    libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        cmd.arg("--");
+        match &self.command {
+            Some(c) => cmd.args(c),
+            None => cmd.arg(test_worker()),
+        };
+        let mut child = cmd.spawn().expect("start master-process");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().unwrap();
+        let reader = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("| {line}");
+                reader.push(line);
+            }
+            reader.close();
+        });
+        Master {
+            child,
+            log,
+            cursor: 0,
+            dir: self.dir,
+            reports,
+        }
+    }
+}
+
+fn write_knobs(path: &Path, knobs: &[(&str, &str)]) {
+    let text: String = knobs.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A running master-process under test.
+pub struct Master {
+    child: Child,
+    log: Arc<Log>,
+    cursor: usize,
+    dir: TempDir,
+    reports: PathBuf,
+}
+
+impl Master {
+    /// A master with these options, serving the test-worker.
+    pub fn cmd() -> MasterCmd {
+        MasterCmd {
+            args: Vec::new(),
+            env: Vec::new(),
+            command: None,
+            dir: tempfile::tempdir().unwrap(),
+            hostile_parent: false,
+        }
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The temp dir it runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lines()
+    }
+
+    /// Waits for the next line (after the previous match) containing `pattern`; returns it.
+    pub fn expect(&mut self, pattern: &str) -> String {
+        self.expect_within(pattern, DEADLINE)
+    }
+
+    /// [`Master::expect`] with another deadline.
+    pub fn expect_within(&mut self, pattern: &str, within: Duration) -> String {
+        match self.log.wait(self.cursor, Instant::now() + within, |l| {
+            l.contains(pattern)
+        }) {
+            Some(i) => {
+                self.cursor = i + 1;
+                self.log.lines()[i].clone()
+            }
+            None => panic!(
+                "no log line containing {pattern:?} within {within:?}; log since the last match:\n{}",
+                self.log.lines()[self.cursor..].join("\n")
+            ),
+        }
+    }
+
+    /// Waits for a line containing each of `patterns`, in any order, anywhere in the log
+    /// (for lines whose order against others is not defined, such as a worker's own).
+    pub fn eventually(&self, patterns: &[String]) {
+        for p in patterns {
+            if self
+                .log
+                .wait(0, Instant::now() + DEADLINE, |l| l.contains(p.as_str()))
+                .is_none()
+            {
+                panic!(
+                    "no log line containing {p:?} within {DEADLINE:?}; log:\n{}",
+                    self.log.lines().join("\n")
+                );
+            }
+        }
+    }
+
+    /// Waits for a line containing each of `patterns`, in any order, after the previous
+    /// match; the cursor moves past the last of them.
+    pub fn expect_each(&mut self, patterns: &[String]) {
+        let from = self.cursor;
+        let mut last = from;
+        for p in patterns {
+            match self
+                .log
+                .wait(from, Instant::now() + DEADLINE, |l| l.contains(p.as_str()))
+            {
+                Some(i) => last = last.max(i + 1),
+                None => panic!(
+                    "no log line containing {p:?} within {DEADLINE:?}; log since the last match:\n{}",
+                    self.log.lines()[from..].join("\n")
+                ),
+            }
+        }
+        self.cursor = last;
+    }
+
+    /// Whether any line so far (from the start) contains `pattern`.
+    pub fn logged(&self, pattern: &str) -> bool {
+        self.log.lines().iter().any(|l| l.contains(pattern))
+    }
+
+    /// How many lines so far contain `pattern`.
+    pub fn count(&self, pattern: &str) -> usize {
+        self.log
+            .lines()
+            .iter()
+            .filter(|l| l.contains(pattern))
+            .count()
+    }
+
+    /// The address of the first TCP listener, from the "listening on" line.
+    pub fn tcp_addr(&mut self) -> std::net::SocketAddr {
+        let i = self
+            .log
+            .wait(0, Instant::now() + DEADLINE, |l| {
+                l.contains("listening on ") && !l.contains("listening on unix:")
+            })
+            .expect("a TCP listener");
+        let line = &self.log.lines()[i];
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        addr.parse().unwrap()
+    }
+
+    /// Waits until every slot has a ready worker (the first time); returns their pids.
+    pub fn wait_ready(&mut self) -> Vec<u32> {
+        self.expect("all workers ready");
+        self.serving()
+    }
+
+    /// Pids of the workers started and not yet stopped, per the log, by slot.
+    pub fn serving(&self) -> Vec<u32> {
+        let mut by_slot: BTreeMap<u64, u32> = BTreeMap::new();
+        for l in self.log.lines() {
+            if l.contains("worker ready ") {
+                by_slot.insert(num(&l, "index"), num(&l, "pid") as u32);
+            }
+        }
+        by_slot.into_values().collect()
+    }
+
+    /// Every worker pid the master logged as started.
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.log
+            .lines()
+            .iter()
+            .filter(|l| l.contains("worker started "))
+            .map(|l| num(l, "pid") as u32)
+            .collect()
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) has no memory effects.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill master: {}", std::io::Error::last_os_error());
+    }
+
+    /// SIGHUP, then waits for `reload done generation=N`; returns the new serving pids.
+    pub fn reload(&mut self, generation: u64) -> Vec<u32> {
+        self.signal(libc::SIGHUP);
+        self.expect(&format!("reload done generation={generation} "));
+        self.serving()
+    }
+
+    /// Waits for the master to exit; returns its exit code (or 128 + signal).
+    pub fn wait_exit(&mut self) -> i32 {
+        assert!(
+            wait_gone(self.pid(), DEADLINE),
+            "master did not exit within {DEADLINE:?}"
+        );
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().unwrap();
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    }
+
+    /// The report a test-worker wrote at start (`TW_REPORT`), as key/value pairs. Call it
+    /// once the worker is ready by `notify` (it writes the report before it sends READY=1).
+    pub fn report(&self, pid: u32) -> BTreeMap<String, String> {
+        let path = self.reports.join(format!("{pid}.env"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no report from worker {pid} at {}: {e}", path.display()));
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Changes the knobs the next workers start with (see [`MasterCmd::with_knobs`]).
+    pub fn set_knobs(&self, knobs: &[(&str, &str)]) {
+        write_knobs(&self.dir.path().join("knobs.env"), knobs);
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory effects; stale pids at worst get ESRCH.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+            for pid in self.started_pids() {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until process `pid` is gone, with a pidfd (an event, not polling /proc).
+/// Returns false if it is still alive at the deadline.
+pub fn wait_gone(pid: u32, within: Duration) -> bool {
+    // SAFETY: pidfd_open returns a new fd or -1; we own the fd if it succeeds.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+    if fd < 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    let fd = fd as i32;
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + within;
+    let gone = loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, left) };
+        if r > 0 {
+            // Readable when the process has exited. If it is our zombie it is "gone" too.
+            break true;
+        }
+        if r == 0 || Instant::now() >= deadline {
+            break false;
+        }
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    gone
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// One HTTP GET over a fresh TCP connection; returns the body.
+pub fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
+    }
+}
+
+/// The pid that answered a GET.
+pub fn get_pid(addr: std::net::SocketAddr) -> u32 {
+    get(addr, "/")
+        .expect("GET /")
+        .trim()
+        .parse()
+        .expect("pid body")
+}
+
+/// Runs the master binary to completion (one-shot CLI checks); returns (code, stderr).
+pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(master_bin());
+    cmd.args(args)
+        .env_remove("WORKERS")
+        .env_remove("PORT")
+        .env_remove("DEBUG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,16 @@
+//! Integration tests: the real `master-process` binary over real worker processes, sockets
+//! and signals. One binary, one module per area; `support` is the shared harness.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod cli;
+mod crash;
+mod listeners;
+mod node;
+mod notify;
+mod reload;
+mod stop;
+mod workers;
+mod zero_downtime;
