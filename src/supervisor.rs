@@ -141,6 +141,8 @@ pub struct Supervisor<O> {
     reload_queued: bool,
     reloads_done: u64,
     lingering: Vec<Lingering>,
+    /// When [`Supervisor::start`] ran: event times in logs are counted from it (`at_ms`).
+    epoch: Option<Instant>,
 }
 
 impl<O: Os> Supervisor<O> {
@@ -159,11 +161,13 @@ impl<O: Os> Supervisor<O> {
             reload_queued: false,
             reloads_done: 0,
             lingering: Vec::new(),
+            epoch: None,
         }
     }
 
     /// Starts the first workers.
     pub fn start(&mut self, now: Instant) {
+        self.epoch = Some(now);
         for index in 0..self.settings.workers {
             // A failed start leaves the slot empty: `settle` schedules its retry.
             let _ = self.spawn(index, Role::Serving, now);
@@ -326,6 +330,7 @@ impl<O: Os> Supervisor<O> {
                         index = w.index,
                         generation = w.generation,
                         timeout_ms = self.settings.kill_timeout.as_millis() as u64,
+                        at_ms = at_ms(self.epoch, now),
                         "worker still alive after MAX_KILL_TIMEOUT; sending SIGKILL to its process group"
                     );
                     self.os.signal(Target::Group(pid), Signal::Kill);
@@ -475,6 +480,7 @@ impl<O: Os> Supervisor<O> {
             pid = w.pid,
             index = w.index,
             generation = w.generation,
+            at_ms = at_ms(self.epoch, now),
             "stopping worker"
         );
         w.state = WorkerState::Stopping {
@@ -525,7 +531,13 @@ impl<O: Os> Supervisor<O> {
                     state: WorkerState::Starting { deadline, ready_at },
                     started: now,
                 });
-                info!(pid, index, generation, "worker started");
+                info!(
+                    pid,
+                    index,
+                    generation,
+                    at_ms = self.at_ms(now),
+                    "worker started"
+                );
                 Ok(pid)
             }
             Err(e) => {
@@ -653,6 +665,12 @@ impl<O: Os> Supervisor<O> {
         }
     }
 
+    /// `now` on the master's own clock (milliseconds since start), for log lines that tests
+    /// compare: wall-clock log timestamps include the time spent logging and forking.
+    fn at_ms(&self, now: Instant) -> u64 {
+        at_ms(self.epoch, now)
+    }
+
     fn all_slots_ready(&self) -> bool {
         (0..self.settings.workers).all(|index| {
             self.workers.iter().any(|w| {
@@ -662,6 +680,10 @@ impl<O: Os> Supervisor<O> {
             })
         })
     }
+}
+
+fn at_ms(epoch: Option<Instant>, now: Instant) -> u64 {
+    epoch.map_or(0, |e| now.saturating_duration_since(e).as_millis() as u64)
 }
 
 #[cfg(test)]

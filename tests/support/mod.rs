@@ -100,29 +100,6 @@ pub fn num(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
 }
 
-/// The timestamp at the start of a log line, as microseconds since the epoch.
-pub fn timestamp_us(line: &str) -> u64 {
-    // 2026-11-25T16:04:47.585501Z
-    let ts = line.split_whitespace().next().expect("timestamp");
-    let (date, time) = ts.trim_end_matches('Z').split_once('T').expect("T");
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    let micros: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1] + 9)
-    } else {
-        (d[0], d[1] - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000 + micros) as u64
-}
-
 /// How to start a master.
 pub struct MasterCmd {
     args: Vec<OsString>,
