@@ -68,13 +68,14 @@ pub struct Cli {
     #[arg(help_heading = WORKERS)]
     workers: String,
 
-    /// How a new worker is known to be ready: `notify` (it sends READY=1 on NOTIFY_SOCKET) or
+    /// How a new worker is known to be ready: `listening` (seen waiting on every listening
+    /// socket; `listening:any`: on one), `notify` (it sends READY=1 on NOTIFY_SOCKET) or
     /// `delay:DUR` (it stayed alive that long)
     #[arg(
         long,
         value_name = "MODE",
         env = "MASTER_PROCESS_READY",
-        default_value = "delay:1s"
+        default_value = "listening"
     )]
     #[arg(help_heading = WORKERS)]
     ready: String,

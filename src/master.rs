@@ -21,11 +21,13 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::notify::{self, Datagram, NotifySocket};
 use crate::procfs;
+use crate::readiness::ReadyMode;
+use crate::readiness::listening::{self, ListenProbe};
 use crate::signals::{Signal, SignalPipe};
 use crate::socket::{self, Listener};
 use crate::spawn::Spawner;
 use crate::supervisor::{Os, Phase, Settings, Supervisor, Target};
-use crate::worker::{ExitStatus, Pid};
+use crate::worker::{ExitStatus, Pid, WorkerState};
 
 /// The signals the master handles.
 const SIGNALS: [Signal; 5] = [
@@ -41,13 +43,20 @@ pub fn run(config: Config) -> Result<i32> {
     // Handlers first: from here on no signal is lost, and no child can become a zombie.
     let mut signals = SignalPipe::install(&SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let ReadyMode::Listening(_) = config.ready {
+        listening::check_access().map_err(|reason| {
+            let fix = "use --ready notify or --ready delay:DURATION";
+            Error::invalid(
+                "--ready",
+                config.ready.to_string(),
+                format!("{reason}; {fix}"),
+            )
+        })?;
+    }
     let listeners = bind_all(&config)?;
     let notify = NotifySocket::bind()?;
-    let os = RealOs::new(
-        &config,
-        listeners,
-        notify.path().to_string_lossy().into_owned(),
-    );
+    let notify_path = notify.path().to_string_lossy().into_owned();
+    let os = RealOs::new(&config, listeners, notify_path)?;
     info!(
         pid = std::process::id(),
         workers = config.workers,
@@ -85,7 +94,10 @@ fn event_loop(
         if let Phase::Exited(code) = sup.phase() {
             return Ok(code);
         }
-        let timeout = match sup.next_deadline() {
+        // While a worker starts under `--ready listening`, wake up often to look at it.
+        let probing = sup.os().probe.is_some() && !starting_pids(sup).is_empty();
+        let probe_at = probing.then(|| Instant::now() + listening::PROBE_INTERVAL);
+        let timeout = match sup.next_deadline().into_iter().chain(probe_at).min() {
             None => PollTimeout::NONE,
             Some(at) => {
                 // Round up: waking a little early would only spin until the deadline.
@@ -111,8 +123,24 @@ fn event_loop(
                 on_notify(sup, datagram, now);
             }
         }
+        let starting = starting_pids(sup);
+        if let Some(probe) = sup.os_mut().probe.as_mut().filter(|_| !starting.is_empty()) {
+            for pid in probe.check(&starting, now) {
+                debug!(pid, "seen serving the listening socket(s)");
+                sup.on_ready(pid, now);
+            }
+        }
         sup.on_tick(now);
     }
+}
+
+/// The workers that are starting.
+fn starting_pids(sup: &Supervisor<RealOs>) -> Vec<Pid> {
+    sup.workers()
+        .iter()
+        .filter(|w| matches!(w.state, WorkerState::Starting { .. }))
+        .map(|w| w.pid)
+        .collect()
 }
 
 /// Waits until the signal pipe or the notify socket is readable, or the timeout passes.
@@ -176,21 +204,33 @@ fn on_notify(sup: &mut Supervisor<RealOs>, datagram: Datagram, now: Instant) {
     drop(datagram);
 }
 
-/// The real OS: spawns with [`Spawner`], signals with kill(2).
+/// The real OS: spawns with [`Spawner`], signals with kill(2), sees listening workers with
+/// the `/proc` probe.
 #[derive(Debug)]
 struct RealOs {
     spawner: Spawner,
     listeners: Vec<Listener>,
     notify_path: String,
+    /// With `--ready listening`.
+    probe: Option<ListenProbe>,
 }
 
 impl RealOs {
-    fn new(config: &Config, listeners: Vec<Listener>, notify_path: String) -> RealOs {
-        RealOs {
-            spawner: Spawner::new(config.command.clone()),
+    fn new(config: &Config, listeners: Vec<Listener>, notify_path: String) -> Result<RealOs> {
+        let probe = match config.ready {
+            ReadyMode::Listening(coverage) => Some(
+                ListenProbe::new(listeners.iter().map(Listener::fd), coverage)
+                    .map_err(|e| Error::io("cannot inspect the listening sockets", e))?,
+            ),
+            _ => None,
+        };
+        let spawner = Spawner::new(config.command.clone());
+        Ok(RealOs {
+            spawner,
             listeners,
             notify_path,
-        }
+            probe,
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! parentheses may itself contain spaces and parentheses.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 /// The fields of `/proc/PID/stat` the master uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,67 @@ pub fn owning_ancestor(pid: u32, stop_at: u32, is_worker: impl Fn(u32) -> bool) 
     None
 }
 
+/// A pidfd for process `pid` (`pidfd_open(2)`, Linux 5.3).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A duplicate, in this process, of descriptor `fd` of the process behind `pidfd`
+/// (`pidfd_getfd(2)`, Linux 5.6; needs the right to ptrace that process).
+pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a new
+    // descriptor (close-on-exec) or -1.
+    let dup = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            pidfd.as_raw_fd() as libc::c_long,
+            fd as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
+}
+
+/// The pids of `pid`'s children (`/proc/PID/task/*/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// `pid` and its descendants, parents first (at most `limit` processes).
+pub fn process_tree(pid: u32, limit: usize) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() && tree.len() < limit {
+        let kids = children(tree[i]);
+        tree.extend(kids.into_iter().take(limit - tree.len()));
+        i += 1;
+    }
+    tree
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +167,21 @@ mod tests {
         let me = read_stat(std::process::id()).unwrap();
         assert_eq!(me.ppid, std::os::unix::process::parent_id());
         assert!(me.threads >= 1);
+    }
+
+    #[test]
+    fn our_children_are_in_our_process_tree() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        assert!(children(me).contains(&child.id()));
+        let tree = process_tree(me, 64);
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

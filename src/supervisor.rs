@@ -40,6 +40,10 @@ pub trait Os {
     fn signal(&mut self, target: Target, signal: Signal);
     /// Whether any process is left in process group `pgid`.
     fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Why readiness could not be seen for worker `pid`, if known (for the timeout message).
+    fn readiness_problem(&self, _pid: Pid) -> Option<String> {
+        None
+    }
 }
 
 /// Who a signal is for.
@@ -430,7 +434,10 @@ impl<O: Os> Supervisor<O> {
         let w = &self.workers[pos];
         let (pid, index, role) = (w.pid, w.index, w.role);
         let timeout = humantime::format_duration(self.settings.ready_timeout);
-        let hint = self.ready_hint();
+        let hint = match self.os.readiness_problem(pid) {
+            Some(problem) => format!(" ({}; {problem})", self.settings.ready.timeout_hint()),
+            None => format!(" ({})", self.settings.ready.timeout_hint()),
+        };
         match role {
             Role::Candidate => {
                 self.fail_reload(
@@ -451,13 +458,6 @@ impl<O: Os> Supervisor<O> {
                     self.stop_worker(pos, now);
                 }
             }
-        }
-    }
-
-    fn ready_hint(&self) -> &'static str {
-        match self.settings.ready {
-            ReadyMode::Notify => " (--ready notify: it must send READY=1 on NOTIFY_SOCKET)",
-            ReadyMode::Delay(_) => "",
         }
     }
 

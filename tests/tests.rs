@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod crash;
 mod listeners;
+mod listening;
 mod node;
 mod notify;
 mod reload;

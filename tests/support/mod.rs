@@ -159,6 +159,22 @@ impl MasterCmd {
         ])
     }
 
+    /// Like [`MasterCmd::with_knobs`], for any worker command: it starts with the variables
+    /// in `knobs.env` (see [`Master::set_knobs`]).
+    pub fn with_knobs_command(self, command: &[&str], knobs: &[(&str, &str)]) -> Self {
+        let path = self.dir.path().join("knobs.env");
+        write_knobs(&path, knobs);
+        let script = r#"set -a; . "$0"; exec "$@""#;
+        let mut argv: Vec<OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+            path.into_os_string(),
+        ];
+        argv.extend(command.iter().map(OsString::from));
+        self.command(argv)
+    }
+
     /// The temp dir the master runs in.
     pub fn dir(&self) -> &Path {
         self.dir.path()

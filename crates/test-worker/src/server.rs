@@ -104,6 +104,14 @@ pub fn run(
         details.join(", ")
     );
     ready::send(ready_mode, pid);
+    // The moment the first wait on the sockets begins, for the benchmark's detection latency.
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    say!(
+        "test-worker[{pid}]: waiting at unix_us={}",
+        since_epoch.as_micros()
+    );
 
     // Listeners that stopped listening (someone shut the shared socket down) are left out
     // of the poll set instead of waking us forever.

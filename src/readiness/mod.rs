@@ -3,6 +3,10 @@
 //! A worker is *ready* when the master may retire the worker it replaces. Each
 //! [`ReadyMode`] is a different source of that fact:
 //!
+//! - [`ReadyMode::Listening`] (the default): the master sees, in `/proc`, a thread of the
+//!   worker (or of its descendants) waiting on the listening socket, or connections it has
+//!   accepted from it ([`listening`]). No change to the app: the reference's semantics
+//!   (Node's `listening` event) for any server.
 //! - [`ReadyMode::Notify`]: the worker says so, with `READY=1` on `NOTIFY_SOCKET` (the
 //!   systemd protocol, see [`crate::notify`]). Exact, but the app must speak it.
 //! - [`ReadyMode::Delay`]: the worker stayed alive for a while (einhorn's and
@@ -10,8 +14,10 @@
 //!
 //! Whatever the mode, a `READY=1` from a worker is always believed: it can only make a new
 //! worker ready sooner. The supervisor turns the mode into deadlines
-//! ([`ReadyMode::delay`]); sources of readiness that need the OS (the notify socket) live
-//! in the master loop and reach the supervisor as events.
+//! ([`ReadyMode::delay`]); sources of readiness that need the OS (the notify socket, the
+//! `/proc` probe) live in the master loop and reach the supervisor as events.
+
+pub mod listening;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,9 +26,21 @@ use std::time::Duration;
 use crate::config::TimeSpan;
 use crate::error::{Error, Result};
 
+/// With several listeners, which ones a worker must serve to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coverage {
+    /// Every listener (the default).
+    #[default]
+    All,
+    /// At least one.
+    Any,
+}
+
 /// How the master decides that a new worker is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyMode {
+    /// The master sees the worker serve the listening sockets (`/proc`).
+    Listening(Coverage),
     /// The worker sends `READY=1` on `NOTIFY_SOCKET`.
     Notify,
     /// The worker is ready once it has stayed alive this long.
@@ -34,25 +52,42 @@ impl ReadyMode {
     pub fn delay(self) -> Option<Duration> {
         match self {
             ReadyMode::Delay(d) => Some(d),
-            ReadyMode::Notify => None,
+            ReadyMode::Notify | ReadyMode::Listening(_) => None,
+        }
+    }
+
+    /// What to tell a user whose worker was not ready in time, in this mode.
+    pub fn timeout_hint(self) -> &'static str {
+        match self {
+            ReadyMode::Notify => "--ready notify: it must send READY=1 on NOTIFY_SOCKET",
+            ReadyMode::Listening(_) => {
+                "--ready listening: it was never seen waiting on the listening socket(s); a \
+                 server using io_uring, or one that changed its user, cannot be seen: use \
+                 --ready notify or --ready delay:DURATION"
+            }
+            ReadyMode::Delay(_) => "--ready delay: it did not stay alive long enough",
         }
     }
 }
 
 impl Default for ReadyMode {
     fn default() -> Self {
-        ReadyMode::Delay(Duration::from_secs(1))
+        ReadyMode::Listening(Coverage::All)
     }
 }
 
 impl FromStr for ReadyMode {
     type Err = Error;
 
-    /// Parses `notify` or `delay:DUR` (`delay:2s`, `delay:500`).
+    /// Parses `listening` (`listening:all`), `listening:any`, `notify` or `delay:DUR`
+    /// (`delay:2s`, `delay:500`).
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim();
-        if t.eq_ignore_ascii_case("notify") {
-            return Ok(ReadyMode::Notify);
+        match t.to_ascii_lowercase().as_str() {
+            "notify" => return Ok(ReadyMode::Notify),
+            "listening" | "listening:all" => return Ok(ReadyMode::Listening(Coverage::All)),
+            "listening:any" => return Ok(ReadyMode::Listening(Coverage::Any)),
+            _ => {}
         }
         if let Some(d) = t.strip_prefix("delay:") {
             return TimeSpan::parse("--ready", d).map(ReadyMode::Delay);
@@ -68,6 +103,8 @@ impl FromStr for ReadyMode {
 impl fmt::Display for ReadyMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ReadyMode::Listening(Coverage::All) => f.write_str("listening"),
+            ReadyMode::Listening(Coverage::Any) => f.write_str("listening:any"),
             ReadyMode::Notify => f.write_str("notify"),
             ReadyMode::Delay(d) => write!(f, "delay:{}", humantime::format_duration(*d)),
         }
@@ -85,6 +122,15 @@ mod tests {
         assert_eq!(d, ReadyMode::Delay(Duration::from_millis(1500)));
         assert_eq!(d.to_string(), "delay:1s 500ms");
         assert_eq!(d.to_string().parse::<ReadyMode>().unwrap(), d);
+        assert_eq!(
+            "listening".parse::<ReadyMode>().unwrap(),
+            ReadyMode::Listening(Coverage::All)
+        );
+        assert_eq!(
+            "LISTENING:any".parse::<ReadyMode>().unwrap().to_string(),
+            "listening:any"
+        );
+        assert_eq!(ReadyMode::default(), ReadyMode::Listening(Coverage::All));
         assert!("listen".parse::<ReadyMode>().is_err());
         assert!("delay:-1".parse::<ReadyMode>().is_err());
     }
