@@ -2,7 +2,8 @@
 //! worker), measured with `wrk`, in new-connection and keep-alive modes.
 //!
 //! Both servers run for the whole section (the idle one sleeps in poll and costs nothing),
-//! and each wrk run alternates between them: bare, master, bare, master... Medians per side
+//! and wrk runs alternate between them, the side that goes first alternating per pair
+//! (bare, master, master, bare, ...) so a position effect cancels out. Medians per side
 //! and mode, and their ratio master/bare. The master never proxies, so the ratio should be
 //! about 1 (target >= 0.97 in new-connection mode).
 
@@ -181,8 +182,15 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
     ];
     for mode in &mut modes {
         for rep in 1..=reps {
-            let b = wrk(ctx, bare.addr, mode.close, secs)?;
-            let m = wrk(ctx, master.addr, mode.close, secs)?;
+            // Alternate which side goes first (bare, master, master, bare, ...), so that a
+            // position effect or a drift does not favour one side.
+            let (b, m) = if rep % 2 == 1 {
+                let b = wrk(ctx, bare.addr, mode.close, secs)?;
+                (b, wrk(ctx, master.addr, mode.close, secs)?)
+            } else {
+                let m = wrk(ctx, master.addr, mode.close, secs)?;
+                (wrk(ctx, bare.addr, mode.close, secs)?, m)
+            };
             check_alive(&mut bare, &mut master)?;
             eprintln!(
                 "bench: throughput {} {rep}/{reps}: bare {:.0} req/s, master {:.0} req/s ({:.3})",
@@ -217,8 +225,9 @@ fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
     s.intro.push(format!(
         "Bare: test-worker binding 127.0.0.1:0 itself. Master: `master-process -l 127.0.0.1:0 -w 1 \
          --ready notify -- test-worker` (TW_READY=notify), the worker serving the inherited fd 3. \
-         Both run all along; wrk runs alternate bare, master, bare, master... ({} repetitions of \
-         each per mode, after a 1 s warm-up of each). Figures are medians of requests/s; the \
+         Both run all along; wrk runs alternate between them, the side that goes first \
+         alternating too (bare, master, master, bare, bare, master...: {} repetitions of each \
+         per mode, after a 1 s warm-up of each). Figures are medians of requests/s; the \
          ratio is median(master) / median(bare). New-connection mode sends `Connection: close`.",
         ctx.opts.reps
     ));
@@ -298,8 +307,9 @@ fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
                 .collect();
             if !odd.is_empty() {
                 s.notes.push(format!(
-                    "- {} {side}: {} more than 30% away from the median: probably other work \
-                     on the machine; the medians discount it.",
+                    "- {} {side}: {} more than 30% away from the median (other work, or how \
+                     the client's and the server's threads landed on the CPUs); the medians \
+                     discount it.",
                     mode.name,
                     odd.join(", ")
                 ));
