@@ -3,16 +3,16 @@
 //! Every option has an environment twin; the reference's names (`WORKERS`,
 //! `WORKER_THROTTLE`, `MAX_KILL_TIMEOUT`, `PORT`) work unchanged, ours start with
 //! `MASTER_PROCESS_`. Values are checked by the same parsers the library uses
-//! ([`crate::config`]), so the CLI and `init()` accept exactly the same things.
+//! (`config::Options`), so the CLI and `init()` accept exactly the same things.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::{self, Config, TimeSpan};
+use crate::config::{Config, Options};
 use crate::error::{Error, Result};
-use crate::socket::{self, ListenerSpec};
+use crate::readiness::ReadyMode;
 
 const SOCKETS: &str = "Sockets";
 const WORKERS: &str = "Workers";
@@ -123,6 +123,17 @@ pub struct Cli {
     #[arg(help_heading = WORKERS)]
     on_crash: String,
 
+    /// What a reload to workers built with another master-process version does: `log`, or
+    /// `exit` with code 1 once they are ready (for a service manager that restarts)
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "MASTER_PROCESS_ON_VERSION_CHANGE",
+        default_value = "log"
+    )]
+    #[arg(help_heading = WORKERS)]
+    on_version_change: String,
+
     /// Debug lines on stderr (also DEBUG=master-process)
     #[arg(long, short = 'v', help_heading = LOGGING)]
     verbose: bool,
@@ -135,28 +146,19 @@ pub struct Cli {
 impl Cli {
     /// Checks every value and resolves the configuration.
     pub fn into_config(self) -> Result<Config> {
-        let listeners = if self.listen.is_empty() {
-            let port = self.port.as_deref().ok_or(Error::NoListener)?;
-            vec![socket::parse_port_env(port)?]
-        } else {
-            self.listen
-                .iter()
-                .map(|s| s.parse::<ListenerSpec>())
-                .collect::<Result<_>>()?
+        let options = Options {
+            listen: self.listen,
+            port: self.port,
+            socket_mode: Some(self.socket_mode),
+            workers: Some(self.workers),
+            ready: Some(self.ready),
+            ready_timeout: Some(self.ready_timeout),
+            kill_timeout: Some(self.kill_timeout),
+            throttle: Some(self.throttle),
+            on_crash: Some(self.on_crash),
+            on_version_change: Some(self.on_version_change),
         };
-        let program = self.command.first().ok_or(Error::NoCommand)?;
-        config::resolve_program(program)?;
-        Ok(Config {
-            listeners,
-            socket_mode: config::parse_mode("--socket-mode", &self.socket_mode)?,
-            workers: config::parse_workers("WORKERS", &self.workers)?,
-            throttle: TimeSpan::parse("WORKER_THROTTLE", &self.throttle)?,
-            kill_timeout: TimeSpan::parse("MAX_KILL_TIMEOUT", &self.kill_timeout)?,
-            ready: self.ready.parse()?,
-            ready_timeout: TimeSpan::parse("--ready-timeout", &self.ready_timeout)?,
-            on_crash: self.on_crash.parse()?,
-            command: self.command,
-        })
+        options.resolve(self.command, ReadyMode::default())
     }
 }
 

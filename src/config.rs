@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::readiness::ReadyMode;
-use crate::socket::ListenerSpec;
+use crate::socket::{self, ListenerSpec};
 
 /// Default `WORKER_THROTTLE`: a worker that lived less than this is restarted after the rest.
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
@@ -43,8 +43,151 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// What an unexpected worker exit does.
     pub on_crash: OnCrash,
+    /// What a reload to workers built with another master-process version does.
+    pub on_version_change: OnVersionChange,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
+}
+
+/// Option values as given, before they are checked: from flags, the environment or the
+/// library's builder. `None` means "not given": the default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--listen` / `MASTER_PROCESS_LISTEN` (comma-separated in the environment).
+    pub listen: Vec<String>,
+    /// `--port` / `PORT`: the one listener when `listen` is empty.
+    pub port: Option<String>,
+    /// `--socket-mode` / `MASTER_PROCESS_SOCKET_MODE`.
+    pub socket_mode: Option<String>,
+    /// `--workers` / `WORKERS`.
+    pub workers: Option<String>,
+    /// `--ready` / `MASTER_PROCESS_READY`.
+    pub ready: Option<String>,
+    /// `--ready-timeout` / `MASTER_PROCESS_READY_TIMEOUT`.
+    pub ready_timeout: Option<String>,
+    /// `--kill-timeout` / `MAX_KILL_TIMEOUT`.
+    pub kill_timeout: Option<String>,
+    /// `--throttle` / `WORKER_THROTTLE`.
+    pub throttle: Option<String>,
+    /// `--on-crash` / `MASTER_PROCESS_ON_CRASH`.
+    pub on_crash: Option<String>,
+    /// `--on-version-change` / `MASTER_PROCESS_ON_VERSION_CHANGE`.
+    pub on_version_change: Option<String>,
+}
+
+impl Options {
+    /// The options set in the environment (the CLI's environment twins).
+    pub fn from_env() -> Options {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Options {
+            listen: var("MASTER_PROCESS_LISTEN")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            port: var("PORT"),
+            socket_mode: var("MASTER_PROCESS_SOCKET_MODE"),
+            workers: var("WORKERS"),
+            ready: var("MASTER_PROCESS_READY"),
+            ready_timeout: var("MASTER_PROCESS_READY_TIMEOUT"),
+            kill_timeout: var("MAX_KILL_TIMEOUT"),
+            throttle: var("WORKER_THROTTLE"),
+            on_crash: var("MASTER_PROCESS_ON_CRASH"),
+            on_version_change: var("MASTER_PROCESS_ON_VERSION_CHANGE"),
+        }
+    }
+
+    /// These options, with every value that `over` gives taking precedence.
+    pub fn overridden_by(self, over: Options) -> Options {
+        Options {
+            listen: if over.listen.is_empty() {
+                self.listen
+            } else {
+                over.listen
+            },
+            port: over.port.or(self.port),
+            socket_mode: over.socket_mode.or(self.socket_mode),
+            workers: over.workers.or(self.workers),
+            ready: over.ready.or(self.ready),
+            ready_timeout: over.ready_timeout.or(self.ready_timeout),
+            kill_timeout: over.kill_timeout.or(self.kill_timeout),
+            throttle: over.throttle.or(self.throttle),
+            on_crash: over.on_crash.or(self.on_crash),
+            on_version_change: over.on_version_change.or(self.on_version_change),
+        }
+    }
+
+    /// The listeners: `listen`, or else `port`.
+    pub fn listeners(&self) -> Result<Vec<ListenerSpec>> {
+        if self.listen.is_empty() {
+            let port = self.port.as_deref().ok_or(Error::NoListener)?;
+            Ok(vec![socket::parse_port_env(port)?])
+        } else {
+            self.listen
+                .iter()
+                .map(|s| s.parse::<ListenerSpec>())
+                .collect()
+        }
+    }
+
+    /// Checks every value and resolves the configuration for running `command`;
+    /// `default_ready` applies when no readiness mode was given.
+    pub fn resolve(self, command: Vec<OsString>, default_ready: ReadyMode) -> Result<Config> {
+        let listeners = self.listeners()?;
+        let program = command.first().ok_or(Error::NoCommand)?;
+        resolve_program(program)?;
+        let duration = |name: &str, v: Option<String>, default: Duration| {
+            v.map_or(Ok(default), |v| TimeSpan::parse(name, &v))
+        };
+        Ok(Config {
+            listeners,
+            socket_mode: self
+                .socket_mode
+                .map_or(Ok(DEFAULT_SOCKET_MODE), |m| parse_mode("--socket-mode", &m))?,
+            workers: self
+                .workers
+                .map_or(Ok(1), |w| parse_workers("WORKERS", &w))?,
+            throttle: duration("WORKER_THROTTLE", self.throttle, DEFAULT_THROTTLE)?,
+            kill_timeout: duration("MAX_KILL_TIMEOUT", self.kill_timeout, DEFAULT_KILL_TIMEOUT)?,
+            ready: self.ready.map_or(Ok(default_ready), |r| r.parse())?,
+            ready_timeout: duration("--ready-timeout", self.ready_timeout, DEFAULT_READY_TIMEOUT)?,
+            on_crash: self.on_crash.map_or(Ok(OnCrash::Restart), |c| c.parse())?,
+            on_version_change: self
+                .on_version_change
+                .map_or(Ok(OnVersionChange::Log), |c| c.parse())?,
+            command,
+        })
+    }
+}
+
+/// What the master does when a reload brings workers built with another version of
+/// master-process than its own (they report it with `READY=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnVersionChange {
+    /// Log it and keep going.
+    #[default]
+    Log,
+    /// Exit with code 1 once the new workers are ready, for a service manager that restarts
+    /// (the reference's behaviour).
+    Exit,
+}
+
+impl FromStr for OnVersionChange {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "log" => Ok(OnVersionChange::Log),
+            "exit" => Ok(OnVersionChange::Exit),
+            _ => Err(Error::invalid(
+                "--on-version-change",
+                s,
+                "expected `log` or `exit`",
+            )),
+        }
+    }
 }
 
 /// What the master does when a serving worker exits unexpectedly.
@@ -246,6 +389,35 @@ mod tests {
         assert!(parse_mode("M", "999").is_err());
         assert!(parse_mode("M", "1777").is_err());
         assert!(parse_mode("M", "").is_err());
+    }
+
+    #[test]
+    fn options_resolve_with_defaults_and_precedence() {
+        let base = Options {
+            workers: Some("3".into()),
+            port: Some("8080".into()),
+            ..Options::default()
+        };
+        let over = Options {
+            workers: Some("2".into()),
+            ..Options::default()
+        };
+        let merged = base.overridden_by(over);
+        assert_eq!(merged.workers.as_deref(), Some("2"));
+        assert_eq!(merged.port.as_deref(), Some("8080"));
+        let c = merged
+            .resolve(vec!["sh".into()], ReadyMode::Notify)
+            .unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.ready, ReadyMode::Notify);
+        assert_eq!(c.kill_timeout, DEFAULT_KILL_TIMEOUT);
+        assert_eq!(c.throttle, DEFAULT_THROTTLE);
+        assert_eq!(c.socket_mode, DEFAULT_SOCKET_MODE);
+        assert_eq!(c.on_version_change, OnVersionChange::Log);
+        let none = Options::default()
+            .resolve(vec!["sh".into()], ReadyMode::Notify)
+            .unwrap_err();
+        assert!(matches!(none, Error::NoListener));
     }
 
     #[test]

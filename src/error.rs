@@ -127,3 +127,17 @@ impl Error {
         }
     }
 }
+
+/// For apps whose `main` returns `std::io::Result`: the error (with its context) inside an
+/// `io::Error` of the matching kind.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io { source, .. } | Error::Spawn { source, .. } | Error::Bind { source, .. } => {
+                source.kind()
+            }
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

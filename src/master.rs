@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, OnVersionChange};
 use crate::error::{Error, Result};
 use crate::notify::{self, Datagram, NotifySocket};
 use crate::procfs;
@@ -66,7 +66,11 @@ pub fn run(config: Config) -> Result<i32> {
     );
     let mut sup = Supervisor::new(os, Settings::from(&config));
     sup.start(Instant::now());
-    let code = event_loop(&mut sup, &mut signals, &notify)?;
+    let mut versions = Versions {
+        policy: config.on_version_change,
+        exit_pending: false,
+    };
+    let code = event_loop(&mut sup, &mut signals, &notify, &mut versions)?;
     let RealOs { listeners, .. } = sup.into_os();
     drop(listeners); // removes our unix socket files
     info!(code, "master exiting");
@@ -89,6 +93,7 @@ fn event_loop(
     sup: &mut Supervisor<RealOs>,
     signals: &mut SignalPipe,
     notify: &NotifySocket,
+    versions: &mut Versions,
 ) -> Result<i32> {
     loop {
         if let Phase::Exited(code) = sup.phase() {
@@ -120,7 +125,7 @@ fn event_loop(
         }
         if notify_ready {
             while let Some(datagram) = notify.recv() {
-                on_notify(sup, datagram, now);
+                on_notify(sup, datagram, versions, now);
             }
         }
         let starting = starting_pids(sup);
@@ -131,6 +136,36 @@ fn event_loop(
             }
         }
         sup.on_tick(now);
+        if versions.exit_pending && sup.reload().is_none() && sup.phase() == Phase::Running {
+            versions.exit_pending = false;
+            info!("--on-version-change exit: the new workers are ready; exiting with code 1");
+            sup.stop(1, now);
+        }
+    }
+}
+
+/// What the master knows of the master-process versions its workers were built with.
+#[derive(Debug)]
+struct Versions {
+    policy: OnVersionChange,
+    /// A reload brought another version and the policy is to exit once it is done.
+    exit_pending: bool,
+}
+
+impl Versions {
+    /// Worker `pid` of reload `generation` reports it was built with `version`.
+    fn reported(&mut self, pid: Pid, generation: u64, version: &str) {
+        let ours = env!("CARGO_PKG_VERSION");
+        if version == ours {
+            return;
+        }
+        warn!(
+            pid,
+            generation, "worker built with master-process {version}; this master is {ours}"
+        );
+        if generation > 0 && self.policy == OnVersionChange::Exit {
+            self.exit_pending = true;
+        }
     }
 }
 
@@ -180,7 +215,12 @@ fn reap(sup: &mut Supervisor<RealOs>, now: Instant) {
 }
 
 /// Handles one notify datagram: attributes it to a worker, then acts on its fields.
-fn on_notify(sup: &mut Supervisor<RealOs>, datagram: Datagram, now: Instant) {
+fn on_notify(
+    sup: &mut Supervisor<RealOs>,
+    datagram: Datagram,
+    versions: &mut Versions,
+    now: Instant,
+) {
     let Some(sender) = datagram.pid else {
         debug!("notify message without credentials ignored");
         return;
@@ -196,6 +236,14 @@ fn on_notify(sup: &mut Supervisor<RealOs>, datagram: Datagram, now: Instant) {
     for (key, value) in notify::fields(&datagram.text) {
         match key {
             "READY" if value == "1" => sup.on_ready(worker, now),
+            "MASTER_PROCESS_VERSION" => {
+                let generation = sup
+                    .workers()
+                    .iter()
+                    .find(|w| w.pid == worker)
+                    .map(|w| w.generation);
+                versions.reported(worker, generation.unwrap_or(0), value);
+            }
             "STATUS" => debug!(pid = worker, "worker status: {value}"),
             _ => debug!(pid = worker, "notify {key}={value}"),
         }
@@ -238,6 +286,7 @@ impl Os for RealOs {
     fn spawn(&mut self, index: usize, generation: u64) -> std::result::Result<Pid, String> {
         let [fds, names] = socket::listen_env(&self.listeners);
         let env = [
+            (crate::library::WORKER_ENV, "1".to_string()),
             ("PPID", std::process::id().to_string()),
             ("WORKER_INDEX", index.to_string()),
             ("RELOAD_INDEX", generation.to_string()),
@@ -268,5 +317,9 @@ impl Os for RealOs {
             killpg(NixPid::from_raw(pgid as i32), None),
             Err(Errno::ESRCH)
         )
+    }
+
+    fn readiness_problem(&self, pid: Pid) -> Option<String> {
+        self.probe.as_ref()?.problem(pid).map(str::to_string)
     }
 }

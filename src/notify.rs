@@ -37,8 +37,9 @@ pub struct Datagram {
     pub pid: Option<u32>,
     /// The text: `KEY=VALUE` lines.
     pub text: String,
-    /// File descriptors that came along; closed when the datagram is dropped.
-    pub fds: Vec<OwnedFd>,
+    /// File descriptors that came along (`BARRIER=1`); held only to be closed when the
+    /// datagram is dropped, after its fields were acted on.
+    pub _fds: Vec<OwnedFd>,
 }
 
 impl NotifySocket {
@@ -119,12 +120,16 @@ impl NotifySocket {
             return Ok(Datagram {
                 pid,
                 text: String::new(),
-                fds,
+                _fds: fds,
             });
         }
         buf.truncate(len);
         let text = String::from_utf8_lossy(&buf).into_owned();
-        Ok(Datagram { pid, text, fds })
+        Ok(Datagram {
+            pid,
+            text,
+            _fds: fds,
+        })
     }
 }
 

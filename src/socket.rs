@@ -187,17 +187,6 @@ impl Listener {
         }
     }
 
-    /// Adopts an already listening socket (socket activation), named `name`.
-    pub fn adopt(name: String, fd: OwnedFd) -> Result<Listener> {
-        let local = describe(fd.as_fd());
-        Ok(Listener {
-            name,
-            local,
-            fd,
-            file: None,
-        })
-    }
-
     fn tcp(name: String, fd: OwnedFd) -> Result<Listener> {
         let local = describe(fd.as_fd());
         Ok(Listener {
@@ -221,6 +210,13 @@ impl Listener {
     /// The socket.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The socket, for an app that owns it from now on: the socket file (if any) is left
+    /// in place.
+    pub fn into_fd(mut self) -> io::Result<OwnedFd> {
+        self.file = None;
+        self.fd.try_clone()
     }
 
     /// Removes the socket file if it is still the one we created. Idempotent.

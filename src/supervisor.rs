@@ -194,11 +194,6 @@ impl<O: Os> Supervisor<O> {
         self.reload.as_ref()
     }
 
-    /// The `RELOAD_INDEX` given to workers started now.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// The OS handle.
     pub fn os(&self) -> &O {
         &self.os
@@ -489,7 +484,9 @@ impl<O: Os> Supervisor<O> {
         self.os.signal(Target::Group(w.pid), Signal::Terminate);
     }
 
-    fn stop(&mut self, code: i32, now: Instant) {
+    /// Stops the master: SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`; the
+    /// master then exits with `code`. A second call kills at once.
+    pub fn stop(&mut self, code: i32, now: Instant) {
         if let Phase::Stopping { .. } = self.phase {
             warn!("second stop request: killing every worker now");
             for w in &mut self.workers {

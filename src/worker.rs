@@ -72,16 +72,6 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    /// A short name for logs and status.
-    pub fn name(&self) -> &'static str {
-        match self {
-            WorkerState::Starting { .. } => "starting",
-            WorkerState::Ready { .. } => "ready",
-            WorkerState::Stopping { .. } => "stopping",
-            WorkerState::Killed => "killed",
-        }
-    }
-
     /// Whether the worker was asked to exit (SIGTERM or SIGKILL).
     pub fn is_stopping(&self) -> bool {
         matches!(self, WorkerState::Stopping { .. } | WorkerState::Killed)
@@ -104,11 +94,6 @@ impl ExitStatus {
             ExitStatus::Code(c) => c,
             ExitStatus::Signal(s) => 128 + s,
         }
-    }
-
-    /// Exited with code 0.
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
     }
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod library;
 mod listeners;
 mod listening;
 mod node;

@@ -28,6 +28,21 @@ pub fn master_bin() -> &'static str {
     env!("CARGO_BIN_EXE_master-process")
 }
 
+/// An example of this crate (built by `cargo test`), e.g. `hello`.
+pub fn example(name: &str) -> PathBuf {
+    let path = Path::new(master_bin())
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo nextest run --workspace --all-features`",
+        path.display()
+    );
+    path
+}
+
 /// The `test-worker` fixture binary (built with the workspace).
 pub fn test_worker() -> PathBuf {
     let path = Path::new(master_bin()).with_file_name("test-worker");
@@ -107,6 +122,7 @@ pub struct MasterCmd {
     command: Option<Vec<OsString>>,
     dir: TempDir,
     hostile_parent: bool,
+    program: Option<PathBuf>,
 }
 
 impl MasterCmd {
@@ -180,11 +196,18 @@ impl MasterCmd {
         self.dir.path()
     }
 
+    /// Runs `program` (an app built on `master_process::init()`, which becomes its own
+    /// master) instead of the `master-process` binary; `args` go to it, no `--` command.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
     /// Starts the master.
     pub fn start(self) -> Master {
         let reports = self.dir.path().join("reports");
         std::fs::create_dir_all(&reports).unwrap();
-        let mut cmd = Command::new(master_bin());
+        let mut cmd = Command::new(self.program.as_deref().unwrap_or(Path::new(master_bin())));
         cmd.current_dir(self.dir.path())
             .env_remove("DEBUG")
             .env_remove("NOTIFY_SOCKET")
@@ -215,11 +238,13 @@ impl MasterCmd {
                 });
             }
         }
-        cmd.arg("--");
-        match &self.command {
-            Some(c) => cmd.args(c),
-            None => cmd.arg(test_worker()),
-        };
+        if self.program.is_none() {
+            cmd.arg("--");
+            match &self.command {
+                Some(c) => cmd.args(c),
+                None => cmd.arg(test_worker()),
+            };
+        }
         let mut child = cmd.spawn().expect("start master-process");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().unwrap();
@@ -267,6 +292,7 @@ impl Master {
             command: None,
             dir: tempfile::tempdir().unwrap(),
             hostile_parent: false,
+            program: None,
         }
     }
 
@@ -493,6 +519,17 @@ pub fn wait_gone(pid: u32, within: Duration) -> bool {
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     gone
+}
+
+/// The parent of process `pid`, if it exists.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Whether process `pid` exists (and is not a zombie).

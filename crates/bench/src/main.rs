@@ -4,13 +4,17 @@
 //! release mode, runs every section, prints a Markdown report on stdout and writes it to
 //! `target/bench/report.md`, with a JSON twin in `target/bench/report.json`.
 //!
-//! Sections (see [`SECTIONS`]): `throughput` (bare app vs under the master, with wrk) and
-//! `storm` (failed requests, reload latency, master memory and CPU during a reload storm). A
+//! Sections (see [`SECTIONS`]): `throughput` (bare app vs under the master, with wrk),
+//! `storm` (failed requests, reload latency, master memory and CPU during a reload storm)
+//! and `detection` (how soon the master sees a new worker serve under `--ready listening`,
+//! the default: from the worker's first wait on the socket to the master's `worker ready`
+//! line, idle and under load; the master's CPU per reload and its wakeups when idle). A
 //! new benchmark is a module with a `run(&Ctx) -> Result<Vec<Section>, String>` added there.
 //!
 //! It is a measurement, not a test: it exits 0 even when a target is missed (the report says
 //! MISS), 1 if a section could not run, 2 for a usage error or a missing tool.
 
+mod detection;
 mod noise;
 mod proc;
 mod procs;
@@ -30,7 +34,11 @@ use report::{Json, Report, Section};
 type Runner = fn(&Ctx) -> Result<Vec<Section>, String>;
 
 /// Every section, in the order they run.
-const SECTIONS: [(&str, Runner); 2] = [("throughput", throughput::run), ("storm", storm::run)];
+const SECTIONS: [(&str, Runner); 3] = [
+    ("throughput", throughput::run),
+    ("storm", storm::run),
+    ("detection", detection::run),
+];
 
 const USAGE: &str = "\
 usage: cargo run --release -p bench -- [OPTIONS]
@@ -38,10 +46,13 @@ usage: cargo run --release -p bench -- [OPTIONS]
   --reps N          wrk runs of each side per mode (default 5)
   --duration SECS   length of one wrk run, e.g. 5 or 5s (default 5)
   --storm-secs N    SIGHUPs in each reload storm, one per second (default 20)
-  --idle-secs N     idle period for the master's idle CPU (default 5)
+  --idle-secs N     idle period for the master's idle CPU and wakeups (default 5)
+  --detect-reloads N
+                    reloads, one at a time, in each run of the detection section
+                    (default 40)
   --quick           smoke run: --reps 2 --duration 2 --storm-secs 5 --idle-secs 2
-                    (explicit options win)
-  --only LIST       comma-separated sections to run: throughput, storm
+                    --detect-reloads 8 (explicit options win)
+  --only LIST       comma-separated sections to run: throughput, storm, detection
   --no-build        use the binaries already in target/release
   -v, --verbose     copy every child's output to stderr
   -h, --help        this text";
@@ -55,8 +66,10 @@ pub struct Opts {
     pub duration_s: u64,
     /// SIGHUPs per storm.
     pub storm_secs: u64,
-    /// Idle seconds for the idle CPU figure.
+    /// Idle seconds for the idle CPU and wakeup figures.
     pub idle_secs: u64,
+    /// Reloads per run of the detection section.
+    pub detect_reloads: usize,
     /// `--quick` was given.
     pub quick: bool,
     /// Build the binaries first.
@@ -79,11 +92,13 @@ impl Opts {
     /// Parses the command line (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>, String> {
         let (mut reps, mut duration, mut storm, mut idle) = (None, None, None, None);
+        let mut detect = None;
         let mut opts = Opts {
             reps: 5,
             duration_s: 5,
             storm_secs: 20,
             idle_secs: 5,
+            detect_reloads: 40,
             quick: false,
             build: true,
             verbose: false,
@@ -101,6 +116,7 @@ impl Opts {
                 "--duration" => duration = Some(number::<u64>(&flag, value())?),
                 "--storm-secs" => storm = Some(number::<u64>(&flag, value())?),
                 "--idle-secs" => idle = Some(number::<u64>(&flag, value())?),
+                "--detect-reloads" => detect = Some(number::<usize>(&flag, value())?),
                 "--quick" => opts.quick = true,
                 "--no-build" => opts.build = false,
                 "-v" | "--verbose" => opts.verbose = true,
@@ -120,13 +136,21 @@ impl Opts {
         }
         if opts.quick {
             (opts.reps, opts.duration_s, opts.storm_secs, opts.idle_secs) = (2, 2, 5, 2);
+            opts.detect_reloads = 8;
         }
         opts.reps = reps.unwrap_or(opts.reps);
         opts.duration_s = duration.unwrap_or(opts.duration_s);
         opts.storm_secs = storm.unwrap_or(opts.storm_secs);
         opts.idle_secs = idle.unwrap_or(opts.idle_secs);
-        if opts.reps == 0 || opts.duration_s == 0 || opts.storm_secs == 0 {
-            return Err("--reps, --duration and --storm-secs must be at least 1".into());
+        opts.detect_reloads = detect.unwrap_or(opts.detect_reloads);
+        if opts.reps == 0
+            || opts.duration_s == 0
+            || opts.storm_secs == 0
+            || opts.detect_reloads == 0
+        {
+            return Err(
+                "--reps, --duration, --storm-secs and --detect-reloads must be at least 1".into(),
+            );
         }
         Ok(Some(opts))
     }
@@ -331,11 +355,12 @@ fn build_report(
         (
             "Settings".to_owned(),
             format!(
-                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s{}",
+                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads{}",
                 o.reps,
                 o.duration_s,
                 o.storm_secs,
                 o.idle_secs,
+                o.detect_reloads,
                 if o.quick { " (--quick)" } else { "" }
             ),
         ),
@@ -416,6 +441,7 @@ fn build_report(
                 ("duration_secs", Json::uint(o.duration_s)),
                 ("storm_secs", Json::uint(o.storm_secs)),
                 ("idle_secs", Json::uint(o.idle_secs)),
+                ("detect_reloads", Json::uint(o.detect_reloads as u64)),
                 ("quick", Json::Bool(o.quick)),
             ]),
         ),
@@ -478,6 +504,14 @@ mod tests {
             (o.reps, o.duration_s, o.storm_secs, o.idle_secs),
             (3, 4, 5, 2)
         );
+        assert_eq!(o.detect_reloads, 8);
+        assert_eq!(parse(&[]).expect("ok").expect("opts").detect_reloads, 40);
+        let o = parse(&["--quick", "--detect-reloads", "12", "--only", "detection"])
+            .expect("ok")
+            .expect("opts");
+        assert_eq!(o.detect_reloads, 12);
+        assert!(o.wants("detection") && !o.wants("storm"));
+        assert!(parse(&["--detect-reloads", "0"]).is_err());
         assert!(
             parse(&["--only", "storm"])
                 .expect("ok")

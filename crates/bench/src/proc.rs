@@ -76,6 +76,55 @@ pub fn cpu_runtime_ms(pid: i32) -> Option<f64> {
     found.then_some(total)
 }
 
+/// Context switches of a process, summed over its threads (`/proc/PID/task/*/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// `voluntary_ctxt_switches`: it went to sleep (a blocking call, e.g. poll).
+    pub voluntary: u64,
+    /// `nonvoluntary_ctxt_switches`: it was preempted.
+    pub involuntary: u64,
+}
+
+impl Switches {
+    /// Both kinds: each is the process running and then stopping, so a total that does not
+    /// move means it did not wake up.
+    pub fn total(self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(self, earlier: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+}
+
+/// The context switches of every thread of a process.
+pub fn ctxt_switches(pid: i32) -> io::Result<Switches> {
+    let mut total = Switches::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        for line in text.lines() {
+            let (slot, value) = if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                (&mut total.voluntary, v)
+            } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                (&mut total.involuntary, v)
+            } else {
+                continue;
+            };
+            *slot += value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| io::Error::other(format!("bad context switch count {value:?}")))?;
+        }
+    }
+    Ok(total)
+}
+
 /// Clock ticks per second.
 pub fn clk_tck() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -279,6 +328,7 @@ mod tests {
         assert!(threads(me).expect("Threads") >= 1);
         assert!(fd_count(me).expect("fds") >= 3);
         cpu_ticks(me).expect("stat");
+        assert!(ctxt_switches(me).expect("ctxt switches").total() > 0);
         if let Some(ms) = cpu_runtime_ms(me) {
             assert!(ms > 0.0);
         }

@@ -506,7 +506,17 @@ impl Bare {
     }
 }
 
-/// The master running test-workers (`--ready notify`, `TW_READY=notify`) on a free port.
+/// How the master learns that a new worker is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// `--ready notify`; the test-worker sends `READY=1` (`TW_READY=notify`).
+    Notify,
+    /// No `--ready` flag: the default, `listening` (the master sees, in /proc, the worker
+    /// wait on the listening socket); the test-worker sends nothing.
+    Listening,
+}
+
+/// The master running test-workers on a free port.
 #[derive(Debug)]
 pub struct Master {
     /// The master process.
@@ -524,12 +534,25 @@ impl Master {
         workers: usize,
         echo: bool,
     ) -> Result<Master, String> {
+        Master::start_with(master, worker, workers, Ready::Notify, echo)
+    }
+
+    /// Starts `master -l 127.0.0.1:0 -w N [--ready notify] -- worker` and waits for
+    /// `listening on` and `all workers ready`.
+    pub fn start_with(
+        master: &Path,
+        worker: &Path,
+        workers: usize,
+        ready: Ready,
+        echo: bool,
+    ) -> Result<Master, String> {
         let mut cmd = Command::new(master);
         cmd.args(["-l", "127.0.0.1:0", "-w"])
-            .arg(workers.to_string())
-            .args(["--ready", "notify", "--"])
-            .arg(worker)
-            .env("TW_READY", "notify");
+            .arg(workers.to_string());
+        if ready == Ready::Notify {
+            cmd.args(["--ready", "notify"]).env("TW_READY", "notify");
+        }
+        cmd.arg("--").arg(worker);
         let mut proc = Proc::spawn("master-process", cmd, false, echo)?;
         let line = proc.wait_line("listening on", START_TIMEOUT, |l| {
             l.contains("listening on ")

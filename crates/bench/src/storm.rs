@@ -54,6 +54,7 @@ struct Storm {
     fds: usize,
     idle_ticks: u64,
     idle_runtime_ms: Option<f64>,
+    idle_wakeups: u64,
     idle_lines: Vec<String>,
     warnings: Vec<String>,
     exit: String,
@@ -196,9 +197,11 @@ fn storm(ctx: &Ctx, mode: Mode) -> Result<Storm, String> {
     let idle_from = log.len();
     let idle0 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
     let idle_run0 = proc::cpu_runtime_ms(pid);
+    let wake0 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
     thread::sleep(Duration::from_secs(ctx.opts.idle_secs));
     let idle1 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
     let idle_run1 = proc::cpu_runtime_ms(pid);
+    let wake1 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
     let lines = log.lines();
     let idle_lines = lines[idle_from..].to_vec();
     let (started, done, failed, queued) = reload_counts(&lines);
@@ -235,6 +238,7 @@ fn storm(ctx: &Ctx, mode: Mode) -> Result<Storm, String> {
         fds,
         idle_ticks: idle1.saturating_sub(idle0),
         idle_runtime_ms: idle_run0.zip(idle_run1).map(|(a, b)| b - a),
+        idle_wakeups: wake1.since(wake0).total(),
         idle_lines,
         warnings,
         exit,
@@ -518,7 +522,8 @@ fn resources_section(ctx: &Ctx, storms: &[Storm]) -> Section {
         "Read from /proc/PID/status and /proc/PID/stat of the master of each storm: memory right \
          after the storm; CPU from the first SIGHUP until every reload had ended (the scheduler's \
          `se.sum_exec_runtime` from /proc/PID/task/*/sched, exact; utime + stime from \
-         /proc/PID/stat only move by whole ticks); then {} s idle with its {WORKERS} workers running and no load (clock tick = {} ms).",
+         /proc/PID/stat only move by whole ticks); then {} s idle with its {WORKERS} workers running and no load (clock tick = {} ms; \
+         wakeups: voluntary + involuntary context switches summed over /proc/PID/task/*/status).",
         ctx.opts.idle_secs,
         1000 / proc::clk_tck()
     ));
@@ -573,6 +578,18 @@ fn resources_section(ctx: &Ctx, storms: &[Storm]) -> Section {
                 },
             )
             .target("0", st.idle_ticks == 0),
+        );
+        s.push(
+            Metric::info(
+                &format!("{key}.idle_wakeups"),
+                &format!(
+                    "{name}: wakeups (context switches) while idle for {} s",
+                    ctx.opts.idle_secs
+                ),
+                Json::uint(st.idle_wakeups),
+                st.idle_wakeups.to_string(),
+            )
+            .target("0", st.idle_wakeups == 0),
         );
         s.push(Metric::info(
             &format!("{key}.threads"),

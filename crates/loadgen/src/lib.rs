@@ -201,7 +201,7 @@ pub struct Report {
     pub bad_status: u64,
     /// Anything else: unparsable responses, unexpected socket errors.
     pub other: u64,
-    /// For 2xx responses whose body is a decimal number (the answering
+    /// For 2xx responses whose body ends with a decimal number (the answering
     /// worker's pid): how many came from each.
     pub by_pid: BTreeMap<u32, u64>,
     /// The first [`MAX_ERROR_SAMPLES`] failures, each as
@@ -704,9 +704,14 @@ impl Worker {
     }
 }
 
-/// The body as a pid: ASCII decimal, surrounding whitespace ignored.
+/// The body as a pid: its last word in ASCII decimal (`1234`, `hello from 1234`).
 fn parse_pid(body: &[u8]) -> Option<u32> {
-    std::str::from_utf8(body).ok()?.trim().parse().ok()
+    std::str::from_utf8(body)
+        .ok()?
+        .split_whitespace()
+        .next_back()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ fn systemd_notify() -> io::Result<()> {
     }
 }
 
-/// Our own datagram (`READY=1`, no trailing newline) to a path or an `@abstract` name.
+/// Our own datagram (`READY=1`, no trailing newline, then the lines of `TW_NOTIFY_EXTRA`
+/// separated by `;`, e.g. `MASTER_PROCESS_VERSION=9.9.9`) to a path or an `@abstract` name.
 fn raw() -> io::Result<()> {
     let target = notify_socket()?;
     let bytes = target.as_bytes();
@@ -60,8 +61,17 @@ fn raw() -> io::Result<()> {
             )));
         }
     };
+    let mut message = String::from("READY=1");
+    for line in env::var("TW_NOTIFY_EXTRA")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|l| !l.is_empty())
+    {
+        message.push('\n');
+        message.push_str(line);
+    }
     let socket = UnixDatagram::unbound()?;
-    socket.send_to_addr(b"READY=1", &addr)?;
+    socket.send_to_addr(message.as_bytes(), &addr)?;
     Ok(())
 }
 
