@@ -17,6 +17,8 @@ use crate::readiness::ReadyMode;
 const SOCKETS: &str = "Sockets";
 const WORKERS: &str = "Workers";
 const LOGGING: &str = "Logging";
+const RELOADS: &str = "Reloads";
+const CONTROL: &str = "Control";
 
 /// Reload server applications with no downtime.
 ///
@@ -134,6 +136,52 @@ pub struct Cli {
     #[arg(help_heading = WORKERS)]
     on_version_change: String,
 
+    /// The longest restart delay of a crash-looping worker: the delay doubles from
+    /// WORKER_THROTTLE at each crash in a row, up to this; a worker that stays up this long
+    /// resets the count
+    #[arg(
+        long,
+        value_name = "DUR",
+        env = "MASTER_PROCESS_MAX_BACKOFF",
+        default_value = "30s"
+    )]
+    #[arg(help_heading = WORKERS)]
+    max_backoff: String,
+
+    /// How a reload replaces the workers: `parallel` (every slot at once, the reference) or
+    /// `rolling` (--max-surge at a time)
+    #[arg(
+        long,
+        value_name = "HOW",
+        env = "MASTER_PROCESS_RELOAD",
+        default_value = "parallel"
+    )]
+    #[arg(help_heading = RELOADS)]
+    reload: String,
+
+    /// With --reload rolling: new workers, plus the old ones they replace while these drain,
+    /// at most at once
+    #[arg(
+        long,
+        value_name = "N",
+        env = "MASTER_PROCESS_MAX_SURGE",
+        default_value = "1"
+    )]
+    #[arg(help_heading = RELOADS)]
+    max_surge: String,
+
+    /// The first new worker of a reload must stay ready this long, its old worker still
+    /// serving, before the others follow; if it fails, the reload stops there
+    #[arg(long, value_name = "DUR", env = "MASTER_PROCESS_CANARY")]
+    #[arg(help_heading = RELOADS)]
+    canary: Option<String>,
+
+    /// The control socket (`master-process reload|status|stop|signal`), or `off`
+    /// [default: $XDG_RUNTIME_DIR/master-process.sock, /run/master-process.sock for root]
+    #[arg(long, value_name = "PATH", env = "MASTER_PROCESS_CONTROL")]
+    #[arg(help_heading = CONTROL)]
+    control: Option<String>,
+
     /// Debug lines on stderr (also DEBUG=master-process)
     #[arg(long, short = 'v', help_heading = LOGGING)]
     verbose: bool,
@@ -157,6 +205,11 @@ impl Cli {
             throttle: Some(self.throttle),
             on_crash: Some(self.on_crash),
             on_version_change: Some(self.on_version_change),
+            max_backoff: Some(self.max_backoff),
+            reload: Some(self.reload),
+            max_surge: Some(self.max_surge),
+            canary: self.canary,
+            control: self.control,
         };
         options.resolve(self.command, ReadyMode::default())
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::readiness::ReadyMode;
 use crate::socket::{self, ListenerSpec};
+use crate::supervisor::Strategy;
 
 /// Default `WORKER_THROTTLE`: a worker that lived less than this is restarted after the rest.
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
@@ -21,6 +22,8 @@ pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `--ready-timeout`.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--max-backoff`: the longest restart delay of a crash-looping worker.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Default `--socket-mode` for unix socket files.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o664;
 
@@ -45,6 +48,14 @@ pub struct Config {
     pub on_crash: OnCrash,
     /// What a reload to workers built with another master-process version does.
     pub on_version_change: OnVersionChange,
+    /// `--max-backoff`.
+    pub max_backoff: Duration,
+    /// `--reload` and `--max-surge`.
+    pub strategy: Strategy,
+    /// `--canary`.
+    pub canary: Option<Duration>,
+    /// `--control`: the control socket, unless disabled.
+    pub control: Option<PathBuf>,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }
@@ -73,6 +84,16 @@ pub struct Options {
     pub on_crash: Option<String>,
     /// `--on-version-change` / `MASTER_PROCESS_ON_VERSION_CHANGE`.
     pub on_version_change: Option<String>,
+    /// `--max-backoff` / `MASTER_PROCESS_MAX_BACKOFF`.
+    pub max_backoff: Option<String>,
+    /// `--reload` / `MASTER_PROCESS_RELOAD`: `parallel` or `rolling`.
+    pub reload: Option<String>,
+    /// `--max-surge` / `MASTER_PROCESS_MAX_SURGE`.
+    pub max_surge: Option<String>,
+    /// `--canary` / `MASTER_PROCESS_CANARY`.
+    pub canary: Option<String>,
+    /// `--control` / `MASTER_PROCESS_CONTROL`: a path, or `off`.
+    pub control: Option<String>,
 }
 
 impl Options {
@@ -97,6 +118,11 @@ impl Options {
             throttle: var("WORKER_THROTTLE"),
             on_crash: var("MASTER_PROCESS_ON_CRASH"),
             on_version_change: var("MASTER_PROCESS_ON_VERSION_CHANGE"),
+            max_backoff: var("MASTER_PROCESS_MAX_BACKOFF"),
+            reload: var("MASTER_PROCESS_RELOAD"),
+            max_surge: var("MASTER_PROCESS_MAX_SURGE"),
+            canary: var("MASTER_PROCESS_CANARY"),
+            control: var("MASTER_PROCESS_CONTROL"),
         }
     }
 
@@ -117,6 +143,11 @@ impl Options {
             throttle: over.throttle.or(self.throttle),
             on_crash: over.on_crash.or(self.on_crash),
             on_version_change: over.on_version_change.or(self.on_version_change),
+            max_backoff: over.max_backoff.or(self.max_backoff),
+            reload: over.reload.or(self.reload),
+            max_surge: over.max_surge.or(self.max_surge),
+            canary: over.canary.or(self.canary),
+            control: over.control.or(self.control),
         }
     }
 
@@ -158,8 +189,73 @@ impl Options {
             on_version_change: self
                 .on_version_change
                 .map_or(Ok(OnVersionChange::Log), |c| c.parse())?,
+            max_backoff: duration("--max-backoff", self.max_backoff, DEFAULT_MAX_BACKOFF)?,
+            strategy: parse_strategy(self.reload.as_deref(), self.max_surge.as_deref())?,
+            canary: self
+                .canary
+                .map(|c| TimeSpan::parse("--canary", &c))
+                .transpose()?
+                .filter(|d| !d.is_zero()),
+            control: control_path(self.control.as_deref())?,
             command,
         })
+    }
+}
+
+/// Parses `--reload` (`parallel` or `rolling`) with `--max-surge` (default 1).
+pub fn parse_strategy(reload: Option<&str>, max_surge: Option<&str>) -> Result<Strategy> {
+    let surge = match max_surge {
+        None => 1,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(Error::invalid(
+                    "--max-surge",
+                    v,
+                    "expected a number of workers, at least 1",
+                ));
+            }
+        },
+    };
+    match reload.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("parallel") => Ok(Strategy::Parallel),
+        Some("rolling") => Ok(Strategy::Rolling { max_surge: surge }),
+        Some(other) => Err(Error::invalid(
+            "--reload",
+            other,
+            "expected `parallel` or `rolling`",
+        )),
+    }
+}
+
+/// The control socket path: `--control PATH`, none with `off`, or the default: under
+/// `$XDG_RUNTIME_DIR`, else `/run` for root, else a private folder in the temp dir.
+pub fn control_path(given: Option<&str>) -> Result<Option<PathBuf>> {
+    match given {
+        Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("none") => Ok(None),
+        Some(v) if v.is_empty() => Err(Error::invalid(
+            "--control",
+            v,
+            "expected a socket path or `off`",
+        )),
+        Some(v) => Ok(Some(PathBuf::from(v))),
+        None => Ok(Some(default_control_path())),
+    }
+}
+
+/// Where the master listens for control commands, and where clients look, by default.
+pub fn default_control_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("master-process.sock");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        PathBuf::from("/run/master-process.sock")
+    } else {
+        std::env::temp_dir()
+            .join(format!("master-process-{uid}"))
+            .join("master-process.sock")
     }
 }
 

@@ -1,27 +1,37 @@
 //! The supervisor: the master's decisions as an explicit state machine.
 //!
 //! It owns no file descriptor and reads no clock. Events come in ([`Supervisor::on_signal`],
-//! [`Supervisor::on_exit`], [`Supervisor::on_ready`], [`Supervisor::on_tick`]) with the
-//! current time; effects go out through the narrow [`Os`] trait (start a worker, send a
-//! signal). The master loop ([`crate::master`]) feeds it real events; unit tests feed it a
-//! fake clock and a recording fake `Os`.
+//! [`Supervisor::on_exit`], [`Supervisor::on_ready`], [`Supervisor::on_tick`],
+//! [`Supervisor::request_reload`], [`Supervisor::stop`]) with the current time; effects go
+//! out through the narrow [`Os`] trait (start a worker, send a signal), and what the outside
+//! world may want to hear about (a reload ended) as [`Notice`]s. The master loop
+//! ([`crate::master`]) feeds it real events; unit tests feed it a fake clock and a recording
+//! fake `Os`.
 //!
 //! # Rules
 //! - **Slots.** There are `workers` slots (`WORKER_INDEX`). After every event the supervisor
 //!   *reconciles*: a slot with no serving worker and no candidate gets a restart, at the
-//!   earliest `WORKER_THROTTLE` after the slot's last start (the reference's rule).
-//! - **Reload** (SIGHUP): every slot gets a candidate with the next `RELOAD_INDEX`. When a
-//!   candidate is ready it becomes the slot's serving worker and the old one is retired
-//!   (SIGTERM, then SIGKILL after `MAX_KILL_TIMEOUT`). The first candidate that exits or
-//!   misses the ready timeout fails the reload: the other candidates are stopped and every
-//!   old worker keeps serving. A reload ends when its candidates are serving or gone and the
-//!   workers it retired have exited; SIGHUPs meanwhile are coalesced into one more reload.
+//!   earliest one *backoff* after the slot's last start. The first crash waits
+//!   `WORKER_THROTTLE` (the reference's rule); each further crash in a row doubles it, up to
+//!   `--max-backoff`; a worker that stays up that long resets the count.
+//! - **Reload** (SIGHUP, or `master-process reload`): each slot gets a candidate with the
+//!   next `RELOAD_INDEX`; all at once ([`Strategy::Parallel`]), or a few at a time
+//!   ([`Strategy::Rolling`]: candidates plus the workers they replace, still draining, never
+//!   exceed `--max-surge`). An optional canary goes first, alone, and must stay ready for the
+//!   canary time (its old worker still serving) before the rest follow. When a candidate is
+//!   ready it becomes the slot's serving worker and the old one is retired (SIGTERM, then
+//!   SIGKILL after `MAX_KILL_TIMEOUT`). The first candidate that exits or misses the ready
+//!   timeout fails the reload: no further old worker is retired, the other candidates are
+//!   stopped, and the old workers keep serving. A reload ends when its candidates are
+//!   serving or gone and the workers it retired have exited; reload requests meanwhile are
+//!   coalesced into one more reload.
 //! - **Crash**: a serving worker that exits unexpectedly is restarted (see Slots), or with
 //!   `--on-crash exit` the master stops and exits with its code.
 //! - **Stop** (SIGTERM, SIGINT): SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`;
-//!   a second stop signal kills at once. The phase becomes [`Phase::Exited`] once every
-//!   worker process group is gone.
+//!   a second stop kills at once. The phase becomes [`Phase::Exited`] once every worker
+//!   process group is gone.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -55,13 +65,28 @@ pub enum Target {
     Group(Pid),
 }
 
+/// How a reload replaces the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every slot at once, pairwise (the reference): up to twice the workers meanwhile.
+    Parallel,
+    /// A few slots at a time.
+    Rolling {
+        /// New workers, plus the old ones they replaced that still drain, at most.
+        max_surge: usize,
+    },
+}
+
 /// The settings the supervisor decides with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Number of slots.
     pub workers: usize,
-    /// `WORKER_THROTTLE`.
+    /// `WORKER_THROTTLE`: the first crash's restart delay, the base of the backoff.
     pub throttle: Duration,
+    /// `--max-backoff`: the longest restart delay, and how long a worker must stay up to
+    /// reset its slot's crash count.
+    pub max_backoff: Duration,
     /// `MAX_KILL_TIMEOUT`.
     pub kill_timeout: Duration,
     /// Readiness mode.
@@ -70,6 +95,10 @@ pub struct Settings {
     pub ready_timeout: Duration,
     /// `--on-crash`.
     pub on_crash: OnCrash,
+    /// `--reload` and `--max-surge`.
+    pub strategy: Strategy,
+    /// `--canary`: how long the first new worker must stay ready before the rest follow.
+    pub canary: Option<Duration>,
 }
 
 impl From<&Config> for Settings {
@@ -77,10 +106,13 @@ impl From<&Config> for Settings {
         Settings {
             workers: c.workers,
             throttle: c.throttle,
+            max_backoff: c.max_backoff,
             kill_timeout: c.kill_timeout,
             ready: c.ready,
             ready_timeout: c.ready_timeout,
             on_crash: c.on_crash,
+            strategy: c.strategy,
+            canary: c.canary,
         }
     }
 }
@@ -101,6 +133,18 @@ pub enum Phase {
     Exited(i32),
 }
 
+impl Phase {
+    /// A short name for status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Exited(_) => "exited",
+        }
+    }
+}
+
 /// A reload in flight.
 #[derive(Debug, Clone)]
 pub struct Reload {
@@ -112,7 +156,77 @@ pub struct Reload {
     pub failure: Option<String>,
     /// Workers it asked to exit (replaced old workers, aborted candidates).
     pub retiring: Vec<Pid>,
+    /// Slots whose candidate has not been started yet.
+    pub pending: VecDeque<usize>,
+    /// Where the canary stands.
+    pub canary: Canary,
 }
+
+/// The canary of a reload: its first new worker, alone until it has stayed ready a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canary {
+    /// No canary for this reload, or it passed: the rest follow.
+    Off,
+    /// The canary is starting; it must then stay ready this long.
+    Starting(Duration),
+    /// The canary `pid` is ready; its old worker still serves until `until`.
+    Watching {
+        /// The canary.
+        pid: Pid,
+        /// When it has proven itself.
+        until: Instant,
+    },
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Its `RELOAD_INDEX`.
+    pub generation: u64,
+    /// `None` if it succeeded, else why it failed.
+    pub failure: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+    /// Who serves now: (slot, pid, generation).
+    pub serving: Vec<(usize, Pid, u64)>,
+}
+
+/// Something the outside world may want to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Every slot had a ready worker for the first time.
+    Running,
+    /// A reload began.
+    ReloadStarted(u64),
+    /// A reload ended.
+    ReloadEnded(ReloadOutcome),
+    /// The master began to stop.
+    Stopping,
+}
+
+/// What the supervisor keeps per slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// When its last worker was started.
+    pub last_start: Option<Instant>,
+    /// When its pending restart is due.
+    pub restart_at: Option<Instant>,
+    /// Crashes in a row (reset once a worker stays up `--max-backoff`).
+    pub crashes: u32,
+    /// Restarts after a crash, in all.
+    pub restarts: u32,
+}
+
+/// Crashes in a row from which a slot is said to be crash-looping.
+pub const CRASH_LOOP: u32 = 3;
+
+/// The least time between two attempts to start a worker after `fork` failed, and the
+/// least base of the crash backoff, so that a crash loop never spins even with
+/// `WORKER_THROTTLE=0`.
+const MIN_RETRY: Duration = Duration::from_millis(100);
+
+/// How often a lingering process group is checked for emptiness.
+const LINGER_CHECK: Duration = Duration::from_millis(100);
 
 /// A process group left behind by a worker that exited, SIGKILLed at `kill_at` if still there.
 #[derive(Debug, Clone, Copy)]
@@ -121,12 +235,6 @@ struct Lingering {
     kill_at: Instant,
     check_at: Instant,
 }
-
-/// The least time between two attempts to start a worker after `fork` failed.
-const SPAWN_RETRY: Duration = Duration::from_secs(1);
-
-/// How often a lingering process group is checked for emptiness.
-const LINGER_CHECK: Duration = Duration::from_millis(100);
 
 /// The state machine. See the [module documentation](self) for the rules.
 #[derive(Debug)]
@@ -137,14 +245,14 @@ pub struct Supervisor<O> {
     /// The `RELOAD_INDEX` of workers started now.
     generation: u64,
     workers: Vec<Worker>,
-    /// Per slot: when its last worker was started.
-    last_start: Vec<Option<Instant>>,
-    /// Per slot: when its pending restart is due.
-    restart_at: Vec<Option<Instant>>,
+    slots: Vec<Slot>,
     reload: Option<Reload>,
     reload_queued: bool,
     reloads_done: u64,
+    reloads_failed: u64,
+    last_reload: Option<ReloadOutcome>,
     lingering: Vec<Lingering>,
+    notices: Vec<Notice>,
     /// When [`Supervisor::start`] ran: event times in logs are counted from it (`at_ms`).
     epoch: Option<Instant>,
 }
@@ -159,12 +267,14 @@ impl<O: Os> Supervisor<O> {
             phase: Phase::Starting,
             generation: 0,
             workers: Vec::new(),
-            last_start: vec![None; n],
-            restart_at: vec![None; n],
+            slots: vec![Slot::default(); n],
             reload: None,
             reload_queued: false,
             reloads_done: 0,
+            reloads_failed: 0,
+            last_reload: None,
             lingering: Vec::new(),
+            notices: Vec::new(),
             epoch: None,
         }
     }
@@ -189,9 +299,39 @@ impl<O: Os> Supervisor<O> {
         &self.workers
     }
 
+    /// The slots, by index.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
     /// The reload in flight, if any.
     pub fn reload(&self) -> Option<&Reload> {
         self.reload.as_ref()
+    }
+
+    /// How the last reload that ended, ended.
+    pub fn last_reload(&self) -> Option<&ReloadOutcome> {
+        self.last_reload.as_ref()
+    }
+
+    /// Reloads that succeeded and that failed, so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (self.reloads_done, self.reloads_failed)
+    }
+
+    /// The `RELOAD_INDEX` of the newest generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What happened since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The OS handle.
@@ -211,56 +351,91 @@ impl<O: Os> Supervisor<O> {
 
     /// The next time [`Supervisor::on_tick`] has work to do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let stable_at = |w: &Worker| {
+            let slot = &self.slots[w.index];
+            (w.role == Role::Serving && slot.crashes > 0)
+                .then(|| w.started + self.settings.max_backoff)
+        };
         let workers = self.workers.iter().flat_map(|w| match w.state {
             WorkerState::Starting { deadline, ready_at } => [Some(deadline), ready_at],
             WorkerState::Stopping { kill_at } => [Some(kill_at), None],
-            WorkerState::Ready { .. } | WorkerState::Killed => [None, None],
+            WorkerState::Ready { .. } => [stable_at(w), None],
+            WorkerState::Killed => [None, None],
         });
-        let restarts = self.restart_at.iter().copied();
+        let restarts = self.slots.iter().map(|s| s.restart_at);
         let lingering = self
             .lingering
             .iter()
             .map(|l| Some(l.check_at.min(l.kill_at)));
-        workers.chain(restarts).chain(lingering).flatten().min()
+        let canary = self.reload.iter().map(|r| match r.canary {
+            Canary::Watching { until, .. } => Some(until),
+            _ => None,
+        });
+        workers
+            .chain(restarts)
+            .chain(lingering)
+            .chain(canary)
+            .flatten()
+            .min()
     }
 
     /// A signal reached the master.
     pub fn on_signal(&mut self, signal: Signal, now: Instant) {
         match signal {
-            Signal::Hangup => self.request_reload(now),
+            Signal::Hangup => {
+                let _ = self.request_reload(now);
+            }
             Signal::Terminate | Signal::Interrupt => {
                 info!(signal = signal.name(), "stop requested");
                 self.stop(0, now);
             }
-            Signal::User2 => {
-                for w in self
-                    .workers
-                    .iter()
-                    .filter(|w| w.state != WorkerState::Killed)
-                {
-                    self.os.signal(Target::Process(w.pid), Signal::User2);
-                }
-                debug!(workers = self.workers.len(), "SIGUSR2 forwarded");
-            }
+            Signal::User2 => self.forward(Signal::User2),
             other => debug!(signal = other.name(), "signal ignored"),
         }
         self.settle(now);
     }
 
-    /// A reload was asked for (SIGHUP): start it, or queue one more after the current one.
-    pub fn request_reload(&mut self, now: Instant) {
-        match self.phase {
+    /// Sends `signal` to every worker process (not yet killed).
+    pub fn forward(&mut self, signal: Signal) {
+        for w in self
+            .workers
+            .iter()
+            .filter(|w| w.state != WorkerState::Killed)
+        {
+            self.os.signal(Target::Process(w.pid), signal);
+        }
+        debug!(
+            workers = self.workers.len(),
+            signal = signal.name(),
+            "signal forwarded"
+        );
+    }
+
+    /// A reload was asked for: start it, or queue one more after the current one. Returns
+    /// the `RELOAD_INDEX` of the reload that carries this request.
+    ///
+    /// # Errors
+    /// The master is stopping.
+    pub fn request_reload(&mut self, now: Instant) -> Result<u64, &'static str> {
+        let generation = match self.phase {
             Phase::Stopping { .. } | Phase::Exited(_) => {
                 info!("reload ignored: the master is stopping");
+                return Err("the master is stopping");
             }
             _ if self.reload.is_some() => {
                 if !self.reload_queued {
                     info!("reload queued: it starts when the current one ends");
                 }
                 self.reload_queued = true;
+                self.generation + 1
             }
-            _ => self.begin_reload(now),
-        }
+            _ => {
+                self.begin_reload(now);
+                self.generation
+            }
+        };
+        self.settle(now);
+        Ok(generation)
     }
 
     /// Worker `pid` was reaped with `status`.
@@ -273,24 +448,39 @@ impl<O: Os> Supervisor<O> {
         let lived = now.saturating_duration_since(w.started);
         self.watch_group(&w, now);
         match (w.role, w.state) {
-            (Role::Retired, _) | (_, WorkerState::Stopping { .. } | WorkerState::Killed) => {
+            (Role::Retired, _) => {
                 info!(pid, index = w.index, generation = w.generation, %status, "worker stopped");
             }
             (Role::Candidate, _) => {
                 warn!(pid, index = w.index, generation = w.generation, %status,
-                      "new worker exited before it was ready");
-                self.fail_reload(
+                      "new worker exited before it had proven ready");
+                let reason = if self.is_watched_canary(pid) {
+                    format!(
+                        "the canary, worker {} (pid {pid}), {status} during its canary time",
+                        w.index
+                    )
+                } else {
                     format!(
                         "worker {} (pid {pid}) {status} before it was ready",
                         w.index
-                    ),
-                    now,
-                );
+                    )
+                };
+                self.fail_reload(reason, now);
             }
-            (Role::Serving, _) => {
-                warn!(pid, index = w.index, generation = w.generation, %status,
-                      lived_ms = lived.as_millis() as u64, "worker exited unexpectedly");
-                if self.settings.on_crash == OnCrash::Exit {
+            (Role::Serving, state) => {
+                let slot = &mut self.slots[w.index];
+                if lived >= self.settings.max_backoff {
+                    slot.crashes = 0;
+                }
+                slot.crashes += 1;
+                if state.is_stopping() {
+                    info!(pid, index = w.index, generation = w.generation, %status, "worker stopped");
+                } else {
+                    warn!(pid, index = w.index, generation = w.generation, %status,
+                          lived_ms = lived.as_millis() as u64, crashes = slot.crashes,
+                          "worker exited unexpectedly");
+                }
+                if self.settings.on_crash == OnCrash::Exit && !state.is_stopping() {
                     info!(code = status.code(), "--on-crash exit: stopping");
                     self.stop(status.code(), now);
                 }
@@ -335,15 +525,26 @@ impl<O: Os> Supervisor<O> {
                     self.os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
                 }
+                WorkerState::Ready { .. }
+                    if w.role == Role::Serving
+                        && self.slots[w.index].crashes > 0
+                        && now >= w.started + self.settings.max_backoff =>
+                {
+                    info!(
+                        index = w.index,
+                        pid = w.pid,
+                        "worker stable again: crash count reset"
+                    );
+                    self.slots[w.index].crashes = 0;
+                }
                 _ => {}
             }
         }
-        for index in 0..self.restart_at.len() {
-            if self.restart_at[index].is_some_and(|at| at <= now) {
-                self.restart_at[index] = None;
-                if self.spawn(index, Role::Serving, now).is_err() {
-                    self.restart_at[index] = Some(now + self.settings.throttle.max(SPAWN_RETRY));
-                }
+        self.check_canary(now);
+        for index in 0..self.slots.len() {
+            if self.slots[index].restart_at.is_some_and(|at| at <= now) {
+                self.slots[index].restart_at = None;
+                self.restart(index, now);
             }
         }
         self.check_lingering(now);
@@ -358,18 +559,57 @@ impl<O: Os> Supervisor<O> {
             workers = self.settings.workers,
             "reload started"
         );
+        self.notices.push(Notice::ReloadStarted(generation));
+        let canary = match self.settings.canary {
+            Some(d) => Canary::Starting(d),
+            None => Canary::Off,
+        };
         self.reload = Some(Reload {
             generation,
             started: now,
             failure: None,
             retiring: Vec::new(),
+            pending: (0..self.settings.workers).collect(),
+            canary,
         });
-        for index in 0..self.settings.workers {
-            // The candidate fills the slot; a restart waiting out its throttle is not needed.
-            self.restart_at[index] = None;
+        self.advance_rollout(now);
+    }
+
+    /// Starts the candidates the strategy allows now.
+    fn advance_rollout(&mut self, now: Instant) {
+        loop {
+            let Some(reload) = &self.reload else { return };
+            if reload.failure.is_some() || reload.pending.is_empty() {
+                return;
+            }
+            let generation = reload.generation;
+            let in_flight = self
+                .workers
+                .iter()
+                .filter(|w| {
+                    (w.role == Role::Candidate && w.generation == generation)
+                        || reload.retiring.contains(&w.pid)
+                })
+                .count();
+            let allowed = match (reload.canary, self.settings.strategy) {
+                (Canary::Starting(_), _) => {
+                    in_flight == 0 && reload.pending.len() == self.settings.workers
+                }
+                (Canary::Watching { .. }, _) => false,
+                (Canary::Off, Strategy::Parallel) => true,
+                (Canary::Off, Strategy::Rolling { max_surge }) => in_flight < max_surge.max(1),
+            };
+            if !allowed {
+                return;
+            }
+            let Some(index) = self.reload.as_mut().and_then(|r| r.pending.pop_front()) else {
+                return;
+            };
+            // The candidate fills the slot; a restart waiting out its backoff is not needed.
+            self.slots[index].restart_at = None;
             if let Err(e) = self.spawn(index, Role::Candidate, now) {
                 self.fail_reload(format!("cannot start worker {index}: {e}"), now);
-                break;
+                return;
             }
         }
     }
@@ -387,6 +627,7 @@ impl<O: Os> Supervisor<O> {
             "reload failed: {reason}; the previous workers keep serving"
         );
         reload.failure = Some(reason);
+        reload.pending.clear();
         let generation = reload.generation;
         let candidates: Vec<usize> = (0..self.workers.len())
             .filter(|&p| {
@@ -413,7 +654,29 @@ impl<O: Os> Supervisor<O> {
         if w.role != Role::Candidate {
             return;
         }
+        if let Some(reload) = self.reload.as_mut() {
+            if let Canary::Starting(d) = reload.canary {
+                info!(
+                    pid,
+                    index,
+                    canary_ms = d.as_millis() as u64,
+                    "canary ready: watching it before the rest follow"
+                );
+                reload.canary = Canary::Watching {
+                    pid,
+                    until: now + d,
+                };
+                return;
+            }
+        }
+        self.promote(pos, now);
+    }
+
+    /// A ready candidate takes its slot over; the slot's previous worker is retired.
+    fn promote(&mut self, pos: usize, now: Instant) {
+        let w = &mut self.workers[pos];
         w.role = Role::Serving;
+        let (pid, index) = (w.pid, w.index);
         let old: Vec<usize> = (0..self.workers.len())
             .filter(|&p| {
                 let o = &self.workers[p];
@@ -422,6 +685,34 @@ impl<O: Os> Supervisor<O> {
             .collect();
         for pos in old {
             self.retire(pos, now);
+        }
+    }
+
+    fn is_watched_canary(&self, pid: Pid) -> bool {
+        self.reload
+            .as_ref()
+            .is_some_and(|r| matches!(r.canary, Canary::Watching { pid: p, .. } if p == pid))
+    }
+
+    /// Promotes a canary that stayed ready long enough.
+    fn check_canary(&mut self, now: Instant) {
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
+        let Canary::Watching { pid, until } = reload.canary else {
+            return;
+        };
+        if until > now {
+            return;
+        }
+        reload.canary = Canary::Off;
+        if let Some(pos) = self
+            .workers
+            .iter()
+            .position(|w| w.pid == pid && w.role == Role::Candidate)
+        {
+            info!(pid, "canary passed: the rest follow");
+            self.promote(pos, now);
         }
     }
 
@@ -498,24 +789,44 @@ impl<O: Os> Supervisor<O> {
             }
             return;
         }
+        if let Phase::Exited(_) = self.phase {
+            return;
+        }
         self.phase = Phase::Stopping { code };
+        self.notices.push(Notice::Stopping);
         if let Some(reload) = self.reload.take() {
             info!(
                 generation = reload.generation,
                 "reload abandoned: the master is stopping"
             );
+            self.end_reload(
+                reload,
+                Some("abandoned: the master is stopping".into()),
+                now,
+            );
         }
         self.reload_queued = false;
-        self.restart_at.iter_mut().for_each(|r| *r = None);
+        self.slots.iter_mut().for_each(|s| s.restart_at = None);
         for pos in 0..self.workers.len() {
             self.workers[pos].role = Role::Retired;
             self.stop_worker(pos, now);
+        }
+        self.settle(now);
+    }
+
+    /// Restarts a slot's worker after a crash (or a failed start).
+    fn restart(&mut self, index: usize, now: Instant) {
+        self.slots[index].restarts += 1;
+        if self.spawn(index, Role::Serving, now).is_err() {
+            let slot = &mut self.slots[index];
+            slot.crashes += 1;
+            slot.restart_at = Some(now + self.settings.throttle.max(MIN_RETRY));
         }
     }
 
     fn spawn(&mut self, index: usize, role: Role, now: Instant) -> Result<Pid, String> {
         let generation = self.generation;
-        self.last_start[index] = Some(now);
+        self.slots[index].last_start = Some(now);
         match self.os.spawn(index, generation) {
             Ok(pid) => {
                 let deadline = now + self.settings.ready_timeout;
@@ -594,10 +905,12 @@ impl<O: Os> Supervisor<O> {
         if matches!(self.phase, Phase::Starting | Phase::Running) {
             self.reconcile(now);
         }
+        self.advance_rollout(now);
         self.advance_reload(now);
         match self.phase {
             Phase::Starting if self.all_slots_ready() => {
                 self.phase = Phase::Running;
+                self.notices.push(Notice::Running);
                 info!(workers = self.settings.workers, "all workers ready");
             }
             Phase::Stopping { code } if self.workers.is_empty() && self.lingering.is_empty() => {
@@ -608,6 +921,19 @@ impl<O: Os> Supervisor<O> {
         }
     }
 
+    /// The delay before restarting a slot that crashed `crashes` times in a row, counted
+    /// from its last start.
+    fn backoff(&self, crashes: u32) -> Duration {
+        let throttle = self.settings.throttle;
+        if crashes <= 1 {
+            return throttle;
+        }
+        let base = throttle.max(MIN_RETRY);
+        let factor = 1u32.checked_shl(crashes - 1).unwrap_or(u32::MAX);
+        base.saturating_mul(factor)
+            .min(self.settings.max_backoff.max(base))
+    }
+
     /// Schedules a restart for every slot that has neither a serving worker nor a candidate;
     /// one that is due now happens now.
     fn reconcile(&mut self, now: Instant) {
@@ -616,50 +942,82 @@ impl<O: Os> Supervisor<O> {
                 .workers
                 .iter()
                 .any(|w| w.index == index && matches!(w.role, Role::Serving | Role::Candidate));
-            if covered || self.restart_at[index].is_some() {
+            let slot = self.slots[index];
+            if covered || slot.restart_at.is_some() {
                 continue;
             }
-            let earliest = self.last_start[index].map_or(now, |t| t + self.settings.throttle);
-            let at = earliest.max(now);
-            info!(
-                index,
-                delay_ms = (at - now).as_millis() as u64,
-                "restarting worker"
-            );
+            let backoff = self.backoff(slot.crashes);
+            let at = slot.last_start.map_or(now, |t| t + backoff).max(now);
+            let delay_ms = (at - now).as_millis() as u64;
+            if slot.crashes >= CRASH_LOOP {
+                warn!(
+                    index,
+                    crashes = slot.crashes,
+                    delay_ms,
+                    "worker is crash-looping; restarting it with a backoff"
+                );
+            } else {
+                info!(index, delay_ms, "restarting worker");
+            }
             if at > now {
-                self.restart_at[index] = Some(at);
-            } else if self.spawn(index, Role::Serving, now).is_err() {
-                self.restart_at[index] = Some(now + self.settings.throttle.max(SPAWN_RETRY));
+                self.slots[index].restart_at = Some(at);
+            } else {
+                self.restart(index, now);
             }
         }
     }
 
     fn advance_reload(&mut self, now: Instant) {
         let Some(reload) = &self.reload else { return };
-        let busy = self.workers.iter().any(|w| {
-            (w.role == Role::Candidate && w.generation == reload.generation)
-                || reload.retiring.contains(&w.pid)
-        });
+        let busy = !reload.pending.is_empty()
+            || self.workers.iter().any(|w| {
+                (w.role == Role::Candidate && w.generation == reload.generation)
+                    || reload.retiring.contains(&w.pid)
+            });
         if busy {
             return;
         }
-        let took_ms = now.saturating_duration_since(reload.started).as_millis() as u64;
-        match &reload.failure {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let failure = reload.failure.clone();
+        self.end_reload(reload, failure, now);
+        if std::mem::take(&mut self.reload_queued) {
+            self.begin_reload(now);
+        }
+    }
+
+    fn end_reload(&mut self, reload: Reload, failure: Option<String>, now: Instant) {
+        let took = now.saturating_duration_since(reload.started);
+        let took_ms = took.as_millis() as u64;
+        match &failure {
             None => {
                 self.reloads_done += 1;
                 info!(generation = reload.generation, took_ms, "reload done");
             }
             Some(reason) => {
+                self.reloads_failed += 1;
                 info!(
                     generation = reload.generation,
                     took_ms, "reload ended: failed ({reason})"
                 );
             }
         }
-        self.reload = None;
-        if std::mem::take(&mut self.reload_queued) {
-            self.begin_reload(now);
-        }
+        let mut serving: Vec<(usize, Pid, u64)> = self
+            .workers
+            .iter()
+            .filter(|w| w.role == Role::Serving)
+            .map(|w| (w.index, w.pid, w.generation))
+            .collect();
+        serving.sort_unstable();
+        let outcome = ReloadOutcome {
+            generation: reload.generation,
+            failure,
+            took,
+            serving,
+        };
+        self.last_reload = Some(outcome.clone());
+        self.notices.push(Notice::ReloadEnded(outcome));
     }
 
     /// `now` on the master's own clock (milliseconds since start), for log lines that tests

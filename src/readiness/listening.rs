@@ -39,8 +39,11 @@ use crate::worker::Pid;
 
 /// How often starting workers are checked.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(1);
-/// How often a starting worker's descriptors are searched for accepted connections.
-const CONNECTION_SCAN_INTERVAL: Duration = Duration::from_millis(25);
+/// How often a starting worker's descriptors are searched for accepted connections. Under
+/// load a worker's loop is rarely caught blocked, but it accepts at once: this is then what
+/// sees it first, so it runs nearly as often as the thread check (it is cheap: the sockets
+/// already found not to be accepted connections are remembered).
+const CONNECTION_SCAN_INTERVAL: Duration = Duration::from_millis(2);
 /// At most this many processes per worker tree are inspected.
 const TREE_LIMIT: usize = 64;
 

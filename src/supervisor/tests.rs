@@ -60,6 +60,9 @@ fn settings(workers: usize) -> Settings {
         ready: ReadyMode::Notify,
         ready_timeout: Duration::from_secs(60),
         on_crash: OnCrash::Restart,
+        max_backoff: Duration::from_secs(30),
+        strategy: Strategy::Parallel,
+        canary: None,
     }
 }
 

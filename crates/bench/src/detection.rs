@@ -41,13 +41,27 @@ struct Sample {
     waiting_us: i64,
     /// The timestamp of the master's `worker ready` line, in µs since the epoch.
     ready_us: i64,
-    /// The master's own `after_ms` (its spawn to ready).
+    /// The timestamp of the master's `worker started pid=PID` line (just after its fork).
+    started_us: Option<i64>,
+    /// The master's own `after_ms` (its spawn to ready, on the clock it read before its
+    /// probe ran).
     after_ms: Option<u64>,
 }
 
 impl Sample {
     fn latency_ms(&self) -> f64 {
         (self.ready_us - self.waiting_us) as f64 / 1000.0
+    }
+
+    /// From the master's `worker started` line to the worker's wait.
+    fn spawn_to_wait_ms(&self) -> Option<f64> {
+        self.started_us
+            .map(|s| (self.waiting_us - s) as f64 / 1000.0)
+    }
+
+    /// From the master's `worker started` line to its `worker ready` line.
+    fn spawn_to_ready_ms(&self) -> Option<f64> {
+        self.started_us.map(|s| (self.ready_us - s) as f64 / 1000.0)
     }
 }
 
@@ -217,11 +231,17 @@ fn pair(lines: &[String], generation: u64) -> (Vec<Sample>, Vec<String>) {
                 }
             }
         };
+        let pid_text = pid.to_string();
+        let started_us = lines
+            .iter()
+            .find(|l| l.contains("worker started") && field(l, "pid") == Some(pid_text.as_str()))
+            .and_then(|l| line_unix_us(l));
         samples.push(Sample {
             generation,
             pid,
             waiting_us,
             ready_us,
+            started_us,
             after_ms: field(line, "after_ms").and_then(|v| v.parse().ok()),
         });
     }
@@ -448,7 +468,7 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
     let n = ctx.opts.detect_reloads;
     let mut s = Section::new(
         "detection",
-        "Readiness detection (`--ready listening`): worker waits to master sees it",
+        "Readiness detection (`--ready listening`): from a new worker's first wait to `worker ready`",
     );
     s.intro.push(format!(
         "`master-process -l 127.0.0.1:0 -w 1 -- test-worker` (no `--ready` flag: `listening` is \
@@ -536,29 +556,51 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
                 r.cpu_ticks_ms
             ),
         ));
-        let after: Vec<f64> = r
+        let to_wait: Vec<f64> = r
             .samples
             .iter()
-            .filter_map(|x| x.after_ms.map(|v| v as f64))
+            .filter_map(Sample::spawn_to_wait_ms)
             .collect();
+        let to_ready: Vec<f64> = r
+            .samples
+            .iter()
+            .filter_map(Sample::spawn_to_ready_ms)
+            .collect();
+        s.push(Metric::info(
+            &format!("{key}.spawn_ms"),
+            &format!(
+                "{name}: `worker started` line to the worker's wait / to `worker ready`, median / max"
+            ),
+            Json::obj([
+                ("to_wait_median", Json::Num(stats::median(&to_wait))),
+                ("to_wait_max", Json::Num(stats::max(&to_wait))),
+                ("to_ready_median", Json::Num(stats::median(&to_ready))),
+                ("to_ready_max", Json::Num(stats::max(&to_ready))),
+            ]),
+            format!(
+                "{:.2} / {:.2} ms; {:.2} / {:.2} ms",
+                stats::median(&to_wait),
+                stats::max(&to_wait),
+                stats::median(&to_ready),
+                stats::max(&to_ready)
+            ),
+        ));
         s.push(
             Metric::info(
                 &format!("{key}.reloads"),
-                &format!(
-                    "{name}: reloads done (failed); spawn to ready `after_ms` and `took_ms` median"
-                ),
+                &format!("{name}: reloads done (failed); master's `took_ms` median / max"),
                 Json::obj([
                     ("done", Json::uint(r.done as u64)),
                     ("failed", Json::uint(r.failed.len() as u64)),
-                    ("after_ms_median", Json::Num(stats::median(&after))),
                     ("took_ms_median", Json::Num(stats::median(&r.took_ms))),
+                    ("took_ms_max", Json::Num(stats::max(&r.took_ms))),
                 ]),
                 format!(
-                    "{} ({}); {:.0} ms, {:.0} ms",
+                    "{} ({}); {:.0} / {:.0} ms",
                     r.done,
                     r.failed.len(),
-                    stats::median(&after),
-                    stats::median(&r.took_ms)
+                    stats::median(&r.took_ms),
+                    stats::max(&r.took_ms)
                 ),
             )
             .expect(format!("{n} (0)")),
@@ -618,6 +660,10 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
                                     ("waiting_unix_us", Json::Int(x.waiting_us)),
                                     ("ready_unix_us", Json::Int(x.ready_us)),
                                     ("latency_ms", Json::Num(x.latency_ms())),
+                                    (
+                                        "started_unix_us",
+                                        x.started_us.map_or(Json::Null, Json::Int),
+                                    ),
                                     ("after_ms", x.after_ms.map_or(Json::Null, Json::uint)),
                                 ])
                             })
@@ -693,11 +739,15 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
 
 fn notes(s: &mut Section, r: &Run, name: &str, negative: &[&Sample]) {
     s.notes.push(format!(
-        "- {name}: run took {:.1} s (master start to stop); latencies in ms, in reload order: {}",
+        "- {name}: run took {:.1} s (master start to stop); latencies in ms, in reload order \
+         (in brackets: from the master's `worker started` line to its `worker ready` line): {}",
         r.total.as_secs_f64(),
         r.samples
             .iter()
-            .map(|x| format!("{:.2}", x.latency_ms()))
+            .map(|x| match x.spawn_to_ready_ms() {
+                Some(t) => format!("{:.2} ({t:.1})", x.latency_ms()),
+                None => format!("{:.2}", x.latency_ms()),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -819,6 +869,9 @@ mod tests {
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].pid, 77);
         assert_eq!(samples[0].after_ms, Some(4));
+        assert_eq!(samples[0].started_us, Some(1_795_625_484_687_496));
+        let to_ready = samples[0].spawn_to_ready_ms().expect("started");
+        assert!((to_ready - 3.414).abs() < 1e-9);
         assert!((samples[0].latency_ms() - 1.043).abs() < 1e-9);
         let (samples, unpaired) = pair(&lines, 4);
         assert!(samples.is_empty());
