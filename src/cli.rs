@@ -31,13 +31,19 @@ const CONTROL: &str = "Control";
     name = "master-process",
     version,
     max_term_width = 100,
-    args_override_self = true
+    args_override_self = true,
+    args_conflicts_with_subcommands = true,
+    override_usage = "master-process [OPTIONS] -- <COMMAND>...\n       master-process <reload|status|stop|signal> [OPTIONS]"
 )]
 #[command(
     after_help = "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, \
                         the worker's code with --on-crash exit."
 )]
 pub struct Cli {
+    /// Control a running master instead of starting one.
+    #[command(subcommand)]
+    control_command: Option<ControlCommand>,
+
     /// Socket to listen on: PORT, ADDR:PORT, [V6ADDR]:PORT or a unix socket path, optionally
     /// named NAME=SPEC; repeatable [default: $PORT]
     #[arg(long, short = 'l', value_name = "SPEC", env = "MASTER_PROCESS_LISTEN")]
@@ -215,6 +221,104 @@ impl Cli {
     }
 }
 
+/// `master-process reload | status | stop | signal`: control a running master.
+#[derive(Debug, clap::Subcommand)]
+enum ControlCommand {
+    /// Reload: new workers, each old one retired once its replacement is ready
+    Reload {
+        /// Wait until the reload has ended; print its outcome (new pids, or why it failed
+        /// and what still serves); exit 0 if it succeeded, 1 if not
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 1)
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<String>,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// The master, its listeners, its last reload and each worker (pid, generation, state,
+    /// uptime, restarts, RSS, CPU%)
+    Status {
+        /// Stable JSON for scripts
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Stop the master gracefully (as SIGTERM)
+    Stop {
+        /// Wait until every worker is gone
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Send a signal to every worker (HUP, USR1, USR2, TERM...)
+    Signal {
+        /// The signal: a name (USR1, SIGUSR1) or a number
+        signal: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+}
+
+/// Where the master's control socket is.
+#[derive(Debug, clap::Args)]
+struct ControlSocket {
+    /// The master's control socket [default: $XDG_RUNTIME_DIR/master-process.sock,
+    /// /run/master-process.sock for root]
+    #[arg(long, value_name = "PATH", env = "MASTER_PROCESS_CONTROL")]
+    control: Option<String>,
+}
+
+impl ControlSocket {
+    fn path(&self) -> Result<std::path::PathBuf> {
+        crate::config::control_path(self.control.as_deref())?.ok_or_else(|| {
+            Error::invalid(
+                "--control",
+                "off",
+                "a control command needs the master's control socket",
+            )
+        })
+    }
+}
+
+/// Runs a control command; returns the exit code.
+fn control(command: ControlCommand) -> Result<u8> {
+    use crate::control::{Request, run_command};
+    let (control, request, timeout, json) = match command {
+        ControlCommand::Reload {
+            wait,
+            timeout,
+            control,
+        } => {
+            let timeout = timeout
+                .map(|t| crate::config::TimeSpan::parse("--timeout", &t))
+                .transpose()?;
+            (control, Request::Reload { wait }, timeout, false)
+        }
+        ControlCommand::Status { json, control } => (
+            control,
+            Request::Status,
+            Some(std::time::Duration::from_secs(10)),
+            json,
+        ),
+        ControlCommand::Stop { wait, control } => (control, Request::Stop { wait }, None, false),
+        ControlCommand::Signal { signal, control } => {
+            let sig = signal
+                .parse()
+                .map_err(|why: String| Error::invalid("SIGNAL", &signal, why))?;
+            (
+                control,
+                Request::Signal(sig),
+                Some(std::time::Duration::from_secs(10)),
+                false,
+            )
+        }
+    };
+    Ok(run_command(&control.path()?, request, timeout, json))
+}
+
 /// The binary's `main`.
 pub fn main() -> ExitCode {
     crate::spawn::exec_if_requested();
@@ -235,6 +339,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = cli.control_command {
+        return match control(command) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                report(&e);
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     crate::logging::init(cli.verbose);
     let result = cli.into_config().and_then(crate::master::run);
     match result {

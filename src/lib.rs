@@ -88,6 +88,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod control;
 mod error;
 mod library;
 mod logging;

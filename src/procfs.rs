@@ -71,6 +71,47 @@ pub fn owning_ancestor(pid: u32, stop_at: u32, is_worker: impl Fn(u32) -> bool) 
     None
 }
 
+/// What a process and its descendants use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// How many processes were counted.
+    pub processes: usize,
+    /// Resident pages, summed.
+    pub rss_pages: u64,
+    /// User plus system CPU time, in clock ticks, summed.
+    pub cpu_ticks: u64,
+}
+
+/// The resources used by `pid` and its descendants (those it has not reaped count; the
+/// ones gone are not).
+pub fn tree_usage(pid: u32) -> Usage {
+    let mut usage = Usage::default();
+    for p in process_tree(pid, 256) {
+        if let Ok(stat) = read_stat(p) {
+            usage.processes += 1;
+            usage.rss_pages += stat.rss_pages;
+            usage.cpu_ticks += stat.utime + stat.stime;
+        }
+    }
+    usage
+}
+
+/// The size of a memory page, in bytes.
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc/PID/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v as u64)
+}
+
 /// A pidfd for process `pid` (`pidfd_open(2)`, Linux 5.3).
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.

@@ -72,6 +72,16 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// A short name for logs and status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerState::Starting { .. } => "starting",
+            WorkerState::Ready { .. } => "ready",
+            WorkerState::Stopping { .. } => "stopping",
+            WorkerState::Killed => "killed",
+        }
+    }
+
     /// Whether the worker was asked to exit (SIGTERM or SIGKILL).
     pub fn is_stopping(&self) -> bool {
         matches!(self, WorkerState::Stopping { .. } | WorkerState::Killed)

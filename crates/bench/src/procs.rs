@@ -547,7 +547,8 @@ impl Master {
         echo: bool,
     ) -> Result<Master, String> {
         let mut cmd = Command::new(master);
-        cmd.args(["-l", "127.0.0.1:0", "-w"])
+        // No control socket: the benchmark must not clash with a master running on the machine.
+        cmd.args(["-l", "127.0.0.1:0", "--control", "off", "-w"])
             .arg(workers.to_string());
         if ready == Ready::Notify {
             cmd.args(["--ready", "notify"]).env("TW_READY", "notify");

@@ -1,0 +1,334 @@
+//! The master's side of the control socket: accept, authenticate, read one request line,
+//! answer (now, or when what the client waits for happens), close.
+//!
+//! Everything is non-blocking and driven by the master's `poll` loop. A client that sends
+//! nothing useful within [`REQUEST_TIMEOUT`], sends too much, or is not of our user is
+//! answered with an error and dropped; at most [`MAX_CLIENTS`] are served at once.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, sockopt};
+use nix::sys::stat::{Mode, umask};
+
+use super::{MAX_LINE, Record, Request};
+use crate::error::{Error, Result};
+
+/// How long a client has to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once; more are turned away.
+pub const MAX_CLIENTS: usize = 64;
+/// How long writing an answer may block the master.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connected client, by number.
+pub type ClientId = u64;
+
+/// What a client waits for before its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The end of the reload with this `RELOAD_INDEX`.
+    Reload(u64),
+    /// The master's exit.
+    Stop,
+}
+
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    stream: UnixStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    waiting: Option<Wait>,
+}
+
+/// The control socket and its clients.
+#[derive(Debug)]
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    ident: (u64, u64),
+    clients: Vec<Client>,
+    next_id: ClientId,
+    uid: u32,
+}
+
+impl Server {
+    /// Binds the control socket at `path`, mode 0600. A stale socket there is replaced; a live
+    /// one means another master runs: an error.
+    pub fn bind(path: &Path) -> Result<Server> {
+        let fail = |reason: String, e: io::Error| Error::Bind {
+            spec: format!("control socket {}", path.display()),
+            reason,
+            source: e,
+        };
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.exists() && parent.starts_with(std::env::temp_dir()) {
+            // The default folder for users without XDG_RUNTIME_DIR: private to us.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| fail(format!("cannot create {}", parent.display()), e))?;
+        }
+        if !parent.is_dir() {
+            return Err(fail(
+                format!(
+                    "folder {} does not exist; create it or give --control PATH",
+                    parent.display()
+                ),
+                io::Error::from(io::ErrorKind::NotFound),
+            ));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => {
+                use std::os::unix::fs::FileTypeExt;
+                if !meta.file_type().is_socket() {
+                    return Err(Error::NotASocket {
+                        path: path.to_path_buf(),
+                    });
+                }
+                if UnixStream::connect(path).is_ok() {
+                    return Err(fail(
+                        "another master is running with this control socket; stop it, or give this one --control PATH".into(),
+                        io::Error::from(io::ErrorKind::AddrInUse),
+                    ));
+                }
+                std::fs::remove_file(path)
+                    .map_err(|e| fail("cannot remove the stale control socket".into(), e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail("cannot inspect it".into(), e)),
+        }
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        umask(old);
+        let listener = bound.map_err(|e| fail(e.to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| fail(e.to_string(), e))?;
+        let meta =
+            std::fs::symlink_metadata(path).map_err(|e| fail("cannot inspect it".into(), e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        Ok(Server {
+            listener,
+            path: path.to_path_buf(),
+            ident: (meta.dev(), meta.ino()),
+            clients: Vec::new(),
+            next_id: 1,
+            uid,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptors to poll for input: the listener, then each client still sending.
+    pub fn poll_fds(&self) -> Vec<(Option<ClientId>, BorrowedFd<'_>)> {
+        let mut fds = vec![(None, self.listener.as_fd())];
+        fds.extend(
+            self.clients
+                .iter()
+                .filter(|c| c.waiting.is_none())
+                .map(|c| (Some(c.id), c.stream.as_fd())),
+        );
+        fds
+    }
+
+    /// When the next client runs out of time to send its request.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients
+            .iter()
+            .filter(|c| c.waiting.is_none())
+            .map(|c| c.deadline)
+            .min()
+    }
+
+    /// Accepts every pending connection.
+    pub fn accept(&mut self, now: Instant) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut client = Client {
+                id,
+                stream,
+                buf: Vec::new(),
+                deadline: now + REQUEST_TIMEOUT,
+                waiting: None,
+            };
+            if let Err(why) = self.admit(&client) {
+                tracing::warn!("control: {why}");
+                answer(&mut client, &[error_record(&why)]);
+                continue;
+            }
+            if client.stream.set_nonblocking(true).is_ok() {
+                self.clients.push(client);
+            }
+        }
+    }
+
+    /// Refuses peers of another user (root excepted), and clients beyond [`MAX_CLIENTS`].
+    fn admit(&self, client: &Client) -> std::result::Result<(), String> {
+        let cred = socket::getsockopt(&client.stream, sockopt::PeerCredentials)
+            .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+        let uid = cred.uid();
+        if uid != self.uid && uid != 0 {
+            return Err(format!(
+                "permission denied: request from uid {uid} (pid {}) refused",
+                cred.pid()
+            ));
+        }
+        if self.clients.len() >= MAX_CLIENTS {
+            return Err(format!("too many control clients (at most {MAX_CLIENTS})"));
+        }
+        Ok(())
+    }
+
+    /// Reads what client `id` sent; returns its request once its line is complete. A bad
+    /// request is answered with an error and the client dropped.
+    pub fn read(&mut self, id: ClientId) -> Option<Request> {
+        let pos = self.clients.iter().position(|c| c.id == id)?;
+        let client = &mut self.clients[pos];
+        let mut chunk = [0u8; 1024];
+        loop {
+            match client.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.clients.remove(pos);
+                    return None;
+                }
+                Ok(n) => {
+                    client.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
+                        let line = client.buf[..end].to_vec();
+                        return self.parse(pos, &line);
+                    }
+                    if client.buf.len() > MAX_LINE {
+                        self.refuse(pos, &format!("request longer than {MAX_LINE} bytes"));
+                        return None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(_) => {
+                    self.clients.remove(pos);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, pos: usize, line: &[u8]) -> Option<Request> {
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t.trim_end_matches('\r'),
+            Err(_) => {
+                self.refuse(pos, "request is not UTF-8");
+                return None;
+            }
+        };
+        match Request::parse(text) {
+            Ok(request) => {
+                tracing::debug!("control: {}", request.line());
+                Some(request)
+            }
+            Err(why) => {
+                self.refuse(pos, &why);
+                None
+            }
+        }
+    }
+
+    fn refuse(&mut self, pos: usize, why: &str) {
+        tracing::debug!("control: bad request: {why}");
+        let mut client = self.clients.remove(pos);
+        answer(&mut client, &[error_record(why)]);
+    }
+
+    /// Answers client `id` with `records` and an `end` line, and drops it.
+    pub fn respond(&mut self, id: ClientId, records: &[Record]) {
+        if let Some(pos) = self.clients.iter().position(|c| c.id == id) {
+            let mut client = self.clients.remove(pos);
+            let mut all = records.to_vec();
+            all.push(Record::new("end"));
+            answer(&mut client, &all);
+        }
+    }
+
+    /// Answers client `id` with an error, and drops it.
+    pub fn fail(&mut self, id: ClientId, why: &str) {
+        if let Some(pos) = self.clients.iter().position(|c| c.id == id) {
+            let mut client = self.clients.remove(pos);
+            answer(&mut client, &[error_record(why)]);
+        }
+    }
+
+    /// Client `id` gets its answer when `wait` happens.
+    pub fn wait(&mut self, id: ClientId, wait: Wait) {
+        if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
+            c.waiting = Some(wait);
+        }
+    }
+
+    /// The clients waiting for something that `pred` accepts.
+    pub fn waiting(&self, pred: impl Fn(Wait) -> bool) -> Vec<ClientId> {
+        self.clients
+            .iter()
+            .filter(|c| c.waiting.is_some_and(&pred))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Drops the clients that did not send their request in time.
+    pub fn expire(&mut self, now: Instant) {
+        let late: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|c| c.waiting.is_none() && c.deadline <= now)
+            .map(|c| c.id)
+            .collect();
+        for id in late {
+            self.fail(id, "no complete request in time");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.ident {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+fn error_record(why: &str) -> Record {
+    Record::new("error").with("message", why)
+}
+
+/// Writes the records to the client, blocking at most [`WRITE_TIMEOUT`]; errors are ignored
+/// (the client went away).
+fn answer(client: &mut Client, records: &[Record]) {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&r.encode());
+        text.push('\n');
+    }
+    let _ = client.stream.set_nonblocking(false);
+    let _ = client.stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = client.stream.write_all(text.as_bytes());
+    let _ = socket::shutdown(client.stream.as_raw_fd(), socket::Shutdown::Both);
+}

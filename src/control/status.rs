@@ -1,0 +1,115 @@
+//! The `status` answer: the master, its listeners, its reloads, and each worker.
+
+use std::time::Instant;
+
+use super::Record;
+use crate::procfs;
+use crate::supervisor::{CRASH_LOOP, Canary, Os, Strategy, Supervisor};
+use crate::worker::Role;
+
+/// What the master says about itself and its workers. `listeners` are (name, address).
+pub fn status_records<O: Os>(
+    sup: &Supervisor<O>,
+    listeners: &[(String, String)],
+    started: Instant,
+    now: Instant,
+) -> Vec<Record> {
+    let settings = sup.settings();
+    let (done, failed) = sup.reload_counts();
+    let strategy = match settings.strategy {
+        Strategy::Parallel => "parallel".to_string(),
+        Strategy::Rolling { max_surge } => format!("rolling:{max_surge}"),
+    };
+    let mut master = Record::new("master")
+        .with("pid", std::process::id())
+        .with("version", env!("CARGO_PKG_VERSION"))
+        .with("uptime_ms", ms(now - started))
+        .with("phase", sup.phase().name())
+        .with("workers", settings.workers)
+        .with("ready", settings.ready)
+        .with("reload_strategy", strategy)
+        .with("generation", sup.generation())
+        .with("reloads_done", done)
+        .with("reloads_failed", failed);
+    if let Some(r) = sup.reload() {
+        let stage = match r.canary {
+            Canary::Starting(_) | Canary::Watching { .. } => "canary",
+            Canary::Off if r.failure.is_some() => "failing",
+            Canary::Off => "rolling",
+        };
+        master = master
+            .with("reload_in_flight", r.generation)
+            .with("reload_stage", stage);
+    }
+    let mut records = vec![master];
+    for (name, addr) in listeners {
+        records.push(
+            Record::new("listener")
+                .with("name", name)
+                .with("addr", addr),
+        );
+    }
+    if let Some(last) = sup.last_reload() {
+        let mut r = Record::new("last_reload")
+            .with("generation", last.generation)
+            .with(
+                "outcome",
+                if last.failure.is_some() {
+                    "failed"
+                } else {
+                    "done"
+                },
+            )
+            .with("took_ms", ms(last.took));
+        if let Some(reason) = &last.failure {
+            r = r.with("reason", reason);
+        }
+        records.push(r);
+    }
+    let page_kb = procfs::page_size() / 1024;
+    let tick = procfs::clock_ticks_per_second().max(1);
+    let mut workers: Vec<_> = sup.workers().iter().collect();
+    workers.sort_by_key(|w| (w.index, w.generation, w.pid));
+    for w in workers {
+        let role = match w.role {
+            Role::Serving => "serving",
+            Role::Candidate => "new",
+            Role::Retired => "retiring",
+        };
+        let uptime = now.saturating_duration_since(w.started);
+        let usage = procfs::tree_usage(w.pid);
+        let cpu_pct = if uptime.is_zero() {
+            0.0
+        } else {
+            usage.cpu_ticks as f64 / tick as f64 / uptime.as_secs_f64() * 100.0
+        };
+        records.push(
+            Record::new("worker")
+                .with("index", w.index)
+                .with("pid", w.pid)
+                .with("generation", w.generation)
+                .with("role", role)
+                .with("state", w.state.name())
+                .with("uptime_ms", ms(uptime))
+                .with("processes", usage.processes)
+                .with("rss_kb", usage.rss_pages * page_kb)
+                .with("cpu_pct", format!("{cpu_pct:.1}")),
+        );
+    }
+    for (index, slot) in sup.slots().iter().enumerate() {
+        let mut r = Record::new("slot")
+            .with("index", index)
+            .with("restarts", slot.restarts)
+            .with("crashes", slot.crashes)
+            .with("crash_loop", slot.crashes >= CRASH_LOOP);
+        if let Some(at) = slot.restart_at {
+            r = r.with("restart_in_ms", ms(at.saturating_duration_since(now)));
+        }
+        records.push(r);
+    }
+    records
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
