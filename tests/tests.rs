@@ -6,13 +6,16 @@
 mod support;
 
 mod cli;
+mod control;
 mod crash;
+mod crash_loop;
 mod library;
 mod listeners;
 mod listening;
 mod node;
 mod notify;
 mod reload;
+mod rolling;
 mod stop;
 mod workers;
 mod zero_downtime;
