@@ -19,6 +19,7 @@ const WORKERS: &str = "Workers";
 const LOGGING: &str = "Logging";
 const RELOADS: &str = "Reloads";
 const CONTROL: &str = "Control";
+const MONITOR: &str = "Resource monitor";
 
 /// Reload server applications with no downtime.
 ///
@@ -188,6 +189,37 @@ pub struct Cli {
     #[arg(help_heading = CONTROL)]
     control: Option<String>,
 
+    /// Replace a worker (with its descendants) using more resident memory than this many MiB
+    /// for --memory-failures samples in a row [default: 1200]
+    #[arg(long, value_name = "MB", env = "MAX_MEMORY_ALLOWED_MB", help_heading = MONITOR)]
+    max_memory: Option<String>,
+
+    /// Replace a worker using more CPU than this percentage of one core for --cpu-failures
+    /// samples in a row [default: 95]
+    #[arg(long, value_name = "PCT", env = "MAX_CPU_ALLOWED", help_heading = MONITOR)]
+    max_cpu: Option<String>,
+
+    /// Samples over the memory limit in a row that replace a worker [default: 10]
+    #[arg(long, value_name = "N", env = "MEM_MONITOR_FAILURES", help_heading = MONITOR)]
+    memory_failures: Option<String>,
+
+    /// Samples over the CPU limit in a row that replace a worker (also CPU_MONITOR_FAILURE)
+    /// [default: 10]
+    #[arg(long, value_name = "N", env = "CPU_MONITOR_FAILURES", help_heading = MONITOR)]
+    cpu_failures: Option<String>,
+
+    /// Time between two samples of each worker's memory and CPU [default: 2s]
+    #[arg(long, value_name = "DUR", env = "MASTER_PROCESS_MONITOR_INTERVAL", help_heading = MONITOR)]
+    monitor_interval: Option<String>,
+
+    /// Time after a worker starts before it is sampled (JIT warm-up) [default: 30s]
+    #[arg(long, value_name = "DUR", env = "MASTER_PROCESS_MONITOR_GRACE", help_heading = MONITOR)]
+    monitor_grace: Option<String>,
+
+    /// No resource monitor (also MASTER_PROCESS_MONITOR=off)
+    #[arg(long, help_heading = MONITOR)]
+    no_monitor: bool,
+
     /// Debug lines on stderr (also DEBUG=master-process)
     #[arg(long, short = 'v', help_heading = LOGGING)]
     verbose: bool,
@@ -216,6 +248,23 @@ impl Cli {
             max_surge: Some(self.max_surge),
             canary: self.canary,
             control: self.control,
+            monitor: if self.no_monitor {
+                Some("off".to_string())
+            } else {
+                std::env::var("MASTER_PROCESS_MONITOR")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            },
+            max_memory: self.max_memory,
+            max_cpu: self.max_cpu,
+            memory_failures: self.memory_failures,
+            cpu_failures: self.cpu_failures.or_else(|| {
+                std::env::var("CPU_MONITOR_FAILURE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            }),
+            monitor_interval: self.monitor_interval,
+            monitor_grace: self.monitor_grace,
         };
         options.resolve(self.command, ReadyMode::default())
     }

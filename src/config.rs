@@ -56,6 +56,8 @@ pub struct Config {
     pub canary: Option<Duration>,
     /// `--control`: the control socket, unless disabled.
     pub control: Option<PathBuf>,
+    /// The resource monitor's limits, unless disabled (`--no-monitor`).
+    pub monitor: Option<MonitorLimits>,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }
@@ -94,6 +96,21 @@ pub struct Options {
     pub canary: Option<String>,
     /// `--control` / `MASTER_PROCESS_CONTROL`: a path, or `off`.
     pub control: Option<String>,
+    /// `--no-monitor` / `MASTER_PROCESS_MONITOR=off`.
+    pub monitor: Option<String>,
+    /// `--max-memory` / `MAX_MEMORY_ALLOWED_MB`.
+    pub max_memory: Option<String>,
+    /// `--max-cpu` / `MAX_CPU_ALLOWED`.
+    pub max_cpu: Option<String>,
+    /// `--memory-failures` / `MEM_MONITOR_FAILURES`.
+    pub memory_failures: Option<String>,
+    /// `--cpu-failures` / `CPU_MONITOR_FAILURES` (or the reference README's
+    /// `CPU_MONITOR_FAILURE`).
+    pub cpu_failures: Option<String>,
+    /// `--monitor-interval` / `MASTER_PROCESS_MONITOR_INTERVAL`.
+    pub monitor_interval: Option<String>,
+    /// `--monitor-grace` / `MASTER_PROCESS_MONITOR_GRACE`.
+    pub monitor_grace: Option<String>,
 }
 
 impl Options {
@@ -123,6 +140,13 @@ impl Options {
             max_surge: var("MASTER_PROCESS_MAX_SURGE"),
             canary: var("MASTER_PROCESS_CANARY"),
             control: var("MASTER_PROCESS_CONTROL"),
+            monitor: var("MASTER_PROCESS_MONITOR"),
+            max_memory: var("MAX_MEMORY_ALLOWED_MB"),
+            max_cpu: var("MAX_CPU_ALLOWED"),
+            memory_failures: var("MEM_MONITOR_FAILURES"),
+            cpu_failures: var("CPU_MONITOR_FAILURES").or_else(|| var("CPU_MONITOR_FAILURE")),
+            monitor_interval: var("MASTER_PROCESS_MONITOR_INTERVAL"),
+            monitor_grace: var("MASTER_PROCESS_MONITOR_GRACE"),
         }
     }
 
@@ -148,6 +172,13 @@ impl Options {
             max_surge: over.max_surge.or(self.max_surge),
             canary: over.canary.or(self.canary),
             control: over.control.or(self.control),
+            monitor: over.monitor.or(self.monitor),
+            max_memory: over.max_memory.or(self.max_memory),
+            max_cpu: over.max_cpu.or(self.max_cpu),
+            memory_failures: over.memory_failures.or(self.memory_failures),
+            cpu_failures: over.cpu_failures.or(self.cpu_failures),
+            monitor_interval: over.monitor_interval.or(self.monitor_interval),
+            monitor_grace: over.monitor_grace.or(self.monitor_grace),
         }
     }
 
@@ -168,6 +199,7 @@ impl Options {
     /// `default_ready` applies when no readiness mode was given.
     pub fn resolve(self, command: Vec<OsString>, default_ready: ReadyMode) -> Result<Config> {
         let listeners = self.listeners()?;
+        let monitor = self.monitor_limits()?;
         let program = command.first().ok_or(Error::NoCommand)?;
         resolve_program(program)?;
         let duration = |name: &str, v: Option<String>, default: Duration| {
@@ -197,9 +229,128 @@ impl Options {
                 .transpose()?
                 .filter(|d| !d.is_zero()),
             control: control_path(self.control.as_deref())?,
+            monitor,
             command,
         })
     }
+}
+
+impl Options {
+    fn monitor_limits(&self) -> Result<Option<MonitorLimits>> {
+        match self
+            .monitor
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("on") => {}
+            Some("off") => return Ok(None),
+            Some(other) => {
+                return Err(Error::invalid(
+                    "MASTER_PROCESS_MONITOR",
+                    other,
+                    "expected `on` or `off`",
+                ));
+            }
+        }
+        let count = |name: &str, v: &Option<String>, default: u32| -> Result<u32> {
+            v.as_deref()
+                .map_or(Ok(default), |v| match v.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(Error::invalid(
+                        name,
+                        v,
+                        "expected a number of samples, at least 1",
+                    )),
+                })
+        };
+        let max_memory_mb = match self.max_memory.as_deref() {
+            None => DEFAULT_MAX_MEMORY_MB,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(Error::invalid(
+                        "MAX_MEMORY_ALLOWED_MB",
+                        v,
+                        "expected a number of MiB, at least 1",
+                    ));
+                }
+            },
+        };
+        let max_cpu_pct = match self.max_cpu.as_deref() {
+            None => DEFAULT_MAX_CPU,
+            Some(v) => match v.trim().trim_end_matches('%').parse::<f64>() {
+                Ok(p) if p.is_finite() && p > 0.0 => p,
+                _ => {
+                    return Err(Error::invalid(
+                        "MAX_CPU_ALLOWED",
+                        v,
+                        "expected a percentage of one core, above 0 (e.g. 95, or 180 for two cores)",
+                    ));
+                }
+            },
+        };
+        let duration = |name: &str, v: &Option<String>, default: Duration| {
+            v.as_deref()
+                .map_or(Ok(default), |v| TimeSpan::parse(name, v))
+        };
+        let interval = duration(
+            "--monitor-interval",
+            &self.monitor_interval,
+            DEFAULT_MONITOR_INTERVAL,
+        )?;
+        if interval.is_zero() {
+            return Err(Error::invalid("--monitor-interval", "0", "must be above 0"));
+        }
+        Ok(Some(MonitorLimits {
+            max_memory_mb,
+            max_cpu_pct,
+            memory_failures: count(
+                "MEM_MONITOR_FAILURES",
+                &self.memory_failures,
+                DEFAULT_MONITOR_FAILURES,
+            )?,
+            cpu_failures: count(
+                "CPU_MONITOR_FAILURES",
+                &self.cpu_failures,
+                DEFAULT_MONITOR_FAILURES,
+            )?,
+            interval,
+            grace: duration(
+                "--monitor-grace",
+                &self.monitor_grace,
+                DEFAULT_MONITOR_GRACE,
+            )?,
+        }))
+    }
+}
+
+/// Default `MAX_MEMORY_ALLOWED_MB` (the reference's, on 64-bit).
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 1200;
+/// Default `MAX_CPU_ALLOWED`, in percent of one core.
+pub const DEFAULT_MAX_CPU: f64 = 95.0;
+/// Default `MEM_MONITOR_FAILURES` and `CPU_MONITOR_FAILURES`.
+pub const DEFAULT_MONITOR_FAILURES: u32 = 10;
+/// Default `--monitor-interval`.
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(2);
+/// Default `--monitor-grace` (the reference's allowance for JIT warm-up).
+pub const DEFAULT_MONITOR_GRACE: Duration = Duration::from_secs(30);
+
+/// What the resource monitor allows a worker (with its descendants).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MonitorLimits {
+    /// `MAX_MEMORY_ALLOWED_MB`, in MiB of resident memory.
+    pub max_memory_mb: u64,
+    /// `MAX_CPU_ALLOWED`, in percent of one core.
+    pub max_cpu_pct: f64,
+    /// `MEM_MONITOR_FAILURES`: samples over the memory limit in a row that replace a worker.
+    pub memory_failures: u32,
+    /// `CPU_MONITOR_FAILURES`: samples over the CPU limit in a row that replace a worker.
+    pub cpu_failures: u32,
+    /// Time between two samples.
+    pub interval: Duration,
+    /// Time after a worker's start before it is sampled.
+    pub grace: Duration,
 }
 
 /// Parses `--reload` (`parallel` or `rolling`) with `--max-surge` (default 1).

@@ -93,6 +93,7 @@ mod error;
 mod library;
 mod logging;
 mod master;
+mod monitor;
 mod notify;
 mod procfs;
 mod readiness;

@@ -411,6 +411,40 @@ impl<O: Os> Supervisor<O> {
         );
     }
 
+    /// Replaces worker `pid` alone, gracefully: a new worker for its slot; once that one is
+    /// ready, `pid` is stopped as in a reload. For the resource monitor.
+    ///
+    /// # Errors
+    /// `pid` is not a ready serving worker, a reload is in flight (it replaces the worker
+    /// anyway), or the slot is already being replaced.
+    pub fn replace(&mut self, pid: Pid, reason: &str, now: Instant) -> Result<Pid, String> {
+        if !matches!(self.phase, Phase::Running | Phase::Starting) {
+            return Err("the master is stopping".into());
+        }
+        if self.reload.is_some() {
+            return Err("a reload is in flight".into());
+        }
+        let w = self
+            .workers
+            .iter()
+            .find(|w| {
+                w.pid == pid
+                    && w.role == Role::Serving
+                    && matches!(w.state, WorkerState::Ready { .. })
+            })
+            .ok_or_else(|| format!("worker {pid} is not a ready serving worker"))?;
+        let index = w.index;
+        if self
+            .workers
+            .iter()
+            .any(|w| w.index == index && w.role == Role::Replacement)
+        {
+            return Err(format!("worker {index} is already being replaced"));
+        }
+        warn!(pid, index, "replacing worker: {reason}");
+        self.spawn(index, Role::Replacement, now)
+    }
+
     /// A reload was asked for: start it, or queue one more after the current one. Returns
     /// the `RELOAD_INDEX` of the reload that carries this request.
     ///
@@ -450,6 +484,10 @@ impl<O: Os> Supervisor<O> {
         match (w.role, w.state) {
             (Role::Retired, _) => {
                 info!(pid, index = w.index, generation = w.generation, %status, "worker stopped");
+            }
+            (Role::Replacement, _) => {
+                warn!(pid, index = w.index, generation = w.generation, %status,
+                      "replacement worker exited before it was ready; the old one keeps serving");
             }
             (Role::Candidate, _) => {
                 warn!(pid, index = w.index, generation = w.generation, %status,
@@ -552,6 +590,13 @@ impl<O: Os> Supervisor<O> {
     }
 
     fn begin_reload(&mut self, now: Instant) {
+        // The reload replaces every worker anyway: a replacement in progress is not needed.
+        let replacing: Vec<usize> = (0..self.workers.len())
+            .filter(|&p| self.workers[p].role == Role::Replacement)
+            .collect();
+        for pos in replacing {
+            self.retire(pos, now);
+        }
         self.generation += 1;
         let generation = self.generation;
         info!(
@@ -651,8 +696,10 @@ impl<O: Os> Supervisor<O> {
             after_ms = now.saturating_duration_since(w.started).as_millis() as u64,
             "worker ready"
         );
-        if w.role != Role::Candidate {
-            return;
+        match w.role {
+            Role::Replacement => return self.promote(pos, now),
+            Role::Candidate => {}
+            Role::Serving | Role::Retired => return,
         }
         if let Some(reload) = self.reload.as_mut() {
             if let Canary::Starting(d) = reload.canary {
@@ -938,10 +985,10 @@ impl<O: Os> Supervisor<O> {
     /// one that is due now happens now.
     fn reconcile(&mut self, now: Instant) {
         for index in 0..self.settings.workers {
-            let covered = self
-                .workers
-                .iter()
-                .any(|w| w.index == index && matches!(w.role, Role::Serving | Role::Candidate));
+            let covered = self.workers.iter().any(|w| {
+                w.index == index
+                    && matches!(w.role, Role::Serving | Role::Candidate | Role::Replacement)
+            });
             let slot = self.slots[index];
             if covered || slot.restart_at.is_some() {
                 continue;

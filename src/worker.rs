@@ -37,6 +37,9 @@ pub enum Role {
     Serving,
     /// Started by a reload; takes the slot over once ready. If it fails, the reload fails.
     Candidate,
+    /// Started to replace the slot's serving worker alone (the resource monitor); takes the
+    /// slot over once ready. If it fails, the old worker keeps serving.
+    Replacement,
     /// On its way out (replaced, aborted, or the master is stopping); its exit is expected.
     Retired,
 }

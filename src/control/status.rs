@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::Record;
+use crate::monitor::Monitor;
 use crate::procfs;
 use crate::supervisor::{CRASH_LOOP, Canary, Os, Strategy, Supervisor};
 use crate::worker::Role;
@@ -10,6 +11,7 @@ use crate::worker::Role;
 /// What the master says about itself and its workers. `listeners` are (name, address).
 pub fn status_records<O: Os>(
     sup: &Supervisor<O>,
+    monitor: Option<&Monitor>,
     listeners: &[(String, String)],
     started: Instant,
     now: Instant,
@@ -40,6 +42,20 @@ pub fn status_records<O: Os>(
         master = master
             .with("reload_in_flight", r.generation)
             .with("reload_stage", stage);
+    }
+    match monitor {
+        None => master = master.with("monitor", "off"),
+        Some(m) => {
+            let l = m.limits();
+            master = master
+                .with("monitor", if m.paused() { "paused" } else { "on" })
+                .with("max_memory_mb", l.max_memory_mb)
+                .with("max_cpu_pct", l.max_cpu_pct)
+                .with("memory_failures", l.memory_failures)
+                .with("cpu_failures", l.cpu_failures)
+                .with("monitor_interval_ms", ms(l.interval))
+                .with("monitor_grace_ms", ms(l.grace));
+        }
     }
     let mut records = vec![master];
     for (name, addr) in listeners {
@@ -74,27 +90,39 @@ pub fn status_records<O: Os>(
         let role = match w.role {
             Role::Serving => "serving",
             Role::Candidate => "new",
+            Role::Replacement => "replacement",
             Role::Retired => "retiring",
         };
         let uptime = now.saturating_duration_since(w.started);
         let usage = procfs::tree_usage(w.pid);
-        let cpu_pct = if uptime.is_zero() {
-            0.0
-        } else {
-            usage.cpu_ticks as f64 / tick as f64 / uptime.as_secs_f64() * 100.0
-        };
-        records.push(
-            Record::new("worker")
-                .with("index", w.index)
-                .with("pid", w.pid)
-                .with("generation", w.generation)
-                .with("role", role)
-                .with("state", w.state.name())
-                .with("uptime_ms", ms(uptime))
-                .with("processes", usage.processes)
-                .with("rss_kb", usage.rss_pages * page_kb)
-                .with("cpu_pct", format!("{cpu_pct:.1}")),
-        );
+        let watch = monitor.and_then(|m| m.watch(w.pid));
+        // The monitor's last figure (over its interval) if it has one; else the average
+        // over the worker's life.
+        let cpu_pct = watch.and_then(|w| w.cpu_pct).unwrap_or_else(|| {
+            if uptime.is_zero() {
+                0.0
+            } else {
+                usage.cpu_ticks as f64 / tick as f64 / uptime.as_secs_f64() * 100.0
+            }
+        });
+        let mut r = Record::new("worker")
+            .with("index", w.index)
+            .with("pid", w.pid)
+            .with("generation", w.generation)
+            .with("role", role)
+            .with("state", w.state.name())
+            .with("uptime_ms", ms(uptime))
+            .with("processes", usage.processes)
+            .with("rss_kb", usage.rss_pages * page_kb)
+            .with("cpu_pct", format!("{cpu_pct:.1}"));
+        if let Some(watch) = watch {
+            r = r
+                .with("memory_over", watch.memory_over)
+                .with("cpu_over", watch.cpu_over)
+                .with("mem_high", watch.mem_high)
+                .with("monitor_paused", watch.paused);
+        }
+        records.push(r);
     }
     for (index, slot) in sup.slots().iter().enumerate() {
         let mut r = Record::new("slot")

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, OnVersionChange};
 use crate::control::{self, ClientId, Record, Request, Wait};
 use crate::error::{Error, Result};
+use crate::monitor::{Monitor, Subject};
 use crate::notify::{self, Datagram, NotifySocket};
 use crate::procfs;
 use crate::readiness::ReadyMode;
@@ -29,7 +30,7 @@ use crate::readiness::listening;
 use crate::signals::{Signal, SignalPipe};
 use crate::socket::Listener;
 use crate::supervisor::{Notice, Phase, ReloadOutcome, Settings, Supervisor};
-use crate::worker::{ExitStatus, Pid, WorkerState};
+use crate::worker::{ExitStatus, Pid, Role, WorkerState};
 use os::RealOs;
 
 /// The signals the master handles.
@@ -79,6 +80,9 @@ pub fn run(config: Config) -> Result<i32> {
         signals,
         notify,
         control,
+        monitor: config
+            .monitor
+            .map(|limits| Monitor::new(limits, Instant::now())),
         versions: Versions {
             policy: config.on_version_change,
             exit_pending: false,
@@ -114,6 +118,7 @@ struct Master {
     signals: SignalPipe,
     notify: NotifySocket,
     control: Option<control::Server>,
+    monitor: Option<Monitor>,
     versions: Versions,
     /// (name, address) of each listener, for status.
     listeners: Vec<(String, String)>,
@@ -142,6 +147,12 @@ impl Master {
                 for signal in self.signals.drain() {
                     match signal {
                         Signal::Child => self.reap(now),
+                        Signal::User2 => {
+                            self.sup.on_signal(Signal::User2, now);
+                            if let Some(m) = self.monitor.as_mut() {
+                                m.toggle(now);
+                            }
+                        }
                         other => self.sup.on_signal(other, now),
                     }
                 }
@@ -153,6 +164,7 @@ impl Master {
             }
             self.probe(now);
             self.sup.on_tick(now);
+            self.sample(now);
             self.on_control(ready, now);
             if self.versions.exit_pending
                 && self.sup.reload().is_none()
@@ -177,14 +189,9 @@ impl Master {
             .control
             .as_ref()
             .and_then(control::Server::next_deadline);
-        let timeout = match self
-            .sup
-            .next_deadline()
-            .into_iter()
-            .chain(probe_at)
-            .chain(client_at)
-            .min()
-        {
+        let sample_at = self.monitor.as_ref().and_then(Monitor::next_sample);
+        let due = [self.sup.next_deadline(), probe_at, client_at, sample_at];
+        let timeout = match due.into_iter().flatten().min() {
             None => PollTimeout::NONE,
             Some(at) => {
                 // Round up: waking a little early would only spin until the deadline.
@@ -256,6 +263,32 @@ impl Master {
         }
     }
 
+    /// Samples the serving workers' resources when due; replaces those over a limit.
+    fn sample(&mut self, now: Instant) {
+        let Some(monitor) = self.monitor.as_mut() else {
+            return;
+        };
+        if monitor.next_sample().is_none_or(|at| at > now) {
+            return;
+        }
+        let subjects: Vec<Subject> = self
+            .sup
+            .workers()
+            .iter()
+            .filter(|w| w.role == Role::Serving && matches!(w.state, WorkerState::Ready { .. }))
+            .map(|w| Subject {
+                pid: w.pid,
+                started: w.started,
+            })
+            .collect();
+        for verdict in monitor.sample(&subjects, now) {
+            if let Err(why) = self.sup.replace(verdict.pid, &verdict.reason, now) {
+                debug!(pid = verdict.pid, "no replacement now: {why}");
+                monitor.replacement_refused(verdict.pid);
+            }
+        }
+    }
+
     /// Reaps every child that has exited.
     fn reap(&mut self, now: Instant) {
         loop {
@@ -304,6 +337,11 @@ impl Master {
                     self.versions
                         .reported(worker, generation.unwrap_or(0), value);
                 }
+                "MONITOR" if value == "pause" || value == "resume" => {
+                    if let Some(m) = self.monitor.as_mut() {
+                        m.pause_worker(worker, value == "pause");
+                    }
+                }
                 "STATUS" => debug!(pid = worker, "worker status: {value}"),
                 _ => debug!(pid = worker, "notify {key}={value}"),
             }
@@ -337,8 +375,9 @@ impl Master {
         };
         match request {
             Request::Status => {
+                let monitor = self.monitor.as_ref();
                 let records =
-                    control::status_records(&self.sup, &self.listeners, self.started, now);
+                    control::status_records(&self.sup, monitor, &self.listeners, self.started, now);
                 server.respond(id, &records);
             }
             Request::Reload { wait } => match self.sup.request_reload(now) {

@@ -29,6 +29,8 @@ enum Action {
     Slow(Duration),
     /// `/exit?code=N`: answer, then exit the process with this code.
     Exit(i32),
+    /// `/memory?mb=N`: hold N MiB more than at start (touched, resident), then answer.
+    Memory(u64),
 }
 
 /// A parsed request head, owning nothing from the buffer.
@@ -136,6 +138,7 @@ fn discard_body(conn: &mut Conn, buf: &mut Vec<u8>, chunk: &mut [u8], len: u64) 
 fn answer(conn: &mut Conn, request: &Request, shared: &Shared) -> io::Result<bool> {
     match request.action {
         Action::Answer => {}
+        Action::Memory(mib) => crate::misbehave::set_extra_memory(shared.pid, mib),
         Action::Slow(pause) => {
             say!(
                 "test-worker[{}]: slow request ({} ms)",
@@ -323,6 +326,7 @@ fn route(target: &[u8]) -> Option<Action> {
     };
     match path {
         b"/slow" => decimal(param(b"ms")?).map(|ms| Action::Slow(Duration::from_millis(ms))),
+        b"/memory" => decimal(param(b"mb")?).map(Action::Memory),
         b"/exit" => {
             let code = decimal(param(b"code")?)?;
             u8::try_from(code).ok().map(|c| Action::Exit(i32::from(c)))

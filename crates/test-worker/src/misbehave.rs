@@ -36,6 +36,23 @@ pub fn allocate(pid: u32, mib: u64) {
     }
 }
 
+/// The memory `/memory?mb=N` holds, replaced at each request.
+static EXTRA: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// `/memory?mb=N`: holds N MiB (every page touched) instead of what it held before; 0 frees.
+pub fn set_extra_memory(pid: u32, mib: u64) {
+    let bytes = usize::try_from(mib)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(MIB);
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(PAGE) {
+        block[i] = 1;
+    }
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    *extra = black_box(block);
+    say!("test-worker[{pid}]: extra memory {mib} MiB");
+}
+
 /// `TW_MEMORY_GROW_MB_PER_S`: grows in ten steps a second, for a smooth curve.
 pub fn grow(mib_per_s: u64) {
     if mib_per_s == 0 {
