@@ -220,6 +220,11 @@ pub struct Cli {
     #[arg(long, help_heading = MONITOR)]
     no_monitor: bool,
 
+    /// Reap every orphaned descendant of the workers (PR_SET_CHILD_SUBREAPER); always on
+    /// when the master is PID 1 (a container)
+    #[arg(long, env = "MASTER_PROCESS_SUBREAPER", help_heading = WORKERS)]
+    subreaper: bool,
+
     /// Debug lines on stderr (also DEBUG=master-process)
     #[arg(long, short = 'v', help_heading = LOGGING)]
     verbose: bool,
@@ -265,6 +270,7 @@ impl Cli {
             }),
             monitor_interval: self.monitor_interval,
             monitor_grace: self.monitor_grace,
+            subreaper: self.subreaper,
         };
         options.resolve(self.command, ReadyMode::default())
     }

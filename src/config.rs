@@ -58,6 +58,8 @@ pub struct Config {
     pub control: Option<PathBuf>,
     /// The resource monitor's limits, unless disabled (`--no-monitor`).
     pub monitor: Option<MonitorLimits>,
+    /// `--subreaper`: reap orphaned descendants (always so as PID 1).
+    pub subreaper: bool,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }
@@ -111,6 +113,8 @@ pub struct Options {
     pub monitor_interval: Option<String>,
     /// `--monitor-grace` / `MASTER_PROCESS_MONITOR_GRACE`.
     pub monitor_grace: Option<String>,
+    /// `--subreaper` / `MASTER_PROCESS_SUBREAPER=1`.
+    pub subreaper: bool,
 }
 
 impl Options {
@@ -147,6 +151,7 @@ impl Options {
             cpu_failures: var("CPU_MONITOR_FAILURES").or_else(|| var("CPU_MONITOR_FAILURE")),
             monitor_interval: var("MASTER_PROCESS_MONITOR_INTERVAL"),
             monitor_grace: var("MASTER_PROCESS_MONITOR_GRACE"),
+            subreaper: var("MASTER_PROCESS_SUBREAPER").is_some_and(|v| v != "0" && v != "false"),
         }
     }
 
@@ -179,11 +184,16 @@ impl Options {
             cpu_failures: over.cpu_failures.or(self.cpu_failures),
             monitor_interval: over.monitor_interval.or(self.monitor_interval),
             monitor_grace: over.monitor_grace.or(self.monitor_grace),
+            subreaper: over.subreaper || self.subreaper,
         }
     }
 
-    /// The listeners: `listen`, or else `port`.
+    /// The listeners: `listen`, or else `port`; none when the process was socket-activated
+    /// (the master then uses the sockets it was passed, whatever `listen` says).
     pub fn listeners(&self) -> Result<Vec<ListenerSpec>> {
+        if socket::activated() {
+            return Ok(Vec::new());
+        }
         if self.listen.is_empty() {
             let port = self.port.as_deref().ok_or(Error::NoListener)?;
             Ok(vec![socket::parse_port_env(port)?])
@@ -230,6 +240,7 @@ impl Options {
                 .filter(|d| !d.is_zero()),
             control: control_path(self.control.as_deref())?,
             monitor,
+            subreaper: self.subreaper,
             command,
         })
     }

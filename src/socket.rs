@@ -187,6 +187,36 @@ impl Listener {
         }
     }
 
+    /// Adopts an already listening socket (socket activation, or a master upgraded in place).
+    pub fn adopt(name: String, fd: OwnedFd) -> Listener {
+        let local = describe(fd.as_fd());
+        Listener {
+            name,
+            local,
+            fd,
+            file: None,
+        }
+    }
+
+    /// Adopts an inherited socket and the unix socket file it was bound to, which is removed
+    /// on drop if it is still that file (a master upgraded in place).
+    pub fn adopt_with_file(
+        name: String,
+        fd: OwnedFd,
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    ) -> Listener {
+        let mut l = Listener::adopt(name, fd);
+        l.file = Some(SocketFile { path, dev, ino });
+        l
+    }
+
+    /// The socket file this listener removes on drop: (path, device, inode).
+    pub fn file(&self) -> Option<(&Path, u64, u64)> {
+        self.file.as_ref().map(|f| (f.path.as_path(), f.dev, f.ino))
+    }
+
     fn tcp(name: String, fd: OwnedFd) -> Result<Listener> {
         let local = describe(fd.as_fd());
         Ok(Listener {
@@ -243,6 +273,72 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.remove_file();
     }
+}
+
+/// Whether this process was started by socket activation: `LISTEN_FDS` set and
+/// `LISTEN_PID` equal to our pid.
+pub fn activated() -> bool {
+    std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id())
+        && std::env::var_os("LISTEN_FDS").is_some()
+}
+
+/// The listening sockets passed by socket activation (systemd, `systemd-socket-activate`),
+/// named by `LISTEN_FDNAMES`; `None` when this process was not socket-activated.
+pub fn activation_listeners() -> Result<Option<Vec<Listener>>> {
+    use std::os::fd::FromRawFd;
+    if !activated() {
+        return Ok(None);
+    }
+    let fail = |reason: String| Error::Activation { reason };
+    let count: usize = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n <= 1024)
+        .ok_or_else(|| fail("LISTEN_FDS is not a number of sockets".into()))?;
+    if count == 0 {
+        return Err(fail(
+            "LISTEN_FDS is 0: the socket unit passed no socket".into(),
+        ));
+    }
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|v| v.split(':').map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut listeners = Vec::with_capacity(count);
+    for i in 0..count {
+        let raw = 3 + i as i32;
+        // SAFETY: fcntl(F_GETFD) on any number only reports whether it is open.
+        if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+            return Err(fail(format!(
+                "LISTEN_FDS is {count} but fd {raw} is not open"
+            )));
+        }
+        // SAFETY: fd `raw` is open and was passed to this process (LISTEN_PID is ours) for it
+        // to own, by the sd_listen_fds contract; nothing else in the process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+        let stream =
+            socket::getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
+        if !listening || !stream {
+            return Err(fail(format!(
+                "fd {raw} is not a listening stream socket (Accept=no sockets only)"
+            )));
+        }
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::io("cannot set close-on-exec on an activated socket", e))?;
+        let name = names
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| UNNAMED.into());
+        listeners.push(Listener::adopt(name, fd));
+    }
+    Ok(Some(listeners))
 }
 
 /// The `LISTEN_FDS` and `LISTEN_FDNAMES` values for these listeners (fds 3, 4, ...).

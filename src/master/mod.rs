@@ -8,6 +8,7 @@
 //! every child of the master is a worker (or, as a subreaper, an orphan to reap), and a pid
 //! is never reused before we reap it, so signalling a live worker by pid is race-free.
 
+mod manager;
 mod os;
 
 use std::os::fd::BorrowedFd;
@@ -28,9 +29,10 @@ use crate::procfs;
 use crate::readiness::ReadyMode;
 use crate::readiness::listening;
 use crate::signals::{Signal, SignalPipe};
-use crate::socket::Listener;
+use crate::socket::{self, Listener};
 use crate::supervisor::{Notice, Phase, ReloadOutcome, Settings, Supervisor};
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
+use manager::ServiceManager;
 use os::RealOs;
 
 /// The signals the master handles.
@@ -57,7 +59,22 @@ pub fn run(config: Config) -> Result<i32> {
             )
         })?;
     }
-    let listeners = bind_all(&config)?;
+    if config.subreaper || std::process::id() == 1 {
+        become_subreaper()?;
+    }
+    let listeners = match socket::activation_listeners()? {
+        Some(listeners) => {
+            for l in &listeners {
+                info!(
+                    name = l.name(),
+                    "listening on {} (socket activation)",
+                    l.local()
+                );
+            }
+            listeners
+        }
+        None => bind_all(&config)?,
+    };
     let control = config
         .control
         .as_deref()
@@ -80,6 +97,7 @@ pub fn run(config: Config) -> Result<i32> {
         signals,
         notify,
         control,
+        manager: ServiceManager::from_env(Instant::now()),
         monitor: config
             .monitor
             .map(|limits| Monitor::new(limits, Instant::now())),
@@ -119,6 +137,7 @@ struct Master {
     notify: NotifySocket,
     control: Option<control::Server>,
     monitor: Option<Monitor>,
+    manager: Option<ServiceManager>,
     versions: Versions,
     /// (name, address) of each listener, for status.
     listeners: Vec<(String, String)>,
@@ -165,6 +184,9 @@ impl Master {
             self.probe(now);
             self.sup.on_tick(now);
             self.sample(now);
+            if let Some(manager) = self.manager.as_mut() {
+                manager.tick(now);
+            }
             self.on_control(ready, now);
             if self.versions.exit_pending
                 && self.sup.reload().is_none()
@@ -190,7 +212,17 @@ impl Master {
             .as_ref()
             .and_then(control::Server::next_deadline);
         let sample_at = self.monitor.as_ref().and_then(Monitor::next_sample);
-        let due = [self.sup.next_deadline(), probe_at, client_at, sample_at];
+        let ping_at = self
+            .manager
+            .as_ref()
+            .and_then(ServiceManager::next_deadline);
+        let due = [
+            self.sup.next_deadline(),
+            probe_at,
+            client_at,
+            sample_at,
+            ping_at,
+        ];
         let timeout = match due.into_iter().flatten().min() {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -424,6 +456,9 @@ impl Master {
     }
 
     fn on_notice(&mut self, notice: Notice) {
+        if let Some(manager) = self.manager.as_mut() {
+            manager.on_notice(&notice, &summary(&self.sup, &notice));
+        }
         let Some(server) = self.control.as_mut() else {
             return;
         };
@@ -454,6 +489,48 @@ impl Master {
                 );
             }
         }
+    }
+}
+
+/// Makes the master the reaper of every orphaned descendant (`PR_SET_CHILD_SUBREAPER`), as a
+/// container's PID 1 must be; the loop reaps them like workers.
+fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
+        return Err(Error::io(
+            "cannot become a child subreaper",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    info!("reaping orphaned descendants (child subreaper)");
+    Ok(())
+}
+
+/// The one-line `STATUS=` for the service manager after `notice`.
+fn summary(sup: &Supervisor<RealOs>, notice: &Notice) -> String {
+    let ready = sup
+        .workers()
+        .iter()
+        .filter(|w| w.role == Role::Serving && matches!(w.state, WorkerState::Ready { .. }))
+        .count();
+    match notice {
+        Notice::Running => format!(
+            "serving: {ready} workers ready, generation {}",
+            sup.generation()
+        ),
+        Notice::ReloadStarted(g) => format!("reloading to generation {g}; {ready} workers serving"),
+        Notice::ReloadEnded(o) => match &o.failure {
+            None => format!(
+                "serving: {ready} workers ready, generation {} (reloaded in {} ms)",
+                o.generation,
+                o.took.as_millis()
+            ),
+            Some(reason) => format!(
+                "reload {} failed: {reason}; {ready} workers serving",
+                o.generation
+            ),
+        },
+        Notice::Stopping => "stopping".to_string(),
     }
 }
 
