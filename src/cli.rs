@@ -225,6 +225,17 @@ pub struct Cli {
     #[arg(long, env = "MASTER_PROCESS_SUBREAPER", help_heading = WORKERS)]
     subreaper: bool,
 
+    /// What a reload does when the master's own executable changed on disk: `log` it,
+    /// `upgrade` the master in place first, or `exit` with code 1 (the reference's behaviour)
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "MASTER_PROCESS_ON_MASTER_CHANGE",
+        default_value = "log"
+    )]
+    #[arg(help_heading = RELOADS)]
+    on_master_change: String,
+
     /// Debug lines on stderr (also DEBUG=master-process)
     #[arg(long, short = 'v', help_heading = LOGGING)]
     verbose: bool,
@@ -271,6 +282,7 @@ impl Cli {
             monitor_interval: self.monitor_interval,
             monitor_grace: self.monitor_grace,
             subreaper: self.subreaper,
+            on_master_change: Some(self.on_master_change),
         };
         options.resolve(self.command, ReadyMode::default())
     }
@@ -305,6 +317,18 @@ enum ControlCommand {
         /// Wait until every worker is gone
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Upgrade the master in place: re-execute its binary as it now is on disk (same pid,
+    /// same sockets, the workers adopted), then reload
+    Upgrade {
+        /// Wait until the reload after the upgrade has ended; print its outcome
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 1)
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<String>,
         #[command(flatten)]
         control: ControlSocket,
     },
@@ -351,6 +375,16 @@ fn control(command: ControlCommand) -> Result<u8> {
                 .map(|t| crate::config::TimeSpan::parse("--timeout", &t))
                 .transpose()?;
             (control, Request::Reload { wait }, timeout, false)
+        }
+        ControlCommand::Upgrade {
+            wait,
+            timeout,
+            control,
+        } => {
+            let timeout = timeout
+                .map(|t| crate::config::TimeSpan::parse("--timeout", &t))
+                .transpose()?;
+            (control, Request::Upgrade { wait }, timeout, false)
         }
         ControlCommand::Status { json, control } => (
             control,

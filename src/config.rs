@@ -60,6 +60,8 @@ pub struct Config {
     pub monitor: Option<MonitorLimits>,
     /// `--subreaper`: reap orphaned descendants (always so as PID 1).
     pub subreaper: bool,
+    /// `--on-master-change`.
+    pub on_master_change: OnMasterChange,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }
@@ -115,6 +117,8 @@ pub struct Options {
     pub monitor_grace: Option<String>,
     /// `--subreaper` / `MASTER_PROCESS_SUBREAPER=1`.
     pub subreaper: bool,
+    /// `--on-master-change` / `MASTER_PROCESS_ON_MASTER_CHANGE`.
+    pub on_master_change: Option<String>,
 }
 
 impl Options {
@@ -152,6 +156,7 @@ impl Options {
             monitor_interval: var("MASTER_PROCESS_MONITOR_INTERVAL"),
             monitor_grace: var("MASTER_PROCESS_MONITOR_GRACE"),
             subreaper: var("MASTER_PROCESS_SUBREAPER").is_some_and(|v| v != "0" && v != "false"),
+            on_master_change: var("MASTER_PROCESS_ON_MASTER_CHANGE"),
         }
     }
 
@@ -185,6 +190,7 @@ impl Options {
             monitor_interval: over.monitor_interval.or(self.monitor_interval),
             monitor_grace: over.monitor_grace.or(self.monitor_grace),
             subreaper: over.subreaper || self.subreaper,
+            on_master_change: over.on_master_change.or(self.on_master_change),
         }
     }
 
@@ -241,6 +247,10 @@ impl Options {
             control: control_path(self.control.as_deref())?,
             monitor,
             subreaper: self.subreaper,
+            on_master_change: self
+                .on_master_change
+                .as_deref()
+                .map_or(Ok(OnMasterChange::Log), str::parse)?,
             command,
         })
     }
@@ -418,6 +428,35 @@ pub fn default_control_path() -> PathBuf {
         std::env::temp_dir()
             .join(format!("master-process-{uid}"))
             .join("master-process.sock")
+    }
+}
+
+/// What a reload does when the master's own executable changed on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMasterChange {
+    /// Log it.
+    #[default]
+    Log,
+    /// Upgrade the master in place first (same pid, same sockets), then reload.
+    Upgrade,
+    /// Stop and exit with code 1, for a service manager that restarts (the reference's
+    /// behaviour; the port is closed until the restart).
+    Exit,
+}
+
+impl FromStr for OnMasterChange {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "log" => Ok(OnMasterChange::Log),
+            "upgrade" => Ok(OnMasterChange::Upgrade),
+            "exit" => Ok(OnMasterChange::Exit),
+            _ => Err(Error::invalid(
+                "--on-master-change",
+                s,
+                "expected `log`, `upgrade` or `exit`",
+            )),
+        }
     }
 }
 

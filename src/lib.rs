@@ -101,6 +101,7 @@ mod signals;
 mod socket;
 mod spawn;
 mod supervisor;
+mod upgrade;
 mod worker;
 
 pub use config::{OnCrash, OnVersionChange};

@@ -68,6 +68,20 @@ impl NotifySocket {
         }
     }
 
+    /// Takes over the notify socket of a master upgraded in place.
+    pub fn adopt(fd: OwnedFd, dir: PathBuf, path: PathBuf) -> NotifySocket {
+        NotifySocket {
+            sock: UnixDatagram::from(fd),
+            dir,
+            path,
+        }
+    }
+
+    /// The private directory holding the socket.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The path workers get in `NOTIFY_SOCKET`.
     pub fn path(&self) -> &Path {
         &self.path

@@ -20,6 +20,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use command_fds::{CommandFdExt, FdMapping};
@@ -31,7 +32,10 @@ pub const EXEC_ENV: &str = "__MASTER_PROCESS_EXEC";
 
 /// Variables of the master's own environment that must not reach workers: the master's
 /// socket activation and service manager settings are its own.
-const MASTER_ONLY_ENV: [&str; 6] = [
+const MASTER_ONLY_ENV: [&str; 9] = [
+    crate::upgrade::FROM_ENV,
+    crate::upgrade::STATE_ENV,
+    crate::upgrade::PREFLIGHT_ENV,
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -163,6 +167,7 @@ fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
 ///
 /// Call it first thing in `main` (the binary does; `master_process::init()` does).
 pub fn exec_if_requested() {
+    crate::upgrade::preflight_if_requested();
     if std::env::var_os(EXEC_ENV).is_none() {
         return;
     }
@@ -186,4 +191,28 @@ pub fn exec_if_requested() {
     } else {
         126
     });
+}
+
+/// The command that starts this program again: argv[0] as given (made absolute against
+/// the current directory if it is a relative path, never resolved through symlinks, so
+/// that a reload runs what the path points to now), and the same arguments.
+pub fn own_command() -> crate::error::Result<Vec<OsString>> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let Some(argv0) = args.first().cloned() else {
+        return Err(crate::error::Error::NoCommand);
+    };
+    let path = PathBuf::from(&argv0);
+    if path.as_os_str().as_encoded_bytes().contains(&b'/') && path.is_relative() {
+        let cwd = std::env::current_dir()
+            .map_err(|e| crate::error::Error::io("cannot read the current directory", e))?;
+        args[0] = cwd.join(path).into_os_string();
+    } else if !path.as_os_str().as_encoded_bytes().contains(&b'/')
+        && crate::config::resolve_program(&argv0).is_err()
+    {
+        // Started by a name that PATH does not give back (e.g. argv[0] set by a launcher).
+        let exe = std::env::current_exe()
+            .map_err(|e| crate::error::Error::io("cannot find our own executable", e))?;
+        args[0] = exe.into_os_string();
+    }
+    Ok(args)
 }

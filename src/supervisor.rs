@@ -217,6 +217,41 @@ pub struct Slot {
     pub restarts: u32,
 }
 
+/// The supervisor's state, for a master upgraded in place: times are relative to the moment
+/// the snapshot was taken (ages in the past, delays to the future).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// The newest `RELOAD_INDEX`.
+    pub generation: u64,
+    /// Reloads done and failed.
+    pub reloads: (u64, u64),
+    /// The last reload: generation, failure, how long it took.
+    pub last_reload: Option<(u64, Option<String>, Duration)>,
+    /// Every worker.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Every slot: crashes in a row, restarts, age of its last start, delay to its restart.
+    pub slots: Vec<(u32, u32, Option<Duration>, Option<Duration>)>,
+}
+
+/// A worker in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its slot.
+    pub index: usize,
+    /// Its `RELOAD_INDEX`.
+    pub generation: u64,
+    /// Its role.
+    pub role: Role,
+    /// How long ago it started.
+    pub age: Duration,
+    /// Its state: `starting`, `ready`, `stopping` or `killed`.
+    pub state: &'static str,
+    /// Starting: time left to be ready. Stopping: time left before SIGKILL.
+    pub deadline_in: Option<Duration>,
+}
+
 /// Crashes in a row from which a slot is said to be crash-looping.
 pub const CRASH_LOOP: u32 = 3;
 
@@ -377,6 +412,139 @@ impl<O: Os> Supervisor<O> {
             .chain(canary)
             .flatten()
             .min()
+    }
+
+    /// The state to hand to the master's next image, or why it cannot be handed now.
+    ///
+    /// # Errors
+    /// A reload is in flight, or the master is stopping.
+    pub fn snapshot(&self, now: Instant) -> Result<Snapshot, &'static str> {
+        if self.reload.is_some() {
+            return Err("a reload is in flight; try again once it has ended");
+        }
+        if !matches!(self.phase, Phase::Running | Phase::Starting) {
+            return Err("the master is stopping");
+        }
+        let ago = |t: Instant| now.saturating_duration_since(t);
+        let until = |t: Instant| t.saturating_duration_since(now);
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (state, deadline_in) = match w.state {
+                    WorkerState::Starting { deadline, .. } => ("starting", Some(until(deadline))),
+                    WorkerState::Ready { .. } => ("ready", None),
+                    WorkerState::Stopping { kill_at } => ("stopping", Some(until(kill_at))),
+                    WorkerState::Killed => ("killed", None),
+                };
+                WorkerSnapshot {
+                    pid: w.pid,
+                    index: w.index,
+                    generation: w.generation,
+                    role: w.role,
+                    age: ago(w.started),
+                    state,
+                    deadline_in,
+                }
+            })
+            .collect();
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| {
+                (
+                    s.crashes,
+                    s.restarts,
+                    s.last_start.map(ago),
+                    s.restart_at.map(until),
+                )
+            })
+            .collect();
+        Ok(Snapshot {
+            generation: self.generation,
+            reloads: (self.reloads_done, self.reloads_failed),
+            last_reload: self
+                .last_reload
+                .as_ref()
+                .map(|r| (r.generation, r.failure.clone(), r.took)),
+            workers,
+            slots,
+        })
+    }
+
+    /// A supervisor that takes over from a [`Snapshot`] (a master upgraded in place): the
+    /// workers it lists are adopted as they are, not restarted.
+    pub fn restore(os: O, settings: Settings, snap: Snapshot, now: Instant) -> Self {
+        let mut sup = Supervisor::new(os, settings);
+        sup.epoch = Some(now);
+        sup.generation = snap.generation;
+        (sup.reloads_done, sup.reloads_failed) = snap.reloads;
+        sup.last_reload = snap
+            .last_reload
+            .map(|(generation, failure, took)| ReloadOutcome {
+                generation,
+                failure,
+                took,
+                serving: Vec::new(),
+            });
+        let back = |d: Duration| now.checked_sub(d).unwrap_or(now);
+        for w in snap.workers {
+            if w.index >= sup.slots.len() {
+                // Fewer slots now: the extra worker is retired.
+                warn!(
+                    pid = w.pid,
+                    index = w.index,
+                    "adopted worker has no slot any more; stopping it"
+                );
+            }
+            let state = match (w.state, w.deadline_in) {
+                ("starting", Some(left)) => WorkerState::Starting {
+                    deadline: now + left,
+                    ready_at: None,
+                },
+                ("stopping", Some(left)) => WorkerState::Stopping {
+                    kill_at: now + left,
+                },
+                ("killed", _) => WorkerState::Killed,
+                _ => WorkerState::Ready { since: now },
+            };
+            let role = if w.index >= sup.slots.len() {
+                Role::Retired
+            } else {
+                w.role
+            };
+            sup.workers.push(Worker {
+                pid: w.pid,
+                index: w.index,
+                generation: w.generation,
+                role,
+                state,
+                started: back(w.age),
+            });
+        }
+        for (slot, (crashes, restarts, last_start, restart_in)) in
+            sup.slots.iter_mut().zip(snap.slots)
+        {
+            slot.crashes = crashes;
+            slot.restarts = restarts;
+            slot.last_start = last_start.map(back);
+            slot.restart_at = restart_in.map(|d| now + d);
+        }
+        sup.phase = if sup.all_slots_ready() {
+            Phase::Running
+        } else {
+            Phase::Starting
+        };
+        let retired: Vec<usize> = (0..sup.workers.len())
+            .filter(|&p| {
+                sup.workers[p].role == Role::Retired && !sup.workers[p].state.is_stopping()
+            })
+            .collect();
+        for pos in retired {
+            sup.stop_worker(pos, now);
+        }
+        sup.settle(now);
+        sup
     }
 
     /// A signal reached the master.

@@ -106,7 +106,7 @@ pub fn run_command(path: &Path, req: Request, timeout: Option<Duration>, json: b
                 );
                 0
             }
-            Request::Reload { wait } => print_reload(&records, wait),
+            Request::Reload { wait } | Request::Upgrade { wait } => print_reload(&records, wait),
             Request::Stop { .. } | Request::Signal(_) => {
                 for r in &records {
                     println!("{}", describe(r));

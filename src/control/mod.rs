@@ -14,6 +14,7 @@
 //! MP/1 reload [wait]
 //! MP/1 stop [wait]
 //! MP/1 signal SIGNAL
+//! MP/1 upgrade [wait]
 //! ```
 //!
 //! The master answers with records, one per line: a kind then `key=value` fields, values
@@ -55,6 +56,12 @@ pub enum Request {
     },
     /// A signal for every worker.
     Signal(Signal),
+    /// Re-execute the master binary in place, then reload; with `wait`, the answer comes
+    /// when that reload has ended.
+    Upgrade {
+        /// Answer once the reload after the upgrade ended.
+        wait: bool,
+    },
 }
 
 impl Request {
@@ -82,6 +89,7 @@ impl Request {
             "status" => Err("status takes no argument".into()),
             "reload" => wait(&rest).map(|wait| Request::Reload { wait }),
             "stop" => wait(&rest).map(|wait| Request::Stop { wait }),
+            "upgrade" => wait(&rest).map(|wait| Request::Upgrade { wait }),
             "signal" => match rest.as_slice() {
                 [name] => name.parse().map(Request::Signal),
                 _ => Err("signal takes one signal name".into()),
@@ -99,6 +107,9 @@ impl Request {
             }
             Request::Stop { wait } => format!("{VERSION} stop{}", if *wait { " wait" } else { "" }),
             Request::Signal(s) => format!("{VERSION} signal {}", s.name()),
+            Request::Upgrade { wait } => {
+                format!("{VERSION} upgrade{}", if *wait { " wait" } else { "" })
+            }
         }
     }
 }
@@ -218,6 +229,7 @@ mod tests {
             Request::Reload { wait: true },
             Request::Stop { wait: true },
             Request::Signal(Signal::User1),
+            Request::Upgrade { wait: true },
         ] {
             assert_eq!(Request::parse(&r.line()), Ok(r));
         }

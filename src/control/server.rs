@@ -127,6 +127,53 @@ impl Server {
         })
     }
 
+    /// Takes over the control socket of a master upgraded in place.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: PathBuf, dev: u64, ino: u64) -> Server {
+        let listener = UnixListener::from(fd);
+        let _ = listener.set_nonblocking(true);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        Server {
+            listener,
+            path,
+            ident: (dev, ino),
+            clients: Vec::new(),
+            next_id: 1,
+            uid,
+        }
+    }
+
+    /// Adds a client that waits for `wait` (one handed over by a master upgraded in place).
+    pub fn adopt_client(&mut self, stream: UnixStream, wait: Wait) -> ClientId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let _ = stream.set_nonblocking(true);
+        self.clients.push(Client {
+            id,
+            stream,
+            buf: Vec::new(),
+            deadline: Instant::now(),
+            waiting: Some(wait),
+        });
+        id
+    }
+
+    /// Takes a waiting client out, to hand it over.
+    pub fn take_client(&mut self, id: ClientId) -> Option<UnixStream> {
+        let pos = self.clients.iter().position(|c| c.id == id)?;
+        Some(self.clients.remove(pos).stream)
+    }
+
+    /// The listener, its path and identity, to hand over.
+    pub fn handover(&self) -> (BorrowedFd<'_>, &Path, u64, u64) {
+        (
+            self.listener.as_fd(),
+            &self.path,
+            self.ident.0,
+            self.ident.1,
+        )
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -13,15 +13,13 @@
 mod handle;
 mod stop;
 
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use handle::{Listener, ListenerKey, Worker};
 pub use stop::Stop;
 
 use crate::config::{OnCrash, OnVersionChange, Options};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::readiness::ReadyMode;
 
 /// Set by the master in every worker's environment.
@@ -224,7 +222,7 @@ impl Builder {
         }
         crate::logging::init(false);
         warn_if_threads();
-        let config = options.resolve(own_command()?, ReadyMode::Notify)?;
+        let config = options.resolve(crate::spawn::own_command()?, ReadyMode::Notify)?;
         let code = crate::master::run(config)?;
         std::process::exit(code);
     }
@@ -276,30 +274,6 @@ fn traced() -> bool {
                 .find_map(|l| l.strip_prefix("TracerPid:"))
                 .is_some_and(|v| v.trim() != "0")
         })
-}
-
-/// The command that starts this program again: argv[0] as given (made absolute against
-/// the current directory if it is a relative path, never resolved through symlinks, so
-/// that a reload runs what the path points to now), and the same arguments.
-fn own_command() -> Result<Vec<OsString>> {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    let Some(argv0) = args.first().cloned() else {
-        return Err(Error::NoCommand);
-    };
-    let path = PathBuf::from(&argv0);
-    if path.as_os_str().as_encoded_bytes().contains(&b'/') && path.is_relative() {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::io("cannot read the current directory", e))?;
-        args[0] = cwd.join(path).into_os_string();
-    } else if !path.as_os_str().as_encoded_bytes().contains(&b'/')
-        && crate::config::resolve_program(&argv0).is_err()
-    {
-        // Started by a name that PATH does not give back (e.g. argv[0] set by a launcher).
-        let exe =
-            std::env::current_exe().map_err(|e| Error::io("cannot find our own executable", e))?;
-        args[0] = exe.into_os_string();
-    }
-    Ok(args)
 }
 
 /// The master loop must be the only thread: warn if `init()` came late.

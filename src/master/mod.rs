@@ -11,7 +11,7 @@
 mod manager;
 mod os;
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -20,7 +20,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, OnVersionChange};
+use std::path::PathBuf;
+
+use crate::config::{Config, OnMasterChange, OnVersionChange};
 use crate::control::{self, ClientId, Record, Request, Wait};
 use crate::error::{Error, Result};
 use crate::monitor::{Monitor, Subject};
@@ -31,6 +33,7 @@ use crate::readiness::listening;
 use crate::signals::{Signal, SignalPipe};
 use crate::socket::{self, Listener};
 use crate::supervisor::{Notice, Phase, ReloadOutcome, Settings, Supervisor};
+use crate::upgrade;
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
 use manager::ServiceManager;
 use os::RealOs;
@@ -44,11 +47,15 @@ const SIGNALS: [Signal; 5] = [
     Signal::User2,
 ];
 
-/// Runs a master for `config` until it stops; returns the exit code.
+/// Runs a master for `config` until it stops; returns the exit code. A master upgraded in
+/// place (its state in the environment) resumes instead of starting afresh.
 pub fn run(config: Config) -> Result<i32> {
     // Handlers first: from here on no signal is lost, and no child can become a zombie.
     let signals = SignalPipe::install(&SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let Ok(text) = std::env::var(upgrade::STATE_ENV) {
+        return resume(config, signals, &text);
+    }
     if let ReadyMode::Listening(_) = config.ready {
         listening::check_access().map_err(|reason| {
             let fix = "use --ready notify or --ready delay:DURATION";
@@ -84,38 +91,105 @@ pub fn run(config: Config) -> Result<i32> {
         info!("control socket at {}", c.path().display());
     }
     let notify = NotifySocket::bind()?;
-    let notify_path = notify.path().to_string_lossy().into_owned();
-    let os = RealOs::new(&config, listeners, notify_path)?;
+    let os = RealOs::new(
+        &config,
+        listeners,
+        notify.path().to_string_lossy().into_owned(),
+    )?;
     info!(pid = std::process::id(), workers = config.workers, ready = %config.ready, "master started: {}", os.spawner.program());
-    let listeners = os
+    let now = Instant::now();
+    let sup = Supervisor::new(os, Settings::from(&config));
+    let mut master = Master::new(&config, sup, signals, notify, control, now)?;
+    master.sup.start(now);
+    master.finish()
+}
+
+/// Resumes a master from the state its previous image handed over (see [`upgrade`]); if
+/// that state cannot be used, goes back to the previous executable.
+fn resume(config: Config, signals: SignalPipe, text: &str) -> Result<i32> {
+    let handover = match upgrade::Handover::decode(text) {
+        Ok(h) if h.fds().iter().all(|&fd| upgrade::is_open(fd)) => h,
+        Ok(_) => return roll_back(text, "a handed-over descriptor is not open".into()),
+        Err(why) => return roll_back(text, why),
+    };
+    if config.subreaper || std::process::id() == 1 {
+        become_subreaper()?;
+    }
+    // SAFETY (every `adopt` below): the previous image of this process handed these
+    // descriptors over by number for us to own, and nothing else here refers to them.
+    let listeners: Vec<Listener> = handover
         .listeners
         .iter()
-        .map(|l| (l.name().to_string(), l.local().to_string()))
+        .map(|l| {
+            let fd = unsafe { upgrade::adopt(l.fd) };
+            match &l.file {
+                Some((path, dev, ino)) => {
+                    Listener::adopt_with_file(l.name.clone(), fd, path.clone(), *dev, *ino)
+                }
+                None => Listener::adopt(l.name.clone(), fd),
+            }
+        })
         .collect();
-    let mut master = Master {
-        sup: Supervisor::new(os, Settings::from(&config)),
-        signals,
-        notify,
-        control,
-        manager: ServiceManager::from_env(Instant::now()),
-        monitor: config
-            .monitor
-            .map(|limits| Monitor::new(limits, Instant::now())),
-        versions: Versions {
-            policy: config.on_version_change,
-            exit_pending: false,
-        },
+    let mut control = handover.control.as_ref().map(|(fd, path, dev, ino)| {
+        control::Server::adopt(unsafe { upgrade::adopt(*fd) }, path.clone(), *dev, *ino)
+    });
+    let (notify_fd, dir, path) = handover.notify.clone();
+    let notify = NotifySocket::adopt(unsafe { upgrade::adopt(notify_fd) }, dir, path);
+    if let Some(fd) = handover.old_exe {
+        drop(unsafe { upgrade::adopt(fd) });
+    }
+    let os = RealOs::new(
+        &config,
         listeners,
-        started: Instant::now(),
-    };
-    master.sup.start(master.started);
-    let code = master.run()?;
-    let Master { sup, control, .. } = master;
-    let os = sup.into_os();
-    drop(os.listeners); // removes our unix socket files
-    drop(control);
-    info!(code, "master exiting");
-    Ok(code)
+        notify.path().to_string_lossy().into_owned(),
+    )?;
+    let now = Instant::now();
+    let adopted = handover.snapshot.workers.len();
+    let sup = Supervisor::restore(os, Settings::from(&config), handover.snapshot, now);
+    let client = handover
+        .client
+        .map(|fd| std::os::unix::net::UnixStream::from(unsafe { upgrade::adopt(fd) }));
+    // Signals that arrived during the exec were held: now they reach our handlers.
+    upgrade::block_signals(false);
+    info!(
+        pid = std::process::id(),
+        workers = adopted,
+        version = env!("CARGO_PKG_VERSION"),
+        rollback = handover.rollback,
+        "master upgraded in place: workers adopted"
+    );
+    let mut master = Master::new(&config, sup, signals, notify, control.take(), now)?;
+    master.reap(now);
+    match master.sup.request_reload(now) {
+        Ok(generation) => {
+            if let (Some(stream), Some(server)) = (client, master.control.as_mut()) {
+                server.adopt_client(stream, Wait::Reload(generation));
+            }
+        }
+        Err(why) => warn!("no reload after the upgrade: {why}"),
+    }
+    master.finish()
+}
+
+/// The next image cannot resume from `text`: exec the previous executable with it, unless
+/// this already is the way back.
+fn roll_back(text: &str, why: String) -> Result<i32> {
+    let from = std::env::var(upgrade::FROM_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    match from {
+        Some(fd) if upgrade::is_open(fd) => {
+            tracing::error!(
+                "cannot resume after the upgrade ({why}); going back to the previous master"
+            );
+            let err = upgrade::exec_back(fd, text);
+            Err(Error::io("cannot go back to the previous master", err))
+        }
+        _ => Err(Error::io(
+            format!("cannot resume after the upgrade: {why}"),
+            std::io::Error::other(why),
+        )),
+    }
 }
 
 fn bind_all(config: &Config) -> Result<Vec<Listener>> {
@@ -142,6 +216,12 @@ struct Master {
     /// (name, address) of each listener, for status.
     listeners: Vec<(String, String)>,
     started: Instant,
+    /// Our own executable as started (argv[0], not resolved through symlinks), its identity
+    /// on disk then, and our arguments: what an upgrade execs.
+    exe: PathBuf,
+    exe_identity: Option<(u64, u64, u64, i64, i64)>,
+    argv: Vec<std::ffi::OsString>,
+    on_master_change: OnMasterChange,
 }
 
 /// What `poll` found readable.
@@ -154,6 +234,52 @@ struct Ready {
 }
 
 impl Master {
+    fn new(
+        config: &Config,
+        sup: Supervisor<RealOs>,
+        signals: SignalPipe,
+        notify: NotifySocket,
+        control: Option<control::Server>,
+        now: Instant,
+    ) -> Result<Master> {
+        let listeners = sup
+            .os()
+            .listeners
+            .iter()
+            .map(|l| (l.name().to_string(), l.local().to_string()))
+            .collect();
+        let argv = crate::spawn::own_command()?;
+        let exe = PathBuf::from(&argv[0]);
+        Ok(Master {
+            sup,
+            signals,
+            notify,
+            control,
+            manager: ServiceManager::from_env(now),
+            monitor: config.monitor.map(|limits| Monitor::new(limits, now)),
+            versions: Versions {
+                policy: config.on_version_change,
+                exit_pending: false,
+            },
+            listeners,
+            started: now,
+            exe_identity: upgrade::identity(&exe),
+            exe,
+            argv,
+            on_master_change: config.on_master_change,
+        })
+    }
+
+    /// Runs the loop until every worker is gone, then cleans up; returns the exit code.
+    fn finish(mut self) -> Result<i32> {
+        let code = self.run()?;
+        let Master { sup, control, .. } = self;
+        drop(sup.into_os().listeners); // removes our unix socket files
+        drop(control);
+        info!(code, "master exiting");
+        Ok(code)
+    }
+
     fn run(&mut self) -> Result<i32> {
         loop {
             if let Phase::Exited(code) = self.sup.phase() {
@@ -166,6 +292,7 @@ impl Master {
                 for signal in self.signals.drain() {
                     match signal {
                         Signal::Child => self.reap(now),
+                        Signal::Hangup => self.reload_requested(None, now),
                         Signal::User2 => {
                             self.sup.on_signal(Signal::User2, now);
                             if let Some(m) = self.monitor.as_mut() {
@@ -295,6 +422,139 @@ impl Master {
         }
     }
 
+    /// A reload was asked (SIGHUP, or a control client). If our own executable changed on
+    /// disk, `--on-master-change` decides first.
+    fn reload_requested(&mut self, client: Option<(ClientId, bool)>, now: Instant) {
+        let identity = upgrade::identity(&self.exe);
+        if identity.is_some() && identity != self.exe_identity {
+            warn!(exe = %self.exe.display(), "the master's own executable changed on disk");
+            match self.on_master_change {
+                OnMasterChange::Log => self.exe_identity = identity,
+                OnMasterChange::Upgrade => return self.upgrade(client, now),
+                OnMasterChange::Exit => {
+                    info!(
+                        "--on-master-change exit: stopping with code 1 for the service manager to restart us"
+                    );
+                    if let (Some((id, _)), Some(server)) = (client, self.control.as_mut()) {
+                        server.fail(
+                            id,
+                            "the master's executable changed: exiting (--on-master-change exit)",
+                        );
+                    }
+                    return self.sup.stop(1, now);
+                }
+            }
+        }
+        let result = self.sup.request_reload(now);
+        let Some((id, wait)) = client else { return };
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        match result {
+            Ok(generation) if wait => server.wait(id, Wait::Reload(generation)),
+            Ok(generation) => {
+                let started = self
+                    .sup
+                    .reload()
+                    .is_some_and(|r| r.generation == generation);
+                let state = if started { "started" } else { "queued" };
+                server.respond(
+                    id,
+                    &[Record::new("reload")
+                        .with("generation", generation)
+                        .with("state", state)],
+                );
+            }
+            Err(why) => server.fail(id, why),
+        }
+    }
+
+    /// Upgrades the master in place (see [`upgrade`]); returns only if it could not, after
+    /// telling the client why. The client (if any) gets its answer from the next image.
+    fn upgrade(&mut self, client: Option<(ClientId, bool)>, now: Instant) {
+        match self.try_upgrade(client, now) {
+            Ok(()) => {}
+            Err(why) => {
+                warn!("upgrade failed: {why}; this master carries on");
+                if let (Some((id, _)), Some(server)) = (client, self.control.as_mut()) {
+                    server.fail(id, &format!("upgrade failed: {why}"));
+                }
+            }
+        }
+    }
+
+    fn try_upgrade(
+        &mut self,
+        client: Option<(ClientId, bool)>,
+        now: Instant,
+    ) -> std::result::Result<(), String> {
+        let snapshot = self.sup.snapshot(now).map_err(str::to_string)?;
+        let answer = upgrade::preflight(&self.exe)?;
+        info!(exe = %self.exe.display(), "upgrading the master in place ({answer})");
+        let listeners = self
+            .sup
+            .os()
+            .listeners
+            .iter()
+            .map(|l| upgrade::ListenerFd {
+                fd: l.fd().as_raw_fd(),
+                name: l.name().to_string(),
+                file: l.file().map(|(p, dev, ino)| (p.to_path_buf(), dev, ino)),
+            })
+            .collect();
+        let control = self.control.as_ref().map(|c| {
+            let (fd, path, dev, ino) = c.handover();
+            (fd.as_raw_fd(), path.to_path_buf(), dev, ino)
+        });
+        // The client waiting for the outcome goes along; one not waiting is answered now.
+        let mut stream = None;
+        if let (Some((id, wait)), Some(server)) = (client, self.control.as_mut()) {
+            if wait {
+                stream = server.take_client(id);
+            } else {
+                server.respond(
+                    id,
+                    &[Record::new("reload")
+                        .with("generation", self.sup.generation() + 1)
+                        .with("state", "upgrading")],
+                );
+            }
+        }
+        let old_exe = upgrade::open_self();
+        let handover = upgrade::Handover {
+            listeners,
+            control,
+            notify: (
+                self.notify.fd().as_raw_fd(),
+                self.notify.dir().to_path_buf(),
+                self.notify.path().to_path_buf(),
+            ),
+            client: stream.as_ref().map(|s| s.as_raw_fd()),
+            old_exe: old_exe.as_ref().map(|f| f.as_raw_fd()),
+            rollback: false,
+            snapshot,
+        };
+        let fds = handover.fds();
+        upgrade::set_cloexec(&fds, false)
+            .map_err(|e| format!("cannot keep the descriptors open: {e}"))?;
+        upgrade::block_signals(true);
+        let err = upgrade::exec(&self.exe, &self.argv, &handover);
+        // Still here: the exec failed. Undo, and carry on.
+        upgrade::block_signals(false);
+        let _ = upgrade::set_cloexec(&fds, true);
+        if let (Some(stream), Some((_, wait)), Some(server)) =
+            (stream, client, self.control.as_mut())
+        {
+            let id = server.adopt_client(stream, Wait::Reload(0));
+            let _ = wait;
+            server.fail(
+                id,
+                &format!("upgrade failed: cannot exec {}: {err}", self.exe.display()),
+            );
+        }
+        Err(format!("cannot exec {}: {err}", self.exe.display()))
+    }
+
     /// Samples the serving workers' resources when due; replaces those over a limit.
     fn sample(&mut self, now: Instant) {
         let Some(monitor) = self.monitor.as_mut() else {
@@ -412,23 +672,7 @@ impl Master {
                     control::status_records(&self.sup, monitor, &self.listeners, self.started, now);
                 server.respond(id, &records);
             }
-            Request::Reload { wait } => match self.sup.request_reload(now) {
-                Ok(generation) if wait => server.wait(id, Wait::Reload(generation)),
-                Ok(generation) => {
-                    let started = self
-                        .sup
-                        .reload()
-                        .is_some_and(|r| r.generation == generation);
-                    let state = if started { "started" } else { "queued" };
-                    server.respond(
-                        id,
-                        &[Record::new("reload")
-                            .with("generation", generation)
-                            .with("state", state)],
-                    );
-                }
-                Err(why) => server.fail(id, why),
-            },
+            Request::Reload { wait } => self.reload_requested(Some((id, wait)), now),
             Request::Stop { wait } => {
                 info!("stop requested by a control client");
                 self.sup.stop(0, now);
@@ -438,6 +682,7 @@ impl Master {
                     server.respond(id, &[Record::new("stop").with("state", "stopping")]);
                 }
             }
+            Request::Upgrade { wait } => self.upgrade(Some((id, wait)), now),
             Request::Signal(signal) => {
                 let workers = self.sup.workers().len();
                 self.sup.forward(signal);
