@@ -17,5 +17,6 @@ mod notify;
 mod reload;
 mod rolling;
 mod stop;
+mod systemd;
 mod workers;
 mod zero_downtime;
