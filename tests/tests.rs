@@ -9,6 +9,7 @@ mod cli;
 mod control;
 mod crash;
 mod crash_loop;
+mod deploy;
 mod library;
 mod listeners;
 mod listening;
