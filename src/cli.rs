@@ -220,10 +220,10 @@ pub struct Cli {
     #[arg(long, help_heading = MONITOR)]
     no_monitor: bool,
 
-    /// Reap every orphaned descendant of the workers (PR_SET_CHILD_SUBREAPER); always on
-    /// when the master is PID 1 (a container)
-    #[arg(long, env = "MASTER_PROCESS_SUBREAPER", help_heading = WORKERS)]
-    subreaper: bool,
+    /// Do not adopt the orphaned descendants of workers (by default the master is their
+    /// subreaper: it reaps them, and stops them when it stops; always so as PID 1)
+    #[arg(long, help_heading = WORKERS)]
+    no_subreaper: bool,
 
     /// What a reload does when the master's own executable changed on disk: `log` it,
     /// `upgrade` the master in place first, or `exit` with code 1 (the reference's behaviour)
@@ -281,7 +281,13 @@ impl Cli {
             }),
             monitor_interval: self.monitor_interval,
             monitor_grace: self.monitor_grace,
-            subreaper: self.subreaper,
+            subreaper: if self.no_subreaper {
+                Some("off".to_string())
+            } else {
+                std::env::var("MASTER_PROCESS_SUBREAPER")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            },
             on_master_change: Some(self.on_master_change),
         };
         options.resolve(self.command, ReadyMode::default())

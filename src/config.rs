@@ -58,7 +58,8 @@ pub struct Config {
     pub control: Option<PathBuf>,
     /// The resource monitor's limits, unless disabled (`--no-monitor`).
     pub monitor: Option<MonitorLimits>,
-    /// `--subreaper`: reap orphaned descendants (always so as PID 1).
+    /// Reap (and, at exit, stop) the orphaned descendants of workers: on unless
+    /// `--no-subreaper`.
     pub subreaper: bool,
     /// `--on-master-change`.
     pub on_master_change: OnMasterChange,
@@ -115,8 +116,8 @@ pub struct Options {
     pub monitor_interval: Option<String>,
     /// `--monitor-grace` / `MASTER_PROCESS_MONITOR_GRACE`.
     pub monitor_grace: Option<String>,
-    /// `--subreaper` / `MASTER_PROCESS_SUBREAPER=1`.
-    pub subreaper: bool,
+    /// `--no-subreaper` / `MASTER_PROCESS_SUBREAPER=off`.
+    pub subreaper: Option<String>,
     /// `--on-master-change` / `MASTER_PROCESS_ON_MASTER_CHANGE`.
     pub on_master_change: Option<String>,
 }
@@ -155,7 +156,7 @@ impl Options {
             cpu_failures: var("CPU_MONITOR_FAILURES").or_else(|| var("CPU_MONITOR_FAILURE")),
             monitor_interval: var("MASTER_PROCESS_MONITOR_INTERVAL"),
             monitor_grace: var("MASTER_PROCESS_MONITOR_GRACE"),
-            subreaper: var("MASTER_PROCESS_SUBREAPER").is_some_and(|v| v != "0" && v != "false"),
+            subreaper: var("MASTER_PROCESS_SUBREAPER"),
             on_master_change: var("MASTER_PROCESS_ON_MASTER_CHANGE"),
         }
     }
@@ -189,7 +190,7 @@ impl Options {
             cpu_failures: over.cpu_failures.or(self.cpu_failures),
             monitor_interval: over.monitor_interval.or(self.monitor_interval),
             monitor_grace: over.monitor_grace.or(self.monitor_grace),
-            subreaper: over.subreaper || self.subreaper,
+            subreaper: over.subreaper.or(self.subreaper),
             on_master_change: over.on_master_change.or(self.on_master_change),
         }
     }
@@ -246,7 +247,22 @@ impl Options {
                 .filter(|d| !d.is_zero()),
             control: control_path(self.control.as_deref())?,
             monitor,
-            subreaper: self.subreaper,
+            subreaper: match self
+                .subreaper
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("on" | "1" | "true" | "yes") => true,
+                Some("off" | "0" | "false" | "no") => false,
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "MASTER_PROCESS_SUBREAPER",
+                        other,
+                        "expected `on` or `off`",
+                    ));
+                }
+            },
             on_master_change: self
                 .on_master_change
                 .as_deref()

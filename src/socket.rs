@@ -249,6 +249,34 @@ impl Listener {
         self.fd.try_clone()
     }
 
+    /// `spec`, the spec this listener was bound from, with a port 0 replaced by the port the
+    /// kernel chose: what binds the same address again.
+    pub fn resolved(&self, spec: &ListenerSpec) -> ListenerSpec {
+        let port = socket::getsockname::<SockaddrStorage>(self.fd.as_raw_fd())
+            .ok()
+            .and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|a| a.port())
+                    .or_else(|| a.as_sockaddr_in6().map(|a| a.port()))
+            });
+        let addr = match (&spec.addr, port) {
+            (ListenAddr::Port(0), Some(p)) => ListenAddr::Port(p),
+            (ListenAddr::Tcp(a), Some(p)) if a.port() == 0 => {
+                ListenAddr::Tcp(SocketAddr::new(a.ip(), p))
+            }
+            (other, _) => other.clone(),
+        };
+        ListenerSpec {
+            name: spec.name.clone(),
+            addr,
+        }
+    }
+
+    /// Stops caring for the socket file: it is not removed on drop.
+    pub fn forget_file(&mut self) {
+        self.file = None;
+    }
+
     /// Removes the socket file if it is still the one we created. Idempotent.
     pub fn remove_file(&mut self) {
         let Some(file) = self.file.take() else { return };

@@ -222,6 +222,12 @@ struct Master {
     exe_identity: Option<(u64, u64, u64, i64, i64)>,
     argv: Vec<std::ffi::OsString>,
     on_master_change: OnMasterChange,
+    /// How to bind each listener again if it dies; `None` for sockets we did not bind
+    /// (socket activation).
+    specs: Option<Vec<crate::socket::ListenerSpec>>,
+    socket_mode: u32,
+    /// Listeners that died and could not be bound again.
+    dead: Vec<usize>,
 }
 
 /// What `poll` found readable.
@@ -231,6 +237,8 @@ struct Ready {
     notify: bool,
     control: bool,
     clients: Vec<ClientId>,
+    /// Listeners (by position) that hung up.
+    dead_listeners: Vec<usize>,
 }
 
 impl Master {
@@ -250,6 +258,13 @@ impl Master {
             .collect();
         let argv = crate::spawn::own_command()?;
         let exe = PathBuf::from(&argv[0]);
+        let sup_listeners_len = sup.os().listeners.len();
+        let resolved_specs: Vec<_> = config
+            .listeners
+            .iter()
+            .zip(&sup.os().listeners)
+            .map(|(spec, l)| l.resolved(spec))
+            .collect();
         Ok(Master {
             sup,
             signals,
@@ -267,12 +282,16 @@ impl Master {
             exe,
             argv,
             on_master_change: config.on_master_change,
+            specs: (config.listeners.len() == sup_listeners_len).then(|| resolved_specs),
+            socket_mode: config.socket_mode,
+            dead: Vec::new(),
         })
     }
 
     /// Runs the loop until every worker is gone, then cleans up; returns the exit code.
     fn finish(mut self) -> Result<i32> {
         let code = self.run()?;
+        self.stop_orphans();
         let Master { sup, control, .. } = self;
         drop(sup.into_os().listeners); // removes our unix socket files
         drop(control);
@@ -286,7 +305,7 @@ impl Master {
                 self.answer_stop_waiters(code);
                 return Ok(code);
             }
-            let ready = self.wait()?;
+            let mut ready = self.wait()?;
             let now = Instant::now();
             if ready.signals {
                 for signal in self.signals.drain() {
@@ -307,6 +326,9 @@ impl Master {
                 while let Some(datagram) = self.notify.recv() {
                     self.on_notify(datagram, now);
                 }
+            }
+            for i in std::mem::take(&mut ready.dead_listeners) {
+                self.listener_died(i, now);
             }
             self.probe(now);
             self.sup.on_tick(now);
@@ -371,6 +393,16 @@ impl Master {
             .chain(control_fds.iter().map(|(_, fd)| *fd))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
+        // The listeners, for no event but the ones poll always reports: a listener that
+        // someone shut down hangs up (POLLHUP). Incoming connections do not wake us.
+        let watched: Vec<usize> = (0..self.sup.os().listeners.len())
+            .filter(|i| !self.dead.contains(i))
+            .collect();
+        fds.extend(
+            watched
+                .iter()
+                .map(|&i| PollFd::new(self.sup.os().listeners[i].fd(), PollFlags::empty())),
+        );
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => {
@@ -387,7 +419,14 @@ impl Master {
             notify: readable(&fds[1]),
             ..Ready::default()
         };
-        for (pfd, (client, _)) in fds[2..].iter().zip(&control_fds) {
+        let listener_fds = &fds[2 + control_fds.len()..];
+        ready.dead_listeners = listener_fds
+            .iter()
+            .zip(&watched)
+            .filter(|(p, _)| readable(p))
+            .map(|(_, &i)| i)
+            .collect();
+        for (pfd, (client, _)) in fds[2..2 + control_fds.len()].iter().zip(&control_fds) {
             match client {
                 _ if !readable(pfd) => {}
                 None => ready.control = true,
@@ -419,6 +458,92 @@ impl Master {
         for pid in probe.check(&starting, now) {
             debug!(pid, "seen serving the listening socket(s)");
             self.sup.on_ready(pid, now);
+        }
+    }
+
+    /// Listener `i` stopped listening (a process called `shutdown()` on the shared socket):
+    /// bind it again and reload, so that every worker gets the new socket; if it cannot be
+    /// bound again, stop loudly rather than serve a dead port.
+    fn listener_died(&mut self, i: usize, now: Instant) {
+        let local = self.sup.os().listeners[i].local().to_string();
+        tracing::error!("listener {local} stopped listening (did a worker call shutdown() on it?)");
+        let spec = self.specs.as_ref().and_then(|s| s.get(i)).cloned();
+        let rebound = match spec {
+            None => Err("it was passed by socket activation: it is not ours to bind".to_string()),
+            Some(spec) => {
+                // The dead socket no longer listens, so its address can be bound again
+                // (SO_REUSEADDR) while old workers still hold it; a unix socket file is
+                // found stale and replaced by the new bind.
+                self.sup.os_mut().listeners[i].forget_file();
+                Listener::bind(&spec, self.socket_mode).map_err(|e| e.to_string())
+            }
+        };
+        match rebound {
+            Ok(listener) => {
+                info!(
+                    "listener {} bound again; reloading so that every worker gets it",
+                    listener.local()
+                );
+                self.sup.os_mut().listeners[i] = listener;
+                if let Err(e) = self.sup.os_mut().refresh_probe() {
+                    warn!("cannot watch the new listener for readiness: {e}");
+                }
+                self.reload_requested(None, now);
+            }
+            Err(why) => {
+                tracing::error!(
+                    "cannot bind {local} again ({why}); stopping rather than serve a dead port"
+                );
+                self.dead.push(i);
+                self.sup.stop(1, now);
+            }
+        }
+    }
+
+    /// Stops what workers left behind: as their subreaper, the master adopted their orphans;
+    /// none may outlive it. SIGTERM, then SIGKILL after `MAX_KILL_TIMEOUT`; all reaped.
+    fn stop_orphans(&mut self) {
+        let me = std::process::id();
+        let orphans = procfs::children(me);
+        if orphans.is_empty() {
+            return;
+        }
+        warn!(
+            count = orphans.len(),
+            "stopping processes left behind by workers: {orphans:?}"
+        );
+        let signal = |pids: &[Pid], sig| {
+            for &p in pids {
+                let _ = nix::sys::signal::kill(NixPid::from_raw(p as i32), sig);
+            }
+        };
+        signal(&orphans, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + self.sup.settings().kill_timeout;
+        loop {
+            while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                waitpid(None::<NixPid>, Some(WaitPidFlag::WNOHANG))
+            {}
+            let left = procfs::children(me);
+            if left.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                warn!("processes left behind outlived MAX_KILL_TIMEOUT; sending SIGKILL: {left:?}");
+                signal(&left, nix::sys::signal::Signal::SIGKILL);
+                for p in left {
+                    let _ = waitpid(NixPid::from_raw(p as i32), None);
+                }
+                return;
+            }
+            // Sleep until a child exits (SIGCHLD on the signal pipe) or the deadline.
+            let ms = (deadline - now).as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            );
+            self.signals.drain();
         }
     }
 

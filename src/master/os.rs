@@ -49,6 +49,16 @@ impl RealOs {
     }
 }
 
+impl RealOs {
+    /// Rebuilds the readiness probe after a listener changed.
+    pub fn refresh_probe(&mut self) -> std::io::Result<()> {
+        if let Some(probe) = self.probe.as_mut() {
+            *probe = ListenProbe::new(self.listeners.iter().map(Listener::fd), probe.coverage())?;
+        }
+        Ok(())
+    }
+}
+
 impl Os for RealOs {
     fn spawn(&mut self, index: usize, generation: u64) -> std::result::Result<Pid, String> {
         let [fds, names] = socket::listen_env(&self.listeners);

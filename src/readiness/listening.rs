@@ -139,6 +139,11 @@ impl ListenProbe {
         ready
     }
 
+    /// Which listeners a worker must serve.
+    pub fn coverage(&self) -> Coverage {
+        self.coverage
+    }
+
     /// Why the probe could not see worker `pid` serve, if it knows.
     pub fn problem(&self, pid: Pid) -> Option<&str> {
         self.watches.get(&pid).and_then(|w| w.problem.as_deref())

@@ -31,6 +31,9 @@ enum Action {
     Exit(i32),
     /// `/memory?mb=N`: hold N MiB more than at start (touched, resident), then answer.
     Memory(u64),
+    /// `/shutdown`: call shutdown() on the shared listening socket (fd 3), then answer: what
+    /// a buggy app does to every process sharing it.
+    Shutdown,
 }
 
 /// A parsed request head, owning nothing from the buffer.
@@ -139,6 +142,7 @@ fn answer(conn: &mut Conn, request: &Request, shared: &Shared) -> io::Result<boo
     match request.action {
         Action::Answer => {}
         Action::Memory(mib) => crate::misbehave::set_extra_memory(shared.pid, mib),
+        Action::Shutdown => crate::misbehave::shut_down_listener(shared.pid),
         Action::Slow(pause) => {
             say!(
                 "test-worker[{}]: slow request ({} ms)",
@@ -327,6 +331,7 @@ fn route(target: &[u8]) -> Option<Action> {
     match path {
         b"/slow" => decimal(param(b"ms")?).map(|ms| Action::Slow(Duration::from_millis(ms))),
         b"/memory" => decimal(param(b"mb")?).map(Action::Memory),
+        b"/shutdown" => Some(Action::Shutdown),
         b"/exit" => {
             let code = decimal(param(b"code")?)?;
             u8::try_from(code).ok().map(|c| Action::Exit(i32::from(c)))

@@ -53,6 +53,21 @@ pub fn set_extra_memory(pid: u32, mib: u64) {
     say!("test-worker[{pid}]: extra memory {mib} MiB");
 }
 
+/// `/shutdown`: shuts the shared listening socket (fd 3) down, for everyone sharing it.
+pub fn shut_down_listener(pid: u32) {
+    // SAFETY: shutdown(2) on a descriptor number has no memory effects; fd 3 is the first
+    // inherited listener.
+    let r = unsafe { libc::shutdown(3, libc::SHUT_RDWR) };
+    say!(
+        "test-worker[{pid}]: shutdown() on the listener: {}",
+        if r == 0 {
+            "done".to_string()
+        } else {
+            std::io::Error::last_os_error().to_string()
+        }
+    );
+}
+
 /// `TW_MEMORY_GROW_MB_PER_S`: grows in ten steps a second, for a smooth curve.
 pub fn grow(mib_per_s: u64) {
     if mib_per_s == 0 {
