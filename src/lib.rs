@@ -105,6 +105,85 @@ mod upgrade;
 mod worker;
 
 pub use config::{OnCrash, OnVersionChange};
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Feeds `data` to every parser of outside input; none may panic.
+    pub fn all(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let _ = text.parse::<crate::socket::ListenerSpec>();
+        let _ = crate::socket::parse_port_env(&text);
+        let _ = crate::config::TimeSpan::parse("fuzz", &text);
+        let _ = crate::config::parse_workers("fuzz", &text);
+        let _ = crate::config::parse_mode("fuzz", &text);
+        let _ = text.parse::<crate::readiness::ReadyMode>();
+        let _ = text.parse::<crate::signals::Signal>();
+        let _ = crate::notify::fields(&text).count();
+        let _ = crate::control::Request::parse(&text);
+        let _ = crate::control::Record::decode(&text);
+        let _ = crate::procfs::parse_stat(&text);
+        let _ = crate::readiness::listening::parse_syscall(&text);
+        let _ = crate::readiness::listening::epoll_input_inodes(&text);
+        let _ = crate::upgrade::Handover::decode(&text);
+    }
+}
 pub use error::{Error, Result};
 pub use library::{Builder, Listener, ListenerKey, Standalone, Stop, Worker, init};
 pub use readiness::{Coverage, ReadyMode};
+
+#[cfg(test)]
+mod fuzz_twin {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The CI twin of `fuzz/`: any text, every parser, no panic.
+        #[test]
+        fn no_parser_panics_on_any_text(text in ".{0,300}") {
+            crate::__fuzz::all(text.as_bytes());
+        }
+
+        /// Text shaped like the inputs, to reach deeper than random strings do.
+        #[test]
+        fn no_parser_panics_on_likely_text(
+            text in "(web=|unix:|/|\\[::1\\]:|127\\.0\\.0\\.1:|[0-9]{1,6}|[0-9]+(ms|s|m|h)|-|MAX|AUTO|MP/1 |reload|status|wait|signal|SIG[A-Z0-9]{1,5}|READY=1|STATUS=|\n| |%[0-9A-F]{0,2}|=|\\)|\\(|0x[0-9a-f]{1,8}|tfd:|ino:|events:|handover format=1|worker pid=)*"
+        ) {
+            crate::__fuzz::all(text.as_bytes());
+        }
+
+        /// Bytes that are not UTF-8 at all.
+        #[test]
+        fn no_parser_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            crate::__fuzz::all(&bytes);
+        }
+    }
+
+    proptest! {
+        /// A listener spec that parses prints back to itself.
+        #[test]
+        fn listener_specs_round_trip(port in 0u16.., name in "[a-z]{1,8}") {
+            for text in [format!("{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}"), format!("{name}={port}"), format!("/run/{name}.sock")] {
+                let spec: crate::socket::ListenerSpec = text.parse().unwrap();
+                prop_assert_eq!(spec.to_string(), text);
+            }
+        }
+
+        /// Durations: a bare number is milliseconds, exactly.
+        #[test]
+        fn bare_durations_are_milliseconds(ms in 0u64..10_000_000_000) {
+            let d = crate::config::TimeSpan::parse("X", &ms.to_string()).unwrap();
+            prop_assert_eq!(d, std::time::Duration::from_millis(ms));
+        }
+
+        /// Sizes: the memory limit accepts any positive number of MiB and nothing else.
+        #[test]
+        fn memory_limits_are_positive_mib(v in ".{0,12}") {
+            let o = crate::config::Options { max_memory: Some(v.clone()), port: Some("1".into()), ..Default::default() };
+            let parsed = o.resolve(vec!["sh".into()], crate::ReadyMode::Notify);
+            let ok = v.trim().parse::<u64>().is_ok_and(|n| n >= 1);
+            prop_assert_eq!(parsed.is_ok(), ok, "{:?}", v);
+        }
+    }
+}
