@@ -68,7 +68,38 @@ pub struct Handover {
     pub snapshot: Snapshot,
 }
 
+/// The descriptors of a [`Handover`], owned by the image that resumes.
+#[derive(Debug)]
+pub struct HandedFds {
+    /// The listeners, in order.
+    pub listeners: Vec<OwnedFd>,
+    /// The control socket.
+    pub control: Option<OwnedFd>,
+    /// The notify socket.
+    pub notify: OwnedFd,
+    /// The client waiting for the upgrade's outcome.
+    pub client: Option<OwnedFd>,
+    /// The previous executable.
+    pub old_exe: Option<OwnedFd>,
+}
+
 impl Handover {
+    /// Takes ownership of the descriptors this handover names. Call it once, in the image
+    /// that resumes, after checking that they are open ([`is_open`]).
+    pub fn take_fds(&self) -> HandedFds {
+        // SAFETY: the previous image of this process left these descriptors open across
+        // exec for this image to own, and named them in the handover; nothing else in this
+        // image refers to them, and this is called once.
+        let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+        HandedFds {
+            listeners: self.listeners.iter().map(|l| own(l.fd)).collect(),
+            control: self.control.as_ref().map(|c| own(c.0)),
+            notify: own(self.notify.0),
+            client: self.client.map(own),
+            old_exe: self.old_exe.map(own),
+        }
+    }
+
     /// The descriptors that must survive the exec.
     pub fn fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
@@ -418,15 +449,6 @@ pub fn exec_back(fd: RawFd, text: &str) -> std::io::Error {
     let text = text.replacen("rollback=false", "rollback=true", 1);
     cmd.env(STATE_ENV, text).env_remove(FROM_ENV);
     cmd.exec()
-}
-
-/// Takes ownership of a descriptor named in a handover.
-///
-/// # Safety
-/// `fd` must be open and handed to this process image for it to own.
-pub unsafe fn adopt(fd: RawFd) -> OwnedFd {
-    // SAFETY: per the caller's contract.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Whether `fd` is open.

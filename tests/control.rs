@@ -1,1 +1,567 @@
-//! Placeholder; filled by the issue-5 test work.
+//! The control socket: `master-process reload --wait | status | stop --wait | signal` against
+//! a running master, who may ask (its own user, mode 0600), and garbage that must never
+//! disturb it.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use loadgen::{Mode, Target};
+use proptest::prelude::*;
+
+use crate::support::{
+    DEADLINE, Master, Output, alive, control_command, control_exchange, get_pid, records,
+    run_bounded, wait_gone,
+};
+
+fn master(workers: &str, knobs: &[(&str, &str)], extra: &[&str]) -> Master {
+    Master::cmd()
+        .args(["-l", "127.0.0.1:0", "--ready", "notify", "-w", workers])
+        .args(extra.iter().copied())
+        .with_knobs(knobs)
+        .start()
+}
+
+/// The pids in a `serving: 0:PID@GEN,1:PID@GEN` list printed by `reload --wait`, with the
+/// generation of each.
+fn serving_list(text: &str, prefix: &str) -> Vec<(u32, u64)> {
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once(prefix).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text:?}"));
+    line.split(',')
+        .map(|item| {
+            let (_, pid_gen) = item.split_once(':').unwrap();
+            let (pid, generation) = pid_gen.split_once('@').unwrap();
+            (pid.parse().unwrap(), generation.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn reload_wait_succeeds_and_prints_the_pids_that_now_serve() {
+    let mut m = master("2", &[("TW_READY", "notify")], &[]);
+    let old = m.wait_ready();
+    let addr = m.tcp_addr();
+    let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("reload 1 done in "), "{out:?}");
+    let printed = serving_list(&out.stdout, "serving: ");
+    assert!(printed.iter().all(|&(_, g)| g == 1), "{out:?}");
+    let printed: BTreeSet<u32> = printed.into_iter().map(|(p, _)| p).collect();
+    // The master's own account agrees.
+    m.expect("reload done generation=1 ");
+    let serving: BTreeSet<u32> = m.serving().into_iter().collect();
+    assert_eq!(
+        printed, serving,
+        "printed vs logged; stdout: {}",
+        out.stdout
+    );
+    assert!(printed.iter().all(|p| !old.contains(p)), "{out:?}");
+    // The old workers are gone once the reload is done: only the printed pids answer.
+    for pid in &old {
+        assert!(
+            !alive(*pid),
+            "old worker {pid} still runs after reload --wait"
+        );
+    }
+    for _ in 0..10 {
+        let pid = get_pid(addr);
+        assert!(
+            printed.contains(&pid),
+            "{pid} answered; printed {printed:?}"
+        );
+    }
+}
+
+/// `reload --wait` under load with a broken new release: exit 1, the reason, the old pids
+/// still serving, and not one failed request.
+fn failed_reload_under_load(broken: &[(&str, &str)], extra: &[&str], reason: &str) {
+    let mut m = master("2", &[("TW_READY", "notify")], extra);
+    let old = m.wait_ready();
+    let addr = m.tcp_addr();
+    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
+    cfg.connections = 8;
+    cfg.mode = Mode::Close;
+    let load = loadgen::start(cfg);
+    assert!(
+        load.wait_for_requests(200, DEADLINE),
+        "load started: {}",
+        load.snapshot()
+    );
+    m.set_knobs(broken);
+    let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.starts_with("reload 1 failed: "), "{out:?}");
+    assert!(out.stdout.contains(reason), "{out:?}");
+    let still: Vec<(u32, u64)> = serving_list(&out.stdout, "still serving: ");
+    let still_pids: BTreeSet<u32> = still.iter().map(|&(p, _)| p).collect();
+    assert_eq!(
+        still_pids,
+        old.iter().copied().collect(),
+        "the old workers still serve: {out:?}"
+    );
+    assert!(still.iter().all(|&(_, g)| g == 0), "{out:?}");
+    // Load goes on against the old workers after the failure too.
+    let seen = load.snapshot().total();
+    assert!(
+        load.wait_for_requests(seen + 200, DEADLINE),
+        "load goes on: {}",
+        load.snapshot()
+    );
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report}\n{:#?}", report.errors);
+    assert!(
+        report.by_pid.keys().all(|p| old.contains(p)),
+        "only old workers answered: {:?}",
+        report.by_pid
+    );
+    for pid in &old {
+        assert!(alive(*pid), "old worker {pid} still runs");
+        assert!(!m.logged(&format!("stopping worker pid={pid}")), "{pid}");
+    }
+}
+
+#[test]
+fn reload_wait_with_a_worker_exiting_at_start_fails_and_the_old_workers_serve_every_request() {
+    failed_reload_under_load(
+        &[("TW_EXIT_AT_START", "3")],
+        &[],
+        "exited with code 3 before it was ready",
+    );
+}
+
+#[test]
+fn reload_wait_with_a_worker_never_ready_fails_and_the_old_workers_serve_every_request() {
+    failed_reload_under_load(
+        &[("TW_NEVER_READY", "1")],
+        &["--ready-timeout", "1s"],
+        "was not ready within 1s",
+    );
+}
+
+/// The value of `"key":` in a flat JSON object text (numbers, booleans and plain strings).
+fn json_field<'a>(object: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let start = object
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key:?} in {object}"))
+        + pat.len();
+    let rest = &object[start..];
+    if let Some(s) = rest.strip_prefix('"') {
+        &s[..s.find('"').unwrap()]
+    } else {
+        &rest[..rest.find([',', '}']).unwrap()]
+    }
+}
+
+/// The flat objects of the JSON array at `"key":[...]` (none of ours nests further).
+fn json_array<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
+    let pat = format!("\"{key}\":[");
+    let start = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    let body = &json[start..start + json[start..].find(']').unwrap()];
+    body.split_inclusive('}')
+        .map(|o| o.trim_start_matches(','))
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+#[test]
+fn status_shows_the_master_listeners_reloads_and_every_worker_as_a_table_and_as_json() {
+    let mut m = master("2", &[("TW_READY", "notify")], &[]);
+    m.wait_ready();
+    let addr = m.tcp_addr();
+    let pids = m.reload(1);
+    let master_pid = m.pid().to_string();
+
+    let table = m.ctl(&["status"]);
+    assert_eq!(table.code, 0, "{table:?}");
+    let t = &table.stdout;
+    assert!(
+        t.starts_with(&format!(
+            "master {master_pid} (master-process {}), up ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{t}"
+    );
+    assert!(t.contains(", running; 2 workers, ready by notify"), "{t}");
+    assert!(t.contains("1 reloads done, 0 failed"), "{t}");
+    assert!(t.contains(&format!("listening on {addr} ")), "{t}");
+    assert!(t.contains("last reload: 1 done in "), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("INDEX"))
+        .unwrap_or_else(|| panic!("no worker table: {t}"));
+    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [
+            "INDEX", "PID", "GEN", "ROLE", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%"
+        ],
+        "{t}"
+    );
+    for (index, pid) in pids.iter().enumerate() {
+        let row = lines
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("no row for worker {pid}: {t}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[0], index.to_string(), "{row}");
+        assert_eq!(&cells[2..5], ["1", "serving", "ready"], "{row}");
+        assert_eq!(cells[6], "0", "restarts: {row}");
+        assert_eq!(cells[8], "MB", "RSS in MB: {row}");
+        assert!(cells[7].parse::<f64>().unwrap() > 0.0, "RSS: {row}");
+        assert!(cells[9].parse::<f64>().is_ok(), "CPU%: {row}");
+    }
+
+    let json = m.ctl(&["status", "--json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let j = json.stdout.trim_end();
+    assert!(j.starts_with("{\"master\":{") && j.ends_with('}'), "{j}");
+    assert_eq!(j.matches('{').count(), j.matches('}').count(), "{j}");
+    let master_obj = &j[..=j.find('}').unwrap()];
+    assert_eq!(json_field(master_obj, "pid"), master_pid);
+    assert_eq!(json_field(master_obj, "version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(json_field(master_obj, "phase"), "running");
+    assert_eq!(json_field(master_obj, "workers"), "2");
+    assert_eq!(json_field(master_obj, "reloads_done"), "1");
+    assert_eq!(json_field(master_obj, "reloads_failed"), "0");
+    let listeners = json_array(j, "listeners");
+    assert_eq!(listeners.len(), 1, "{j}");
+    assert_eq!(json_field(listeners[0], "addr"), addr.to_string());
+    let last = &j[j.find("\"last_reload\":{").unwrap_or_else(|| panic!("{j}"))..];
+    assert_eq!(json_field(last, "generation"), "1");
+    assert_eq!(json_field(last, "outcome"), "done");
+    let workers = json_array(j, "workers");
+    assert_eq!(workers.len(), 2, "{j}");
+    let slots = json_array(j, "slots");
+    for (index, pid) in pids.iter().enumerate() {
+        let w = workers
+            .iter()
+            .find(|w| json_field(w, "pid") == pid.to_string())
+            .unwrap_or_else(|| panic!("no worker {pid} in {j}"));
+        assert_eq!(json_field(w, "index"), index.to_string(), "{w}");
+        assert_eq!(json_field(w, "generation"), "1", "{w}");
+        assert_eq!(json_field(w, "role"), "serving", "{w}");
+        assert_eq!(json_field(w, "state"), "ready", "{w}");
+        json_field(w, "uptime_ms").parse::<u64>().expect("uptime");
+        assert!(json_field(w, "rss_kb").parse::<u64>().unwrap() > 0, "{w}");
+        json_field(w, "cpu_pct").parse::<f64>().expect("cpu_pct");
+        let slot = slots
+            .iter()
+            .find(|s| json_field(s, "index") == index.to_string())
+            .unwrap_or_else(|| panic!("no slot {index} in {j}"));
+        assert_eq!(json_field(slot, "restarts"), "0", "{slot}");
+        assert_eq!(json_field(slot, "crash_loop"), "false", "{slot}");
+    }
+}
+
+#[test]
+fn status_reports_a_failed_last_reload_and_why() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    m.wait_ready();
+    m.set_knobs(&[("TW_EXIT_AT_START", "4")]);
+    let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let table = m.ctl(&["status"]).stdout;
+    assert!(table.contains("0 reloads done, 1 failed"), "{table}");
+    assert!(
+        table.contains("last reload: 1 failed in ") && table.contains("exited with code 4"),
+        "{table}"
+    );
+    let json = m.ctl(&["status", "--json"]).stdout;
+    let last = &json[json
+        .find("\"last_reload\":{")
+        .unwrap_or_else(|| panic!("{json}"))..];
+    assert_eq!(json_field(last, "outcome"), "failed", "{json}");
+    assert!(
+        json_field(last, "reason").contains("exited with code 4"),
+        "{json}"
+    );
+}
+
+#[test]
+fn stop_wait_returns_once_every_worker_is_gone_and_the_master_exits_0() {
+    let mut m = master("2", &[("TW_READY", "notify")], &[]);
+    let pids = m.wait_ready();
+    let out = m.ctl(&["stop", "--wait"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "stop state=stopped code=0", "{out:?}");
+    // Every worker is gone (exited and reaped) by the time the answer came.
+    for pid in &pids {
+        assert!(
+            wait_gone(*pid, Duration::ZERO),
+            "worker {pid} still exists when stop --wait returned"
+        );
+    }
+    assert_eq!(m.wait_exit(), 0);
+    assert!(
+        !m.control_path().exists(),
+        "the master removed its control socket"
+    );
+}
+
+#[test]
+fn signal_usr2_reaches_every_worker() {
+    let mut m = master("3", &[("TW_READY", "notify")], &[]);
+    let pids = m.wait_ready();
+    let out = m.ctl(&["signal", "USR2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "signal name=SIGUSR2 workers=3",
+        "{out:?}"
+    );
+    m.expect_each(
+        &pids
+            .iter()
+            .map(|p| format!("test-worker[{p}]: got SIGUSR2"))
+            .collect::<Vec<_>>(),
+    );
+    // SIGUSR2 is for profiling: nobody stopped.
+    assert!(pids.iter().all(|p| alive(*p)));
+}
+
+/// Runs a control command as uid/gid 65534 ("nobody") against `m`.
+fn as_nobody(m: &Master, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = control_command(m.dir(), args);
+    cmd.uid(65534).gid(65534);
+    run_bounded(cmd, DEADLINE)
+}
+
+/// A master whose control socket uid 65534 can reach (the temp dir is 0700, the socket
+/// 0600): both opened to everyone, so that only the master's own check stands in the way.
+/// `None` when the test does not run as root (it cannot run a client as another uid).
+fn master_reachable_by_nobody() -> Option<Master> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a client as another uid; skipped");
+        return None;
+    }
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    m.wait_ready();
+    std::fs::set_permissions(m.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(m.control_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    Some(m)
+}
+
+#[test]
+fn control_socket_is_private_and_a_request_from_another_user_is_refused() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    let pids = m.wait_ready();
+    let sock = m.control_path();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a client as another uid; the rest is skipped");
+        return;
+    }
+    // Let uid 65534 reach the socket at all: the temp dir is 0700.
+    std::fs::set_permissions(m.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // Mode 0600 alone keeps it out: it cannot even connect.
+    let out = as_nobody(&m, &["status"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    // Even with the file opened to everyone, the master refuses the peer's uid.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let attempts: [&[&str]; 4] = [
+        &["status"],
+        &["stop"],
+        &["reload", "--wait"],
+        &["signal", "TERM"],
+    ];
+    for args in attempts {
+        let out = as_nobody(&m, args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("the master says: permission denied: request from uid 65534"),
+            "{args:?}: {out:?}"
+        );
+    }
+    // The master refused each of them, by uid, and did none of it.
+    for _ in attempts {
+        m.expect("control: permission denied: request from uid 65534 ");
+    }
+    assert!(!m.logged("reload started"));
+    assert!(!m.logged("stop requested"));
+    assert!(!m.logged("signal sent to the workers"));
+    // It still serves its own user.
+    let out = m.ctl(&["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(1) == Some(&pids[0].to_string().as_str())
+                && cells.get(3..5) == Some(&["serving", "ready"][..])
+        }),
+        "{out:?}"
+    );
+    assert!(pids.iter().all(|p| alive(*p)));
+}
+
+/// The master refuses a peer of another uid as soon as it accepts it, before reading its
+/// request: a client whose write then fails must still read and report the master's answer,
+/// not "Broken pipe". Many attempts, to catch the race.
+#[test]
+fn refused_client_is_told_why_every_time() {
+    let Some(m) = master_reachable_by_nobody() else {
+        return;
+    };
+    for _ in 0..20 {
+        let out = as_nobody(&m, &["status"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("the master says: permission denied: request from uid 65534"),
+            "{out:?}"
+        );
+    }
+}
+
+/// Requests that are not requests: random, binary, oversized, unfinished, or of another
+/// protocol version. None of them is a valid `MP/1` request.
+fn garbage() -> impl Strategy<Value = Vec<u8>> {
+    let wrong_version = (
+        prop::sample::select(vec![
+            "MP/0", "MP/2", "MP/10", "MP/", "MP/1.1", "mp/1", "MP1", "HTTP/1.1", "",
+        ]),
+        prop::sample::select(vec!["status", "reload wait", "stop", "signal TERM", ""]),
+    )
+        .prop_map(|(v, verb)| format!("{v} {verb}\n").into_bytes());
+    let bad_verb = "[a-z ]{0,30}".prop_map(|verb| format!("MP/1 x{verb}\n").into_bytes());
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..600),
+        prop::collection::vec(any::<u8>(), 0..600).prop_map(|mut v| {
+            v.push(b'\n');
+            v
+        }),
+        // Oversized, without a newline.
+        (4097usize..12_000, any::<u8>())
+            .prop_map(|(n, b)| vec![if b == b'\n' { b'x' } else { b }; n]),
+        // Unfinished lines: the client closes before its newline.
+        "[ -~]{0,100}".prop_map(String::into_bytes),
+        "MP/1 (status|reload|stop|signal USR2)".prop_map(String::into_bytes),
+        wrong_version,
+        bad_verb,
+        // Not UTF-8.
+        Just(b"MP/1 status \xff\xfe\n".to_vec()),
+        Just(b"\0\0\0\n".to_vec()),
+    ]
+}
+
+#[test]
+fn garbage_on_the_control_socket_never_disturbs_the_master() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    let pids = m.wait_ready();
+    let path = m.control_path();
+    let master_pid = m.pid().to_string();
+    let config = ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(64)
+    };
+    proptest!(config, |(request in garbage())| {
+        let answer = control_exchange(&path, &request, DEADLINE);
+        let text = String::from_utf8_lossy(&answer);
+        // Either no answer (an unfinished line), or one error record.
+        prop_assert!(
+            answer.is_empty() || (text.starts_with("error message=") && text.ends_with('\n')
+                && text.lines().count() == 1),
+            "answer {:?} to {:?}", text, String::from_utf8_lossy(&request)
+        );
+        let status = crate::support::records(&control_exchange(&path, b"MP/1 status\n", DEADLINE));
+        prop_assert_eq!(status[0].get("pid"), master_pid.as_str());
+    });
+    // Same master, same workers, nothing started or stopped.
+    let out = m.ctl(&["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(m.serving(), pids);
+    assert_eq!(m.started_pids(), pids, "no worker was started");
+    assert!(!m.logged("stopping worker"));
+}
+
+#[test]
+fn oversized_request_gets_an_error_answer() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    m.wait_ready();
+    let mut request = b"MP/1 status ".to_vec();
+    request.resize(5000, b'x');
+    let answer = control_exchange(&m.control_path(), &request, DEADLINE);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "error message=request%20longer%20than%204096%20bytes\n"
+    );
+    let out = m.ctl(&["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn silent_or_slow_clients_do_not_hold_up_the_others() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    m.wait_ready();
+    let path = m.control_path();
+    let mut silent = UnixStream::connect(&path).unwrap();
+    let mut slow = UnixStream::connect(&path).unwrap();
+    slow.write_all(b"MP/1 sta").unwrap();
+    // Others are served meanwhile, by the client and over the socket.
+    for _ in 0..5 {
+        let out = m.ctl(&["status"]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The silent one is still connected, unanswered (it is dropped after 10 s).
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    match silent.read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the silent client got {other:?}"),
+    }
+    // The slow one's line, once complete, is answered.
+    slow.write_all(b"tus\n").unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).unwrap();
+    let status = records(&answer);
+    assert_eq!(status[0].kind, "master");
+    assert_eq!(status[0].get("reloads_done"), "1");
+}
+
+#[test]
+fn a_second_master_on_the_same_control_socket_refuses_to_start() {
+    let mut m = master("1", &[("TW_READY", "notify")], &[]);
+    let pid = m.wait_ready()[0];
+    let addr = m.tcp_addr();
+    let mut second = control_command(m.dir(), &["-l", "127.0.0.1:0", "--ready", "notify"]);
+    second
+        .arg("--")
+        .arg(crate::support::test_worker())
+        .env("TW_READY", "notify");
+    let out = run_bounded(second, DEADLINE);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("another master is running with this control socket"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("worker started"), "{out:?}");
+    // The first one keeps its socket and keeps working.
+    assert!(m.control_path().exists());
+    let out = m.ctl(&["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("master {} (master-process", m.pid())),
+        "{out:?}"
+    );
+    assert_eq!(get_pid(addr), pid);
+    assert_eq!(m.ctl(&["reload", "--wait"]).code, 0);
+}

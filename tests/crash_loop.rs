@@ -1,1 +1,155 @@
-//! Placeholder; filled by the issue-5 test work.
+//! Crash loops: a worker that keeps crashing is restarted after a delay that doubles from
+//! WORKER_THROTTLE up to --max-backoff, the master never spins while it waits, and a worker
+//! that stays up --max-backoff resets the count.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Master, cpu_time, field, get, num};
+
+const THROTTLE_MS: u64 = 100;
+const MAX_BACKOFF_MS: u64 = 800;
+
+fn crash_loop_master(max_backoff: &str, extra: &[&str]) -> Master {
+    Master::cmd()
+        .args(["-l", "127.0.0.1:0", "-w", "1", "--throttle", "100ms"])
+        .args(["--max-backoff", max_backoff])
+        .args(extra.iter().copied())
+        .with_knobs(&[("TW_EXIT_AT_START", "1")])
+        .start()
+}
+
+/// The restart delay after `crashes` crashes in a row, by the documented rule.
+fn backoff_ms(crashes: u32) -> u64 {
+    if crashes <= 1 {
+        THROTTLE_MS
+    } else {
+        (THROTTLE_MS.max(100) << (crashes - 1)).min(MAX_BACKOFF_MS)
+    }
+}
+
+#[test]
+fn crash_looping_worker_is_restarted_after_a_doubling_delay_capped_at_max_backoff() {
+    let mut m = crash_loop_master("800ms", &["--ready", "notify"]);
+    let mut starts = vec![num(&m.expect("worker started "), "at_ms")];
+    for crashes in 1..=6u32 {
+        let exited = m.expect("worker exited unexpectedly ");
+        assert_eq!(num(&exited, "crashes"), u64::from(crashes), "{exited}");
+        assert!(exited.contains("exited with code 1"), "{exited}");
+        let restart = if crashes < 3 {
+            m.expect("restarting worker index=0 ")
+        } else {
+            m.expect("worker is crash-looping; restarting it with a backoff index=0 ")
+        };
+        if crashes >= 3 {
+            assert_eq!(num(&restart, "crashes"), u64::from(crashes), "{restart}");
+        }
+        // Counted from the last start, so never more than the backoff itself.
+        assert!(
+            num(&restart, "delay_ms") <= backoff_ms(crashes),
+            "{restart}"
+        );
+        starts.push(num(&m.expect("worker started "), "at_ms"));
+    }
+    assert!(
+        m.lines()
+            .iter()
+            .filter(|l| l.contains("worker is crash-looping"))
+            .all(|l| num(l, "crashes") >= 3),
+        "crash-looping is said from the third crash on"
+    );
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("restart gaps (ms): {gaps:?}");
+    // 100, 200, 400, 800, then 800 again: it stops growing.
+    for (i, gap) in gaps.iter().enumerate() {
+        let expected = backoff_ms(i as u32 + 1);
+        assert!(
+            *gap >= expected,
+            "restart {} came {gap} ms after the previous start, before its backoff of {expected} ms; gaps {gaps:?}",
+            i + 1
+        );
+        if expected == MAX_BACKOFF_MS {
+            assert!(
+                *gap < 2 * MAX_BACKOFF_MS,
+                "the delay kept growing past --max-backoff: gaps {gaps:?}"
+            );
+        }
+    }
+    assert_eq!(gaps.len(), 6);
+    let status = m.status();
+    let slot = status.iter().find(|r| r.kind == "slot").unwrap();
+    assert_eq!(slot.get("crash_loop"), "true", "{slot:?}");
+    assert!(slot.get("crashes").parse::<u32>().unwrap() >= 6, "{slot:?}");
+    assert!(
+        slot.get("restarts").parse::<u32>().unwrap() >= 6,
+        "{slot:?}"
+    );
+    let table = m.ctl(&["status"]).stdout;
+    assert!(table.contains(" crashes in a row (crash loop)"), "{table}");
+}
+
+#[test]
+fn crash_looping_worker_costs_the_master_almost_no_cpu() {
+    // The default readiness probe (`--ready listening`) runs too, while each worker starts.
+    let mut m = crash_loop_master("200ms", &[]);
+    // Skip the first two restarts; then the delay is at its cap of 200 ms.
+    for _ in 0..3 {
+        m.expect("worker started ");
+    }
+    let (cpu0, t0) = (cpu_time(m.pid()), Instant::now());
+    for _ in 0..10 {
+        m.expect("worker started ");
+    }
+    let (cpu, elapsed) = (cpu_time(m.pid()) - cpu0, t0.elapsed());
+    eprintln!("10 restarts in {elapsed:?}; master CPU {cpu:?}");
+    assert!(
+        elapsed >= Duration::from_millis(10 * 200),
+        "10 restarts at a 200 ms backoff took only {elapsed:?}"
+    );
+    assert!(
+        cpu.as_secs_f64() < 0.10 * elapsed.as_secs_f64(),
+        "the master used {cpu:?} of CPU in {elapsed:?} of crash loop"
+    );
+}
+
+#[test]
+fn crash_count_resets_once_a_worker_stays_up_max_backoff() {
+    let mut m = crash_loop_master("800ms", &["--ready", "notify"]);
+    m.expect("worker is crash-looping; restarting it with a backoff index=0 crashes=3 ");
+    // The fix is deployed: the next start serves.
+    m.set_knobs(&[("TW_READY", "notify")]);
+    let ready = m.expect("worker ready ");
+    let pid = num(&ready, "pid");
+    let started = m
+        .lines()
+        .into_iter()
+        .find(|l| l.contains(&format!("worker started pid={pid} ")))
+        .unwrap();
+    let stable = m.expect(&format!(
+        "worker stable again: crash count reset index=0 pid={pid}"
+    ));
+    let slot = m.status().into_iter().find(|r| r.kind == "slot").unwrap();
+    assert_eq!(slot.get("crashes"), "0", "{slot:?} after {stable}");
+    assert_eq!(slot.get("crash_loop"), "false", "{slot:?}");
+    // Broken again: it crashes once while serving, then at each start.
+    m.set_knobs(&[("TW_EXIT_AT_START", "1")]);
+    let _ = get(m.tcp_addr(), "/exit?code=1");
+    let exited = m.expect(&format!("worker exited unexpectedly pid={pid} "));
+    assert!(num(&exited, "lived_ms") >= MAX_BACKOFF_MS, "{exited}");
+    assert_eq!(num(&exited, "crashes"), 1, "the count restarted: {exited}");
+    // The first crash waits only the throttle (long over: at once), not the 800 ms cap.
+    let restart = m.expect("restarting worker index=0 ");
+    assert_eq!(num(&restart, "delay_ms"), 0, "{restart}");
+    let first = m.expect("worker started ");
+    assert!(num(&first, "at_ms") - num(&started, "at_ms") >= THROTTLE_MS);
+    let exited = m.expect("worker exited unexpectedly ");
+    assert_eq!(num(&exited, "crashes"), 2, "{exited}");
+    // The second waits backoff(2) = 200 ms from the first's start, not the cap of 800 ms.
+    let restart = m.expect("restarting worker index=0 ");
+    assert!(num(&restart, "delay_ms") <= backoff_ms(2), "{restart}");
+    let second = m.expect("worker started ");
+    assert!(num(&second, "at_ms") - num(&first, "at_ms") >= backoff_ms(2));
+    assert!(
+        field(&second, "generation") == Some("0"),
+        "a restart, not a reload: {second}"
+    );
+}

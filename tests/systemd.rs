@@ -180,6 +180,8 @@ fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
         .args([
             "--pid",
             "--fork",
+            // If the test dies, unshare's death takes the namespace's PID 1 with it.
+            "--kill-child",
             "--mount-proc",
             master_bin(),
             "-l",

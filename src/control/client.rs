@@ -57,9 +57,12 @@ pub fn request(
     })?;
     stream.set_read_timeout(timeout).map_err(io_err)?;
     stream.set_write_timeout(timeout).map_err(io_err)?;
-    writeln!(stream, "{}", req.line()).map_err(io_err)?;
+    // A master that refuses us answers at once and closes: the write may then fail, but the
+    // answer is there to read.
+    let sent = writeln!(stream, "{}", req.line());
     let mut records = Vec::new();
-    for line in BufReader::new(stream).lines() {
+    let mut lines = BufReader::new(stream).lines();
+    while let Some(line) = lines.next() {
         let line = line.map_err(|e| {
             if matches!(
                 e.kind(),
@@ -75,6 +78,11 @@ pub fn request(
         })?;
         let record = Record::decode(&line).map_err(ClientError::Protocol)?;
         match record.kind.as_str() {
+            // `stop --wait`: the master closes the connection when it exits; wait for that.
+            "end" if req == (Request::Stop { wait: true }) => {
+                lines.by_ref().for_each(drop);
+                return Ok(records);
+            }
             "end" => return Ok(records),
             "error" => {
                 return Err(ClientError::Refused(
@@ -84,10 +92,13 @@ pub fn request(
             _ => records.push(record),
         }
     }
-    Err(io_err(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the master closed the connection without an answer",
-    )))
+    match sent {
+        Err(e) => Err(io_err(e)),
+        Ok(()) => Err(io_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the master closed the connection without an answer",
+        ))),
+    }
 }
 
 /// Runs a control command for the CLI and prints its outcome; returns the exit code: 0 on

@@ -259,7 +259,12 @@ impl Server {
                 }
                 Ok(n) => {
                     client.buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = client.buf.iter().position(|&b| b == b'\n') {
+                    let end = client.buf.iter().position(|&b| b == b'\n');
+                    if end.map_or(client.buf.len(), |e| e + 1) > MAX_LINE {
+                        self.refuse(pos, &format!("request longer than {MAX_LINE} bytes"));
+                        return None;
+                    }
+                    if let Some(end) = end {
                         let line = client.buf[..end].to_vec();
                         return self.parse(pos, &line);
                     }
@@ -302,6 +307,25 @@ impl Server {
         tracing::debug!("control: bad request: {why}");
         let mut client = self.clients.remove(pos);
         answer(&mut client, &[error_record(why)]);
+    }
+
+    /// Answers client `id` with `records` and an `end` line, and keeps its connection open
+    /// until this process exits (`stop --wait`: the client learns of the exit by the close).
+    pub fn respond_at_exit(&mut self, id: ClientId, records: &[Record]) {
+        if let Some(pos) = self.clients.iter().position(|c| c.id == id) {
+            let client = self.clients.remove(pos);
+            let mut text = String::new();
+            for r in records.iter().chain([&Record::new("end")]) {
+                text.push_str(&r.encode());
+                text.push('\n');
+            }
+            let mut stream = client.stream;
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+            let _ = stream.write_all(text.as_bytes());
+            // Closed by the kernel when the process exits, not before.
+            std::mem::forget(stream);
+        }
     }
 
     /// Answers client `id` with `records` and an `end` line, and drops it.

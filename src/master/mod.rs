@@ -66,9 +66,6 @@ pub fn run(config: Config) -> Result<i32> {
             )
         })?;
     }
-    if config.subreaper || std::process::id() == 1 {
-        become_subreaper()?;
-    }
     let listeners = match socket::activation_listeners()? {
         Some(listeners) => {
             for l in &listeners {
@@ -87,6 +84,9 @@ pub fn run(config: Config) -> Result<i32> {
         .as_deref()
         .map(control::Server::bind)
         .transpose()?;
+    if config.subreaper || std::process::id() == 1 {
+        become_subreaper()?;
+    }
     if let Some(c) = &control {
         info!("control socket at {}", c.path().display());
     }
@@ -115,29 +115,26 @@ fn resume(config: Config, signals: SignalPipe, text: &str) -> Result<i32> {
     if config.subreaper || std::process::id() == 1 {
         become_subreaper()?;
     }
-    // SAFETY (every `adopt` below): the previous image of this process handed these
-    // descriptors over by number for us to own, and nothing else here refers to them.
+    let mut fds = handover.take_fds();
     let listeners: Vec<Listener> = handover
         .listeners
         .iter()
-        .map(|l| {
-            let fd = unsafe { upgrade::adopt(l.fd) };
-            match &l.file {
-                Some((path, dev, ino)) => {
-                    Listener::adopt_with_file(l.name.clone(), fd, path.clone(), *dev, *ino)
-                }
-                None => Listener::adopt(l.name.clone(), fd),
+        .zip(fds.listeners.drain(..))
+        .map(|(l, fd)| match &l.file {
+            Some((path, dev, ino)) => {
+                Listener::adopt_with_file(l.name.clone(), fd, path.clone(), *dev, *ino)
             }
+            None => Listener::adopt(l.name.clone(), fd),
         })
         .collect();
-    let mut control = handover.control.as_ref().map(|(fd, path, dev, ino)| {
-        control::Server::adopt(unsafe { upgrade::adopt(*fd) }, path.clone(), *dev, *ino)
-    });
-    let (notify_fd, dir, path) = handover.notify.clone();
-    let notify = NotifySocket::adopt(unsafe { upgrade::adopt(notify_fd) }, dir, path);
-    if let Some(fd) = handover.old_exe {
-        drop(unsafe { upgrade::adopt(fd) });
-    }
+    let mut control = handover
+        .control
+        .as_ref()
+        .zip(fds.control.take())
+        .map(|((_, path, dev, ino), fd)| control::Server::adopt(fd, path.clone(), *dev, *ino));
+    let (_, dir, path) = handover.notify.clone();
+    let notify = NotifySocket::adopt(fds.notify, dir, path);
+    drop(fds.old_exe); // not needed any more: this image resumed
     let os = RealOs::new(
         &config,
         listeners,
@@ -146,9 +143,7 @@ fn resume(config: Config, signals: SignalPipe, text: &str) -> Result<i32> {
     let now = Instant::now();
     let adopted = handover.snapshot.workers.len();
     let sup = Supervisor::restore(os, Settings::from(&config), handover.snapshot, now);
-    let client = handover
-        .client
-        .map(|fd| std::os::unix::net::UnixStream::from(unsafe { upgrade::adopt(fd) }));
+    let client = fds.client.map(std::os::unix::net::UnixStream::from);
     // Signals that arrived during the exec were held: now they reach our handlers.
     upgrade::block_signals(false);
     info!(
@@ -282,7 +277,7 @@ impl Master {
             exe,
             argv,
             on_master_change: config.on_master_change,
-            specs: (config.listeners.len() == sup_listeners_len).then(|| resolved_specs),
+            specs: (config.listeners.len() == sup_listeners_len).then_some(resolved_specs),
             socket_mode: config.socket_mode,
             dead: Vec::new(),
         })
@@ -292,17 +287,21 @@ impl Master {
     fn finish(mut self) -> Result<i32> {
         let code = self.run()?;
         self.stop_orphans();
-        let Master { sup, control, .. } = self;
+        let Master {
+            sup, mut control, ..
+        } = self;
         drop(sup.into_os().listeners); // removes our unix socket files
-        drop(control);
         info!(code, "master exiting");
+        if let Some(server) = control.as_mut() {
+            answer_stop_waiters(server, code);
+        }
+        drop(control);
         Ok(code)
     }
 
     fn run(&mut self) -> Result<i32> {
         loop {
             if let Phase::Exited(code) = self.sup.phase() {
-                self.answer_stop_waiters(code);
                 return Ok(code);
             }
             let mut ready = self.wait()?;
@@ -847,18 +846,18 @@ impl Master {
             Notice::Running | Notice::ReloadStarted(_) => {}
         }
     }
+}
 
-    fn answer_stop_waiters(&mut self, code: i32) {
-        if let Some(server) = self.control.as_mut() {
-            for id in server.waiting(|w| w == Wait::Stop) {
-                server.respond(
-                    id,
-                    &[Record::new("stop")
-                        .with("state", "stopped")
-                        .with("code", code)],
-                );
-            }
-        }
+/// Answers the clients waiting for the master's exit (`stop --wait`); their connections
+/// close when the process does.
+fn answer_stop_waiters(server: &mut control::Server, code: i32) {
+    for id in server.waiting(|w| w == Wait::Stop) {
+        server.respond_at_exit(
+            id,
+            &[Record::new("stop")
+                .with("state", "stopped")
+                .with("code", code)],
+        );
     }
 }
 

@@ -584,3 +584,215 @@ pub fn run_once(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// What a one-shot command printed, and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    /// Its exit code (or 128 + signal).
+    pub code: i32,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to completion with stdout and stderr captured, within `within`: a command that
+/// is still running then is killed and the test fails.
+pub fn run_bounded(mut cmd: Command, within: Duration) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    if !wait_gone(child.id(), within) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not finish within {within:?}");
+    }
+    let status = child.wait().unwrap();
+    Output {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// A `master-process <reload|status|stop|signal> ...` command aimed at the master whose temp
+/// dir is `dir` (its control socket is `<dir>/master-process.sock`).
+pub fn control_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(master_bin());
+    cmd.args(args)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("MASTER_PROCESS_CONTROL")
+        .env_remove("DEBUG");
+    cmd
+}
+
+/// One record of a control answer: its kind and its fields, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `master`, `worker`, `slot`, `error`...
+    pub kind: String,
+    /// Its fields.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// Decodes one answer line (`kind k=v ...`, values percent-encoded).
+    pub fn decode(line: &str) -> Record {
+        let unescape = |s: &str| {
+            let bytes = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' && i + 3 <= bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        };
+        let mut words = line.split(' ');
+        let kind = unescape(words.next().unwrap());
+        let fields = words
+            .map(|w| {
+                let (k, v) = w
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad field {w:?} in {line:?}"));
+                (unescape(k), unescape(v))
+            })
+            .collect();
+        Record { kind, fields }
+    }
+
+    /// The value of field `key`; the test fails if it is missing.
+    pub fn get(&self, key: &str) -> &str {
+        self.fields
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {self:?}"))
+    }
+}
+
+/// Sends `request` (bytes, as they are) on a fresh connection to the control socket at
+/// `path`, closes the sending side, and returns everything the master answered until it
+/// closed the connection. Fails the test if the master neither answers nor closes within
+/// `within`. Errors from a master that closed first (it refused an oversized request) are
+/// not failures: what it answered before is returned.
+pub fn control_exchange(path: &Path, request: &[u8], within: Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    s.set_read_timeout(Some(within)).unwrap();
+    s.set_write_timeout(Some(within)).unwrap();
+    let _ = s.write_all(request);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "the master neither answered nor closed within {within:?}; so far: {:?}",
+                    String::from_utf8_lossy(&answer)
+                )
+            }
+            // ECONNRESET: the master closed with our bytes unread.
+            Err(_) => break,
+        }
+    }
+    answer
+}
+
+/// The records of an answer, up to (without) its final `end` line; the test fails if the
+/// answer is not a complete, successful one.
+pub fn records(answer: &[u8]) -> Vec<Record> {
+    let text = std::str::from_utf8(answer).expect("a UTF-8 answer");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        text.ends_with("end\n") && lines.last() == Some(&"end"),
+        "not a complete successful answer: {text:?}"
+    );
+    lines[..lines.len() - 1]
+        .iter()
+        .map(|l| Record::decode(l))
+        .collect()
+}
+
+impl Master {
+    /// The master's control socket.
+    pub fn control_path(&self) -> PathBuf {
+        self.dir().join("master-process.sock")
+    }
+
+    /// Runs `master-process <args>` (a control command) against this master, to completion.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        run_bounded(control_command(self.dir(), args), DEADLINE)
+    }
+
+    /// The master's status, asked over the control socket directly (no client process: cheap
+    /// enough to sample in a loop).
+    pub fn status(&self) -> Vec<Record> {
+        records(&control_exchange(
+            &self.control_path(),
+            b"MP/1 status\n",
+            DEADLINE,
+        ))
+    }
+}
+
+/// Every child process of `pid` (of each of its threads), from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The CPU time process `pid` has used so far (user + system), from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
