@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients served at once; more are turned away.
 pub const MAX_CLIENTS: usize = 64;
+/// How long accepting pauses when the master is out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 /// How long writing an answer may block the master.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -55,6 +57,8 @@ pub struct Server {
     clients: Vec<Client>,
     next_id: ClientId,
     uid: u32,
+    /// Accepting is paused until then (out of descriptors).
+    paused_until: Option<Instant>,
 }
 
 impl Server {
@@ -124,6 +128,7 @@ impl Server {
             clients: Vec::new(),
             next_id: 1,
             uid,
+            paused_until: None,
         })
     }
 
@@ -140,6 +145,7 @@ impl Server {
             clients: Vec::new(),
             next_id: 1,
             uid,
+            paused_until: None,
         }
     }
 
@@ -180,8 +186,11 @@ impl Server {
     }
 
     /// The descriptors to poll for input: the listener, then each client still sending.
-    pub fn poll_fds(&self) -> Vec<(Option<ClientId>, BorrowedFd<'_>)> {
-        let mut fds = vec![(None, self.listener.as_fd())];
+    pub fn poll_fds(&self, now: Instant) -> Vec<(Option<ClientId>, BorrowedFd<'_>)> {
+        let mut fds = Vec::new();
+        if self.paused_until.is_none_or(|t| t <= now) {
+            fds.push((None, self.listener.as_fd()));
+        }
         fds.extend(
             self.clients
                 .iter()
@@ -191,12 +200,14 @@ impl Server {
         fds
     }
 
-    /// When the next client runs out of time to send its request.
+    /// When the next client runs out of time to send its request, or accepting resumes.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let resume = self.paused_until.filter(|t| *t > Instant::now());
         self.clients
             .iter()
             .filter(|c| c.waiting.is_none())
             .map(|c| c.deadline)
+            .chain(resume)
             .min()
     }
 
@@ -206,6 +217,20 @@ impl Server {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    // The connection stays queued and the listener readable: stop polling it
+                    // for a while rather than spin.
+                    tracing::warn!(
+                        "control: cannot accept a client ({e}); trying again in a second"
+                    );
+                    self.paused_until = Some(now + ACCEPT_RETRY);
+                    return;
+                }
                 Err(_) => return,
             };
             let id = self.next_id;

@@ -385,7 +385,7 @@ impl Master {
         let control_fds: Vec<(Option<ClientId>, BorrowedFd<'_>)> = self
             .control
             .as_ref()
-            .map(control::Server::poll_fds)
+            .map(|c| c.poll_fds(Instant::now()))
             .unwrap_or_default();
         let mut fds: Vec<PollFd<'_>> = [self.signals.fd(), self.notify.fd()]
             .into_iter()
