@@ -154,7 +154,14 @@ impl Monitor {
         if self.paused {
             return Vec::new();
         }
-        self.next = Some(now + self.limits.interval);
+        // Next round one interval from now; while every worker is still in its grace period,
+        // not before the first grace ends (no wakeup for nothing to sample).
+        let next = now + self.limits.interval;
+        let first_grace_end = subjects.iter().map(|s| s.started + self.limits.grace).min();
+        self.next = Some(match first_grace_end {
+            Some(end) if end > now => end.max(next),
+            _ => next,
+        });
         self.watches
             .retain(|pid, _| subjects.iter().any(|s| s.pid == *pid));
         let mut verdicts = Vec::new();
@@ -221,13 +228,13 @@ impl Monitor {
         };
         tracing::debug!(
             pid,
+            memory_over = w.memory_over,
+            cpu_over = w.cpu_over,
             rss_mb = format!("{mb:.1}"),
             cpu_pct = w
                 .cpu_pct
                 .map(|p| format!("{p:.1}"))
                 .unwrap_or_else(|| "-".into()),
-            memory_over = w.memory_over,
-            cpu_over = w.cpu_over,
             "monitor sample"
         );
         let reason = if w.memory_over >= limits.memory_failures {
@@ -367,6 +374,30 @@ mod tests {
         }
         m.pause_worker(7, false);
         assert!(m.watch(7).is_some_and(|w| !w.paused));
+    }
+
+    #[test]
+    fn no_wakeup_while_every_worker_is_in_its_grace_period() {
+        let t0 = Instant::now();
+        let mut l = limits();
+        l.grace = Duration::from_secs(30);
+        let mut m = Monitor::new(l, t0);
+        let subjects = [Subject {
+            pid: std::process::id(),
+            started: t0,
+        }];
+        assert!(m.sample(&subjects, t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            m.next_sample(),
+            Some(t0 + Duration::from_secs(30)),
+            "next: when the grace ends"
+        );
+        m.sample(&subjects, t0 + Duration::from_secs(30));
+        assert_eq!(
+            m.next_sample(),
+            Some(t0 + Duration::from_secs(31)),
+            "then every interval"
+        );
     }
 
     #[test]

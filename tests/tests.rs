@@ -13,6 +13,7 @@ mod deploy;
 mod library;
 mod listeners;
 mod listening;
+mod monitor;
 mod node;
 mod notify;
 mod reload;

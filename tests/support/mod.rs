@@ -369,6 +369,15 @@ impl Master {
         self.cursor = last;
     }
 
+    /// Waits `within` for a new line containing `pattern`; true if none came (a bounded wait
+    /// on the log to show that something does NOT happen, e.g. while monitoring is paused).
+    pub fn quiet(&self, pattern: &str, within: Duration) -> bool {
+        let from = self.log.lines().len();
+        self.log
+            .wait(from, Instant::now() + within, |l| l.contains(pattern))
+            .is_none()
+    }
+
     /// Whether any line so far (from the start) contains `pattern`.
     pub fn logged(&self, pattern: &str) -> bool {
         self.log.lines().iter().any(|l| l.contains(pattern))

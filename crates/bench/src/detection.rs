@@ -1,7 +1,8 @@
 //! Detection latency of `--ready listening` (the default readiness mode): how soon after a
 //! new worker begins to wait on the listening socket the master sees it serve.
 //!
-//! `master-process -l 127.0.0.1:0 -w 1 -- test-worker` (no `--ready` flag), then reloads one
+//! `master-process -l 127.0.0.1:0 -w 1 --no-monitor -- test-worker` (no `--ready` flag; no
+//! resource monitor, whose 2 s timer would show in the idle wakeups), then reloads one
 //! at a time: SIGHUP, wait for `reload done`. The test-worker prints
 //! `test-worker[PID]: waiting at unix_us=N` right before its first poll() on the sockets (on
 //! the master's stderr, which it inherits); the master logs `worker ready pid=PID` with a
@@ -16,11 +17,18 @@ use std::time::{Duration, Instant};
 use loadgen::Mode;
 
 use crate::proc::Switches;
-use crate::procs::{Log, Master, Ready, field};
+use crate::procs::{Extra, Log, Master, Ready, field};
 use crate::report::{Json, Metric, Section};
 use crate::{Ctx, proc, stats};
 
 const CONNECTIONS: usize = 8;
+/// The resource monitor is off: its timer would wake the master every 2 s (even during its
+/// grace period), and the idle wakeups here are about the loop and the probe. The monitor's
+/// own cost is the `monitor` section's.
+const NO_MONITOR: Extra<'static> = Extra {
+    args: &["--no-monitor"],
+    env: &[],
+};
 /// Target on the median detection latency, in ms.
 const TARGET_MEDIAN_MS: f64 = 3.0;
 /// How long one reload may take, from SIGHUP to `reload done`.
@@ -132,7 +140,7 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
 
 /// Microseconds since the epoch of a log line's leading RFC 3339 UTC timestamp
 /// (`2026-11-25T16:45:38.598799Z  INFO ...`).
-fn line_unix_us(line: &str) -> Option<i64> {
+pub(crate) fn line_unix_us(line: &str) -> Option<i64> {
     let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
     let (date, time) = stamp.split_once('T')?;
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
@@ -257,11 +265,12 @@ fn detect(ctx: &Ctx, loaded: bool) -> Result<Run, String> {
     let begun = Instant::now();
     let reloads = ctx.opts.detect_reloads;
     let name = run_name(loaded);
-    let mut master = Master::start_with(
+    let mut master = Master::launch(
         &ctx.bins.master,
         &ctx.bins.worker,
         1,
         Ready::Listening,
+        &NO_MONITOR,
         ctx.opts.verbose,
     )?;
     let pid = master.pid();
@@ -471,9 +480,10 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
         "Readiness detection (`--ready listening`): from a new worker's first wait to `worker ready`",
     );
     s.intro.push(format!(
-        "`master-process -l 127.0.0.1:0 -w 1 -- test-worker` (no `--ready` flag: `listening` is \
-         the default), {n} reloads one at a time (SIGHUP, wait for `reload done`), once idle and \
-         once under loadgen ({CONNECTIONS} connections, new connection per request). Latency of \
+        "`master-process -l 127.0.0.1:0 -w 1 --no-monitor -- test-worker` (no `--ready` flag: \
+         `listening` is the default; no resource monitor, whose timer would wake the master \
+         every 2 s: see the `monitor` section), {n} reloads one at a time (SIGHUP, wait for \
+         `reload done`), once idle and once under loadgen ({CONNECTIONS} connections, new connection per request). Latency of \
          each new worker: the wall-clock timestamp of the master's `worker ready pid=P` line \
          minus the worker's own `waiting at unix_us=` (printed right before its first poll() on \
          the socket), both in µs on the same clock. It includes the master's probe interval \

@@ -5,16 +5,21 @@
 //! `target/bench/report.md`, with a JSON twin in `target/bench/report.json`.
 //!
 //! Sections (see [`SECTIONS`]): `throughput` (bare app vs under the master, with wrk),
-//! `storm` (failed requests, reload latency, master memory and CPU during a reload storm)
-//! and `detection` (how soon the master sees a new worker serve under `--ready listening`,
+//! `storm` (failed requests, reload latency, master memory and CPU during a reload storm),
+//! `detection` (how soon the master sees a new worker serve under `--ready listening`,
 //! the default: from the worker's first wait on the socket to the master's `worker ready`
-//! line, idle and under load; the master's CPU per reload and its wakeups when idle). A
-//! new benchmark is a module with a `run(&Ctx) -> Result<Vec<Section>, String>` added there.
+//! line, idle and under load; the master's CPU per reload and its wakeups when idle) and
+//! `monitor` (what the resource monitor costs the master: CPU per sample per worker, CPU % of
+//! one core and wakeups per second at the default interval). `storm` and `detection` run their
+//! masters with `--no-monitor`, so that their idle wakeups are the loop's alone; `throughput`
+//! keeps the default (monitor on). A new benchmark is a module with a
+//! `run(&Ctx) -> Result<Vec<Section>, String>` added there.
 //!
 //! It is a measurement, not a test: it exits 0 even when a target is missed (the report says
 //! MISS), 1 if a section could not run, 2 for a usage error or a missing tool.
 
 mod detection;
+mod monitor;
 mod noise;
 mod proc;
 mod procs;
@@ -34,10 +39,11 @@ use report::{Json, Report, Section};
 type Runner = fn(&Ctx) -> Result<Vec<Section>, String>;
 
 /// Every section, in the order they run.
-const SECTIONS: [(&str, Runner); 3] = [
+const SECTIONS: [(&str, Runner); 4] = [
     ("throughput", throughput::run),
     ("storm", storm::run),
     ("detection", detection::run),
+    ("monitor", monitor::run),
 ];
 
 const USAGE: &str = "\
@@ -50,9 +56,12 @@ usage: cargo run --release -p bench -- [OPTIONS]
   --detect-reloads N
                     reloads, one at a time, in each run of the detection section
                     (default 40)
+  --monitor-secs N  measured period of each default-interval master of the monitor
+                    section; its 100 ms-interval masters get half of it (default 20)
   --quick           smoke run: --reps 2 --duration 2 --storm-secs 5 --idle-secs 2
-                    --detect-reloads 8 (explicit options win)
-  --only LIST       comma-separated sections to run: throughput, storm, detection
+                    --detect-reloads 8 --monitor-secs 6 (explicit options win)
+  --only LIST       comma-separated sections to run: throughput, storm, detection,
+                    monitor
   --no-build        use the binaries already in target/release
   -v, --verbose     copy every child's output to stderr
   -h, --help        this text";
@@ -70,6 +79,8 @@ pub struct Opts {
     pub idle_secs: u64,
     /// Reloads per run of the detection section.
     pub detect_reloads: usize,
+    /// Measured seconds of each default-interval master of the monitor section.
+    pub monitor_secs: u64,
     /// `--quick` was given.
     pub quick: bool,
     /// Build the binaries first.
@@ -92,13 +103,14 @@ impl Opts {
     /// Parses the command line (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>, String> {
         let (mut reps, mut duration, mut storm, mut idle) = (None, None, None, None);
-        let mut detect = None;
+        let (mut detect, mut monitor) = (None, None);
         let mut opts = Opts {
             reps: 5,
             duration_s: 5,
             storm_secs: 20,
             idle_secs: 5,
             detect_reloads: 40,
+            monitor_secs: 20,
             quick: false,
             build: true,
             verbose: false,
@@ -117,6 +129,7 @@ impl Opts {
                 "--storm-secs" => storm = Some(number::<u64>(&flag, value())?),
                 "--idle-secs" => idle = Some(number::<u64>(&flag, value())?),
                 "--detect-reloads" => detect = Some(number::<usize>(&flag, value())?),
+                "--monitor-secs" => monitor = Some(number::<u64>(&flag, value())?),
                 "--quick" => opts.quick = true,
                 "--no-build" => opts.build = false,
                 "-v" | "--verbose" => opts.verbose = true,
@@ -137,12 +150,14 @@ impl Opts {
         if opts.quick {
             (opts.reps, opts.duration_s, opts.storm_secs, opts.idle_secs) = (2, 2, 5, 2);
             opts.detect_reloads = 8;
+            opts.monitor_secs = 6;
         }
         opts.reps = reps.unwrap_or(opts.reps);
         opts.duration_s = duration.unwrap_or(opts.duration_s);
         opts.storm_secs = storm.unwrap_or(opts.storm_secs);
         opts.idle_secs = idle.unwrap_or(opts.idle_secs);
         opts.detect_reloads = detect.unwrap_or(opts.detect_reloads);
+        opts.monitor_secs = monitor.unwrap_or(opts.monitor_secs);
         if opts.reps == 0
             || opts.duration_s == 0
             || opts.storm_secs == 0
@@ -151,6 +166,9 @@ impl Opts {
             return Err(
                 "--reps, --duration, --storm-secs and --detect-reloads must be at least 1".into(),
             );
+        }
+        if opts.monitor_secs < 2 {
+            return Err("--monitor-secs must be at least 2".into());
         }
         Ok(Some(opts))
     }
@@ -355,12 +373,14 @@ fn build_report(
         (
             "Settings".to_owned(),
             format!(
-                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads{}",
+                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads, \
+                 monitor {} s{}",
                 o.reps,
                 o.duration_s,
                 o.storm_secs,
                 o.idle_secs,
                 o.detect_reloads,
+                o.monitor_secs,
                 if o.quick { " (--quick)" } else { "" }
             ),
         ),
@@ -442,6 +462,7 @@ fn build_report(
                 ("storm_secs", Json::uint(o.storm_secs)),
                 ("idle_secs", Json::uint(o.idle_secs)),
                 ("detect_reloads", Json::uint(o.detect_reloads as u64)),
+                ("monitor_secs", Json::uint(o.monitor_secs)),
                 ("quick", Json::Bool(o.quick)),
             ]),
         ),
@@ -505,7 +526,15 @@ mod tests {
             (3, 4, 5, 2)
         );
         assert_eq!(o.detect_reloads, 8);
+        assert_eq!(o.monitor_secs, 6);
         assert_eq!(parse(&[]).expect("ok").expect("opts").detect_reloads, 40);
+        assert_eq!(parse(&[]).expect("ok").expect("opts").monitor_secs, 20);
+        let o = parse(&["--quick", "--monitor-secs", "10s", "--only", "monitor"])
+            .expect("ok")
+            .expect("opts");
+        assert_eq!(o.monitor_secs, 10);
+        assert!(o.wants("monitor") && !o.wants("detection"));
+        assert!(parse(&["--monitor-secs", "1"]).is_err());
         let o = parse(&["--quick", "--detect-reloads", "12", "--only", "detection"])
             .expect("ok")
             .expect("opts");

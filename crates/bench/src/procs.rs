@@ -199,9 +199,10 @@ fn read_lines(stream: impl Read, log: Arc<Log>, echo: Option<String>) {
     log.close();
 }
 
-/// Variables of bench's own environment that would change how a child behaves.
+/// Removes the variables of bench's own environment that would change how a child behaves,
+/// except those `cmd` sets itself.
 fn scrub_env(cmd: &mut Command) {
-    const EXACT: [&str; 10] = [
+    const EXACT: [&str; 15] = [
         "NOTIFY_SOCKET",
         "WATCHDOG_USEC",
         "WATCHDOG_PID",
@@ -212,9 +213,23 @@ fn scrub_env(cmd: &mut Command) {
         "DEBUG",
         "JOURNAL_STREAM",
         "__MASTER_PROCESS_EXEC",
+        // The resource monitor's limits.
+        "MAX_MEMORY_ALLOWED_MB",
+        "MAX_CPU_ALLOWED",
+        "MEM_MONITOR_FAILURES",
+        "CPU_MONITOR_FAILURES",
+        "CPU_MONITOR_FAILURE",
     ];
     const PREFIXES: [&str; 3] = ["TW_", "LISTEN_", "MASTER_PROCESS_"];
+    let own: Vec<std::ffi::OsString> = cmd
+        .get_envs()
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key.to_owned())
+        .collect();
     for (key, _) in std::env::vars_os() {
+        if own.contains(&key) {
+            continue;
+        }
         let k = key.to_string_lossy();
         if EXACT.contains(&k.as_ref()) || PREFIXES.iter().any(|p| k.starts_with(p)) {
             cmd.env_remove(&key);
@@ -516,6 +531,15 @@ pub enum Ready {
     Listening,
 }
 
+/// What [`Master::launch`] adds to the usual command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    /// Master flags, placed before `--` (e.g. `--no-monitor`).
+    pub args: &'a [&'a str],
+    /// Environment variables for the master, and so for its workers (e.g. `TW_FORK_CHILD`).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// The master running test-workers on a free port.
 #[derive(Debug)]
 pub struct Master {
@@ -534,16 +558,24 @@ impl Master {
         workers: usize,
         echo: bool,
     ) -> Result<Master, String> {
-        Master::start_with(master, worker, workers, Ready::Notify, echo)
+        Master::launch(
+            master,
+            worker,
+            workers,
+            Ready::Notify,
+            &Extra::default(),
+            echo,
+        )
     }
 
-    /// Starts `master -l 127.0.0.1:0 -w N [--ready notify] -- worker` and waits for
-    /// `listening on` and `all workers ready`.
-    pub fn start_with(
+    /// Starts `master -l 127.0.0.1:0 -w N [--ready notify] EXTRA... -- worker`, with the extra
+    /// environment, and waits for `listening on` and `all workers ready`.
+    pub fn launch(
         master: &Path,
         worker: &Path,
         workers: usize,
         ready: Ready,
+        extra: &Extra<'_>,
         echo: bool,
     ) -> Result<Master, String> {
         let mut cmd = Command::new(master);
@@ -553,7 +585,11 @@ impl Master {
         if ready == Ready::Notify {
             cmd.args(["--ready", "notify"]).env("TW_READY", "notify");
         }
+        cmd.args(extra.args);
         cmd.arg("--").arg(worker);
+        for (key, value) in extra.env {
+            cmd.env(key, value);
+        }
         let mut proc = Proc::spawn("master-process", cmd, false, echo)?;
         let line = proc.wait_line("listening on", START_TIMEOUT, |l| {
             l.contains("listening on ")

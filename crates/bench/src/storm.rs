@@ -1,7 +1,9 @@
 //! Reload storm: the master with 2 workers under a loadgen load (8 connections), one SIGHUP
 //! per second, in new-connection and keep-alive modes. Gives three sections: failed requests
 //! and reload counts; reload latency (SIGHUP to the exit of the last old worker, watched with
-//! pidfd_open + poll); the master's memory and CPU.
+//! pidfd_open + poll); the master's memory and CPU. The master runs with `--no-monitor`, so
+//! that its idle wakeups are those of its loop alone (the `monitor` section measures the
+//! resource monitor).
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use loadgen::Mode;
 
-use crate::procs::{Master, field, pidfd_open};
+use crate::procs::{Extra, Master, Ready, field, pidfd_open};
 use crate::report::{Json, Metric, Section};
 use crate::{Ctx, proc, stats};
 
@@ -18,6 +20,13 @@ const WORKERS: usize = 2;
 const CONNECTIONS: usize = 8;
 /// Upper bound on the master's memory: 3 MiB, in kB as /proc gives it.
 const RSS_TARGET_KB: u64 = 3 * 1024;
+/// The resource monitor is off: its timer would wake the master every 2 s (even during its
+/// grace period), and the idle figures here are about the master's loop. The monitor's own
+/// cost is the `monitor` section's.
+const NO_MONITOR: Extra<'static> = Extra {
+    args: &["--no-monitor"],
+    env: &[],
+};
 /// How long an old worker may take to exit before its wait is given up.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
 
@@ -114,10 +123,12 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
 
 fn storm(ctx: &Ctx, mode: Mode) -> Result<Storm, String> {
     let secs = ctx.opts.storm_secs;
-    let mut master = Master::start(
+    let mut master = Master::launch(
         &ctx.bins.master,
         &ctx.bins.worker,
         WORKERS,
+        Ready::Notify,
+        &NO_MONITOR,
         ctx.opts.verbose,
     )?;
     let pid = master.pid();
@@ -286,9 +297,10 @@ fn storm_section(ctx: &Ctx, storms: &[Storm]) -> Section {
         ),
     );
     s.intro.push(format!(
-        "`master-process -l 127.0.0.1:0 -w {WORKERS} --ready notify -- test-worker` \
-         (TW_READY=notify). loadgen counts every request it sent in exactly one bucket \
-         (2 s deadline per request). SIGHUPs go out on a 1 s cadence whatever the master is \
+        "`master-process -l 127.0.0.1:0 -w {WORKERS} --ready notify --no-monitor -- \
+         test-worker` (TW_READY=notify; no resource monitor, whose timer would wake the master \
+         every 2 s: see the `monitor` section for its cost). loadgen counts every request it \
+         sent in exactly one bucket (2 s deadline per request). SIGHUPs go out on a 1 s cadence whatever the master is \
          doing; one that arrives while a reload is in flight is queued by the master, and \
          several such are coalesced into one more reload. The load runs from before the first \
          SIGHUP until every reload has ended."
@@ -522,8 +534,11 @@ fn resources_section(ctx: &Ctx, storms: &[Storm]) -> Section {
         "Read from /proc/PID/status and /proc/PID/stat of the master of each storm: memory right \
          after the storm; CPU from the first SIGHUP until every reload had ended (the scheduler's \
          `se.sum_exec_runtime` from /proc/PID/task/*/sched, exact; utime + stime from \
-         /proc/PID/stat only move by whole ticks); then {} s idle with its {WORKERS} workers running and no load (clock tick = {} ms; \
-         wakeups: voluntary + involuntary context switches summed over /proc/PID/task/*/status).",
+         /proc/PID/stat only move by whole ticks); then {} s idle with its {WORKERS} workers \
+         running and no load (clock tick = {} ms; wakeups: voluntary + involuntary context \
+         switches summed over /proc/PID/task/*/status). The master runs with `--no-monitor`: \
+         the idle figures are its loop's; with the monitor on (the default) it also wakes once \
+         per `--monitor-interval` (2 s), measured in the `monitor` section.",
         ctx.opts.idle_secs,
         1000 / proc::clk_tck()
     ));

@@ -1,0 +1,888 @@
+//! What the resource monitor costs the master. The monitor is on by default: every
+//! `--monitor-interval` (2 s) the master wakes up and reads /proc for each serving worker and
+//! its descendants (the process tree through /proc/P/task/*/children, then /proc/P/stat of
+//! each one).
+//!
+//! Each figure comes from a master of its own, idle (no load, no reload) with test-workers,
+//! `--monitor-grace 0` and limits no idle worker comes near, so that every serving worker is
+//! sampled and none is replaced:
+//!
+//! - CPU per sample per worker: 16 workers sampled every 100 ms for half of `--monitor-secs`;
+//!   the master's CPU (`se.sum_exec_runtime`) minus that of the same master with
+//!   `--no-monitor` over as long, divided by rounds × workers, a round being one wakeup of the
+//!   master (its voluntary context switches: nothing else wakes it). Also with `-v` (one debug
+//!   line per worker per sample, whose count checks the rounds), with a child process under
+//!   every worker (trees of two), and with 4 workers (which splits a round's cost into a fixed
+//!   part and a part per worker).
+//! - The master's CPU in % of one core at the default interval, 16 and 4 workers, over
+//!   `--monitor-secs` (target < 0.1 %), and its wakeups per second then (one per round: 0.5/s).
+//!   Also with no monitor flag at all, within the default 30 s grace: no worker is sampled,
+//!   but the monitor's timer still wakes the master every interval.
+//!   These replace "no wakeup when idle" with the monitor on; the `storm` and `detection`
+//!   sections run their masters with `--no-monitor`, so that their idle figures are the loop's.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::detection::line_unix_us;
+use crate::proc::Switches;
+use crate::procs::{Extra, Master, Ready, field};
+use crate::report::{Json, Metric, Section};
+use crate::{Ctx, proc};
+
+/// Workers of the main runs.
+const WORKERS: usize = 16;
+/// Workers of the smaller runs.
+const FEW_WORKERS: usize = 4;
+/// `--monitor-interval` of the per-sample runs.
+const FAST_INTERVAL: Duration = Duration::from_millis(100);
+/// The master's default `--monitor-interval`.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+/// Target on the master's CPU at the default interval, in % of one core.
+const TARGET_CPU_PCT: f64 = 0.1;
+/// Limits no idle test-worker comes near (64 GiB, 100 cores): nothing is replaced.
+const HIGH_LIMITS: [&str; 4] = ["--max-memory", "65536", "--max-cpu", "10000"];
+/// From `all workers ready` (and every worker's child, if any) to the measured period.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The master's default `--monitor-grace`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How long the workers may take to start their children.
+const CHILD_WAIT: Duration = Duration::from_secs(10);
+
+/// How the master samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sampling {
+    /// `--no-monitor`.
+    Off,
+    /// `--monitor-interval` given.
+    Every(Duration),
+    /// The default interval (no `--monitor-interval`).
+    Default,
+    /// No monitor flag at all: the default interval and grace (30 s), default limits.
+    Defaults,
+}
+
+/// One master to measure.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    key: &'static str,
+    name: &'static str,
+    workers: usize,
+    sampling: Sampling,
+    /// `-v`: one `monitor sample` debug line per worker per sample.
+    verbose: bool,
+    /// `TW_FORK_CHILD=1`: every worker starts a `sleep 1000` child.
+    children: bool,
+    /// The measured period.
+    period: Duration,
+}
+
+impl Spec {
+    fn interval(&self) -> Option<Duration> {
+        match self.sampling {
+            Sampling::Off => None,
+            Sampling::Every(d) => Some(d),
+            Sampling::Default | Sampling::Defaults => Some(DEFAULT_INTERVAL),
+        }
+    }
+
+    /// The master's flags (before `--`).
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        match self.sampling {
+            Sampling::Off => args.push("--no-monitor".into()),
+            Sampling::Defaults => {}
+            Sampling::Every(_) | Sampling::Default => {
+                args.extend(["--monitor-grace", "0"].map(String::from));
+                args.extend(HIGH_LIMITS.map(String::from));
+            }
+        }
+        if let Sampling::Every(d) = self.sampling {
+            args.push("--monitor-interval".into());
+            args.push(format!("{}ms", d.as_millis()));
+        }
+        if self.verbose {
+            args.push("-v".into());
+        }
+        args
+    }
+
+    /// The command line, for people.
+    fn command(&self) -> String {
+        let env = if self.children {
+            "TW_FORK_CHILD=1 "
+        } else {
+            ""
+        };
+        let args: String = self.args().iter().map(|a| format!(" {a}")).collect();
+        format!(
+            "{env}master-process -l 127.0.0.1:0 --control off -w {}{args} -- test-worker",
+            self.workers
+        )
+    }
+}
+
+/// One measured master.
+#[derive(Debug)]
+struct Run {
+    spec: Spec,
+    wall: Duration,
+    /// The master's CPU time (`se.sum_exec_runtime`, or utime + stime if the kernel does not
+    /// show it).
+    cpu_ms: f64,
+    /// `cpu_ms` is the scheduler's exact runtime.
+    exact: bool,
+    /// utime + stime, in ms (moves by whole clock ticks).
+    ticks_ms: f64,
+    switches: Switches,
+    /// `monitor sample` lines stamped within the period (with `-v`).
+    sample_lines: usize,
+    /// Processes per worker tree at the end of the period (1: the worker alone).
+    tree: f64,
+    /// The master's threads.
+    threads: u64,
+    /// `worker started` lines beyond the first `workers` (restarts or replacements).
+    restarts: usize,
+    /// `replacing worker` lines.
+    replaced: Vec<String>,
+    warnings: Vec<String>,
+    /// Workers' children still alive after the master stopped (killed then).
+    leftovers: Vec<i32>,
+    /// An example `monitor sample` line.
+    example: Option<String>,
+    exit: String,
+    /// Master start to stop.
+    total: Duration,
+}
+
+impl Run {
+    /// Rounds of samples in the period: one wakeup each.
+    fn rounds(&self) -> f64 {
+        if self.spec.sampling == Sampling::Off {
+            0.0
+        } else {
+            self.switches.voluntary as f64
+        }
+    }
+
+    /// Rounds counted from the `monitor sample` lines (with `-v`).
+    fn line_rounds(&self) -> Option<f64> {
+        self.spec
+            .verbose
+            .then(|| self.sample_lines as f64 / self.spec.workers as f64)
+    }
+
+    fn wall_s(&self) -> f64 {
+        self.wall.as_secs_f64()
+    }
+
+    /// CPU in % of one core.
+    fn cpu_pct(&self) -> f64 {
+        self.cpu_ms / (self.wall_s() * 10.0)
+    }
+
+    /// CPU minus what the master without a monitor used over as long (`base_rate`: ms/s).
+    fn net_ms(&self, base_rate: f64) -> f64 {
+        self.cpu_ms - base_rate * self.wall_s()
+    }
+
+    /// µs of master CPU per round.
+    fn per_round_us(&self, base_rate: f64) -> f64 {
+        self.net_ms(base_rate) * 1000.0 / self.rounds().max(1.0)
+    }
+
+    /// µs of master CPU per sample of one worker.
+    fn per_sample_us(&self, base_rate: f64) -> f64 {
+        self.per_round_us(base_rate) / self.spec.workers as f64
+    }
+
+    /// The time between two rounds, in ms.
+    fn effective_interval_ms(&self) -> f64 {
+        self.wall_s() * 1000.0 / self.rounds().max(1.0)
+    }
+
+    fn wakeups_per_s(&self) -> f64 {
+        self.switches.total() as f64 / self.wall_s()
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A test-worker's `test-worker[PID]: child CPID` line (TW_FORK_CHILD).
+fn child_line(line: &str) -> bool {
+    line.starts_with("test-worker[") && line.contains("]: child ")
+}
+
+/// `pid` and its descendants, depth first (at most 64 levels).
+fn tree(pid: i32, depth: usize, out: &mut Vec<i32>) {
+    out.push(pid);
+    if depth < 64 {
+        for child in proc::children(pid) {
+            tree(child, depth + 1, out);
+        }
+    }
+}
+
+fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
+    let begun = Instant::now();
+    let args = spec.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: &[(&str, &str)] = if spec.children {
+        &[("TW_FORK_CHILD", "1")]
+    } else {
+        &[]
+    };
+    let extra = Extra { args: &args, env };
+    let mut master = Master::launch(
+        &ctx.bins.master,
+        &ctx.bins.worker,
+        spec.workers,
+        Ready::Listening,
+        &extra,
+        ctx.opts.verbose,
+    )?;
+    let pid = master.pid();
+    let log = Arc::clone(master.proc.log());
+    eprintln!(
+        "bench: monitor {}: master pid {pid}, {} workers, {:.0} s",
+        spec.name,
+        spec.workers,
+        spec.period.as_secs_f64()
+    );
+    if spec.children {
+        let started = log.wait_until(CHILD_WAIT, |lines| {
+            lines.iter().filter(|l| child_line(l)).count() >= spec.workers
+        });
+        if !started {
+            return Err(format!(
+                "not every worker said it started its child within {CHILD_WAIT:?}; last lines:{}",
+                log.tail(10)
+            ));
+        }
+    }
+    thread::sleep(SETTLE);
+    let u0 = unix_us();
+    let k0 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
+    let r0 = proc::cpu_runtime_ms(pid);
+    let w0 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
+    let t0 = Instant::now();
+    thread::sleep(spec.period);
+    let w1 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
+    let r1 = proc::cpu_runtime_ms(pid);
+    let k1 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
+    let wall = t0.elapsed();
+    let u1 = unix_us();
+    let threads = proc::threads(pid).map_err(io("master's Threads"))?;
+    // The trees as the monitor sees them: the master's children and their descendants.
+    let workers = proc::children(pid);
+    let mut members = Vec::new();
+    for &w in &workers {
+        tree(w, 0, &mut members);
+    }
+    let tree_size = members.len() as f64 / workers.len().max(1) as f64;
+    if spec.verbose {
+        // The last round's lines may still be in the pipe: wait for a later line.
+        log.wait_until(Duration::from_secs(1), |lines| {
+            lines
+                .iter()
+                .rev()
+                .take(4 * spec.workers)
+                .any(|l| line_unix_us(l).is_some_and(|u| u > u1))
+        });
+    }
+    let lines = log.lines();
+    let in_period = |l: &str| line_unix_us(l).is_some_and(|u| (u0..=u1).contains(&u));
+    let sample_lines = lines
+        .iter()
+        .filter(|l| l.contains("monitor sample") && in_period(l))
+        .count();
+    // The last one: a worker's first sample has no CPU figure yet.
+    let example = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("monitor sample"))
+        .cloned();
+    let started = lines
+        .iter()
+        .filter(|l| l.contains("worker started") && field(l, "pid").is_some())
+        .count();
+    let replaced = lines
+        .iter()
+        .filter(|l| l.contains("replacing worker"))
+        .cloned()
+        .collect();
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .cloned()
+        .collect();
+    let status = master.stop();
+    let exit = match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => format!("{status}"),
+    };
+    // The master stops each worker's process group; a child left alive is a finding (and ours
+    // to kill, by pid: we made its worker start it).
+    let leftovers: Vec<i32> = members
+        .iter()
+        .copied()
+        .filter(|p| !workers.contains(p) && proc::alive(*p))
+        .filter(|&p| proc::cmdline(p).starts_with("sleep"))
+        .collect();
+    for &p in &leftovers {
+        eprintln!("bench: monitor: worker child {p} outlived its master; killing it");
+        // SAFETY: kill(2) on a live `sleep` that one of our test-workers started.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let run = Run {
+        spec,
+        wall,
+        cpu_ms: r0
+            .zip(r1)
+            .map_or(proc::ticks_ms(k1.saturating_sub(k0)), |(a, b)| b - a),
+        exact: r0.is_some() && r1.is_some(),
+        ticks_ms: proc::ticks_ms(k1.saturating_sub(k0)),
+        switches: w1.since(w0),
+        sample_lines,
+        tree: tree_size,
+        threads,
+        restarts: started.saturating_sub(spec.workers),
+        replaced,
+        warnings,
+        leftovers,
+        example,
+        exit,
+        total: begun.elapsed(),
+    };
+    eprintln!(
+        "bench: monitor {}: CPU {:.3} ms in {:.1} s, {} wakeups",
+        spec.name,
+        run.cpu_ms,
+        run.wall_s(),
+        run.switches.total()
+    );
+    Ok(run)
+}
+
+/// The masters to measure, in order: the baseline first.
+fn specs(ctx: &Ctx) -> Vec<Spec> {
+    let long = Duration::from_secs(ctx.opts.monitor_secs);
+    let short = long / 2;
+    let fast = Sampling::Every(FAST_INTERVAL);
+    let spec = |key, name, workers, sampling, period| Spec {
+        key,
+        name,
+        workers,
+        sampling,
+        verbose: false,
+        children: false,
+        period,
+    };
+    vec![
+        spec("off", "no monitor", WORKERS, Sampling::Off, short),
+        spec("fast", "every 100 ms", WORKERS, fast, short),
+        Spec {
+            verbose: true,
+            ..spec("fast_verbose", "every 100 ms, -v", WORKERS, fast, short)
+        },
+        Spec {
+            children: true,
+            ..spec(
+                "fast_children",
+                "every 100 ms, a child per worker",
+                WORKERS,
+                fast,
+                short,
+            )
+        },
+        spec("fast_few", "every 100 ms", FEW_WORKERS, fast, short),
+        spec(
+            "default",
+            "default interval",
+            WORKERS,
+            Sampling::Default,
+            long,
+        ),
+        spec(
+            "default_few",
+            "default interval",
+            FEW_WORKERS,
+            Sampling::Default,
+            long,
+        ),
+        // Within the grace period from start to end: no worker is due for a sample yet.
+        spec(
+            "grace",
+            "all defaults, within the grace period",
+            WORKERS,
+            Sampling::Defaults,
+            long.min(DEFAULT_GRACE - Duration::from_secs(5)),
+        ),
+    ]
+}
+
+/// Runs the monitor section.
+pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for spec in specs(ctx) {
+        match measure(ctx, spec) {
+            Ok(r) => runs.push(r),
+            Err(e) => errors.push(format!("{} ({} workers): {e}", spec.name, spec.workers)),
+        }
+    }
+    let mut s = section(ctx, &runs, started.elapsed());
+    s.errors = errors;
+    Ok(vec![s])
+}
+
+fn find<'a>(runs: &'a [Run], key: &str) -> Option<&'a Run> {
+    runs.iter().find(|r| r.spec.key == key)
+}
+
+fn cpu_source(r: &Run) -> &'static str {
+    if r.exact {
+        "se.sum_exec_runtime"
+    } else {
+        "utime+stime"
+    }
+}
+
+fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
+    let long = ctx.opts.monitor_secs;
+    let short = Duration::from_secs(long) / 2;
+    let mut s = Section::new("monitor", "Resource monitor: what it costs the master");
+    s.intro.push(format!(
+        "One idle master per row (no load, no reload), test-workers under `--ready listening`, \
+         `--monitor-grace 0` and `{}` (limits no idle worker comes near: nothing is replaced) \
+         unless said otherwise, measured from {} ms after `all workers ready`. Master CPU: `se.sum_exec_runtime` over \
+         /proc/PID/task/*/sched. Per sample: {WORKERS} workers sampled every {} ms for {:.1} s, \
+         CPU minus the baseline's (the same master with `--no-monitor`, over as long) divided by \
+         rounds × workers; a round is one wakeup of the master (its voluntary context switches: \
+         nothing else wakes an idle master), each reading /proc/W/task/*/children and \
+         /proc/W/stat for every worker W and its descendants. With `-v` the master also writes \
+         a `monitor sample` debug line per worker per sample (to a pipe read by bench), whose \
+         count checks the rounds. CPU %: the default interval ({} s), over {long} s, % of one \
+         core, without subtracting anything; also with no monitor flag at all, over {:.0} s \
+         from start: that period ends before the default grace ({} s) does, so no worker is \
+         sampled and what remains is the monitor's timer. Wakeups: voluntary + involuntary context switches \
+         summed over /proc/PID/task/*/status. The `storm` and `detection` sections run their \
+         masters with `--no-monitor`: their idle wakeups are the loop's; these are the \
+         monitor's. Section run time: {:.1} s.",
+        HIGH_LIMITS.join(" "),
+        SETTLE.as_millis(),
+        FAST_INTERVAL.as_millis(),
+        short.as_secs_f64(),
+        DEFAULT_INTERVAL.as_secs(),
+        find(runs, "grace").map_or(0.0, |r| r.spec.period.as_secs_f64()),
+        DEFAULT_GRACE.as_secs(),
+        took.as_secs_f64()
+    ));
+    let base = find(runs, "off");
+    // ms of CPU per second of the master without a monitor.
+    let base_rate = base.map_or(0.0, |b| b.cpu_ms / b.wall_s());
+    if let Some(b) = base {
+        s.push(
+            Metric::info(
+                "off.baseline",
+                &format!(
+                    "baseline: {} workers, `--no-monitor`: CPU and wakeups in {:.1} s",
+                    b.spec.workers,
+                    b.wall_s()
+                ),
+                Json::obj([
+                    ("cpu_ms", Json::Num(b.cpu_ms)),
+                    ("wall_s", Json::Num(b.wall_s())),
+                    ("wakeups", Json::uint(b.switches.total())),
+                ]),
+                format!(
+                    "{:.3} ms ({}); {} wakeups",
+                    b.cpu_ms,
+                    cpu_source(b),
+                    b.switches.total()
+                ),
+            )
+            .target("0 wakeups", b.switches.total() == 0),
+        );
+    }
+    for key in ["fast", "fast_verbose", "fast_children", "fast_few"] {
+        let Some(r) = find(runs, key) else {
+            continue;
+        };
+        let per_sample = r.per_sample_us(base_rate);
+        let mut shown = format!(
+            "{per_sample:.1} µs ({:.2} ms net of {:.2} ms, {:.0} rounds × {} workers in {:.1} s: \
+             one every {:.1} ms)",
+            r.net_ms(base_rate),
+            r.cpu_ms,
+            r.rounds(),
+            r.spec.workers,
+            r.wall_s(),
+            r.effective_interval_ms()
+        );
+        if let Some(lr) = r.line_rounds() {
+            shown.push_str(&format!(
+                "; {} `monitor sample` lines = {lr:.2} rounds",
+                r.sample_lines
+            ));
+        }
+        if r.spec.children {
+            shown.push_str(&format!("; {:.1} processes per tree", r.tree));
+            // What each process beyond the worker adds, against the same master without them.
+            if let Some(plain) = find(runs, "fast")
+                && r.tree > 1.0
+            {
+                shown.push_str(&format!(
+                    ": +{:.1} µs per extra process",
+                    (per_sample - plain.per_sample_us(base_rate)) / (r.tree - 1.0)
+                ));
+            }
+        }
+        let label = match key {
+            "fast_verbose" => format!(
+                "CPU per sample per worker, {} workers every 100 ms, with `-v` (a debug line each)",
+                r.spec.workers
+            ),
+            "fast_children" => format!(
+                "CPU per sample per worker, {} workers every 100 ms, each with a child (`sleep`)",
+                r.spec.workers
+            ),
+            _ => format!(
+                "CPU per sample per worker, {} workers every 100 ms",
+                r.spec.workers
+            ),
+        };
+        s.push(Metric::info(
+            &format!("{key}.cpu_per_sample_us"),
+            &label,
+            Json::obj([
+                ("per_sample_us", Json::Num(per_sample)),
+                ("per_round_us", Json::Num(r.per_round_us(base_rate))),
+                ("net_cpu_ms", Json::Num(r.net_ms(base_rate))),
+                ("cpu_ms", Json::Num(r.cpu_ms)),
+                ("utime_stime_ms", Json::Num(r.ticks_ms)),
+                ("baseline_ms_per_s", Json::Num(base_rate)),
+                ("rounds", Json::Num(r.rounds())),
+                ("line_rounds", r.line_rounds().map_or(Json::Null, Json::Num)),
+                ("workers", Json::uint(r.spec.workers as u64)),
+                ("processes_per_tree", Json::Num(r.tree)),
+                ("wall_s", Json::Num(r.wall_s())),
+            ]),
+            shown,
+        ));
+    }
+    if let (Some(many), Some(few)) = (find(runs, "fast"), find(runs, "fast_few")) {
+        let (a, b) = (many.per_round_us(base_rate), few.per_round_us(base_rate));
+        let dn = (many.spec.workers - few.spec.workers) as f64;
+        let per_worker = (a - b) / dn;
+        let fixed = b - per_worker * few.spec.workers as f64;
+        s.push(Metric::info(
+            "fast.split_us",
+            &format!(
+                "a round's CPU: fixed part + per worker (from {} and {} workers)",
+                many.spec.workers, few.spec.workers
+            ),
+            Json::obj([
+                ("fixed_us", Json::Num(fixed)),
+                ("per_worker_us", Json::Num(per_worker)),
+                ("round_us_many", Json::Num(a)),
+                ("round_us_few", Json::Num(b)),
+            ]),
+            format!(
+                "{fixed:.1} µs + {per_worker:.1} µs per worker ({a:.1} µs per round with {}, \
+                 {b:.1} µs with {})",
+                many.spec.workers, few.spec.workers
+            ),
+        ));
+        s.notes.push(
+            "- The fixed part of a round is the master waking up from poll() and going back to \
+             it (under strace an idle round is poll() plus the /proc reads, nothing else), \
+             likely with cold caches after the sleep; the part per worker is the /proc reads of \
+             its tree (/proc/W/task, /proc/W/task/T/children for each thread T, /proc/W/stat)."
+                .to_owned(),
+        );
+    }
+    for key in ["default", "default_few", "grace"] {
+        let Some(r) = find(runs, key) else {
+            continue;
+        };
+        let pct = r.cpu_pct();
+        let setting = if r.spec.sampling == Sampling::Defaults {
+            format!(
+                "all defaults, within the {} s grace (nothing sampled yet)",
+                DEFAULT_GRACE.as_secs()
+            )
+        } else {
+            format!("default interval ({} s)", DEFAULT_INTERVAL.as_secs())
+        };
+        s.push(
+            Metric::info(
+                &format!("{key}.cpu_percent"),
+                &format!(
+                    "master CPU, {} workers, {setting}, in % of one core",
+                    r.spec.workers
+                ),
+                Json::obj([
+                    ("percent", Json::Num(pct)),
+                    ("cpu_ms", Json::Num(r.cpu_ms)),
+                    ("utime_stime_ms", Json::Num(r.ticks_ms)),
+                    ("wall_s", Json::Num(r.wall_s())),
+                    ("rounds", Json::Num(r.rounds())),
+                ]),
+                format!(
+                    "{pct:.4}% ({:.3} ms in {:.1} s, {:.0} rounds: {:.0} µs each)",
+                    r.cpu_ms,
+                    r.wall_s(),
+                    r.rounds(),
+                    r.per_round_us(0.0)
+                ),
+            )
+            .target(format!("< {TARGET_CPU_PCT}%"), pct < TARGET_CPU_PCT),
+        );
+    }
+    for key in ["default", "default_few", "grace", "off"] {
+        let Some(r) = find(runs, key) else {
+            continue;
+        };
+        let expected = r.spec.interval().map_or_else(
+            || "0".to_owned(),
+            |i| format!("{:.1}/s: one per round", 1.0 / i.as_secs_f64()),
+        );
+        let label = match r.spec.sampling {
+            Sampling::Off => format!(
+                "master wakeups per second, {} workers, `--no-monitor`",
+                r.spec.workers
+            ),
+            Sampling::Defaults => format!(
+                "master wakeups per second, {} workers, all defaults, within the {} s grace",
+                r.spec.workers,
+                DEFAULT_GRACE.as_secs()
+            ),
+            _ => format!(
+                "master wakeups per second, {} workers, default interval",
+                r.spec.workers
+            ),
+        };
+        s.push(
+            Metric::info(
+                &format!("{key}.wakeups_per_s"),
+                &label,
+                Json::obj([
+                    ("per_s", Json::Num(r.wakeups_per_s())),
+                    ("voluntary", Json::uint(r.switches.voluntary)),
+                    ("involuntary", Json::uint(r.switches.involuntary)),
+                    ("wall_s", Json::Num(r.wall_s())),
+                ]),
+                format!(
+                    "{:.2}/s ({} + {} involuntary in {:.1} s)",
+                    r.wakeups_per_s(),
+                    r.switches.voluntary,
+                    r.switches.involuntary,
+                    r.wall_s()
+                ),
+            )
+            .expect(expected),
+        );
+    }
+    let replaced: usize = runs.iter().map(|r| r.replaced.len()).sum();
+    let restarts: usize = runs.iter().map(|r| r.restarts).sum();
+    s.push(
+        Metric::info(
+            "replaced",
+            "workers replaced or restarted in these runs",
+            Json::obj([
+                ("replaced", Json::uint(replaced as u64)),
+                ("restarts", Json::uint(restarts as u64)),
+            ]),
+            format!("{replaced} replaced; {restarts} `worker started` beyond the first"),
+        )
+        .target("0", replaced == 0 && restarts == 0),
+    );
+    notes(&mut s, runs);
+    for r in runs {
+        s.details.push((
+            format!("{}_{}", r.spec.key, r.spec.workers),
+            Json::obj([
+                ("command", Json::str(r.spec.command())),
+                ("period_s", Json::Num(r.spec.period.as_secs_f64())),
+                ("wall_s", Json::Num(r.wall_s())),
+                ("cpu_ms", Json::Num(r.cpu_ms)),
+                ("cpu_exact", Json::Bool(r.exact)),
+                ("utime_stime_ms", Json::Num(r.ticks_ms)),
+                ("voluntary_switches", Json::uint(r.switches.voluntary)),
+                ("involuntary_switches", Json::uint(r.switches.involuntary)),
+                ("sample_lines", Json::uint(r.sample_lines as u64)),
+                ("processes_per_tree", Json::Num(r.tree)),
+                ("threads", Json::uint(r.threads)),
+                (
+                    "replaced",
+                    Json::Arr(r.replaced.iter().map(Json::str).collect()),
+                ),
+                ("restarts", Json::uint(r.restarts as u64)),
+                (
+                    "master_warnings",
+                    Json::Arr(r.warnings.iter().map(Json::str).collect()),
+                ),
+                (
+                    "leftover_children",
+                    Json::Arr(r.leftovers.iter().map(|&p| Json::Int(p.into())).collect()),
+                ),
+                ("master_exit", Json::str(&r.exit)),
+                ("run_secs", Json::Num(r.total.as_secs_f64())),
+            ]),
+        ));
+    }
+    s
+}
+
+fn notes(s: &mut Section, runs: &[Run]) {
+    for r in runs {
+        s.notes.push(format!(
+            "- {} ({} workers): `{}`; CPU {:.3} ms ({}; utime+stime {:.0} ms), {} + {} \
+             involuntary context switches in {:.2} s; {} thread(s); run took {:.1} s; {}",
+            r.spec.name,
+            r.spec.workers,
+            r.spec.command(),
+            r.cpu_ms,
+            cpu_source(r),
+            r.ticks_ms,
+            r.switches.voluntary,
+            r.switches.involuntary,
+            r.wall_s(),
+            r.threads,
+            r.total.as_secs_f64(),
+            r.exit
+        ));
+    }
+    if let Some(line) = runs.iter().find_map(|r| r.example.as_ref()) {
+        s.notes.push(format!("- a `-v` sample line: `{line}`"));
+    }
+    for r in runs {
+        if let Some(lr) = r.line_rounds()
+            && (lr - r.rounds()).abs() > 1.0
+        {
+            s.notes.push(format!(
+                "- {} ({} workers): **the rounds disagree**: {} wakeups, but {} `monitor sample` \
+                 lines = {lr:.2} rounds",
+                r.spec.name, r.spec.workers, r.switches.voluntary, r.sample_lines
+            ));
+        }
+        if !r.leftovers.is_empty() {
+            s.notes.push(format!(
+                "- {} ({} workers): **{} worker child(ren) outlived the master** (killed by \
+                 bench): {:?}",
+                r.spec.name,
+                r.spec.workers,
+                r.leftovers.len(),
+                r.leftovers
+            ));
+        }
+        if !r.replaced.is_empty() {
+            s.notes.push(format!(
+                "- {} ({} workers): **workers replaced**: {}",
+                r.spec.name,
+                r.spec.workers,
+                r.replaced
+                    .iter()
+                    .take(3)
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !r.warnings.is_empty() {
+            s.notes.push(format!(
+                "- {} ({} workers): the master logged {} warning/error line(s), e.g.:",
+                r.spec.name,
+                r.spec.workers,
+                r.warnings.len()
+            ));
+            for w in r.warnings.iter().take(3) {
+                s.notes.push(format!("  - `{w}`"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sampling: Sampling) -> Spec {
+        Spec {
+            key: "k",
+            name: "n",
+            workers: 16,
+            sampling,
+            verbose: false,
+            children: false,
+            period: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn builds_the_flags() {
+        assert_eq!(spec(Sampling::Off).args(), ["--no-monitor"]);
+        let every = spec(Sampling::Every(Duration::from_millis(100))).args();
+        assert!(every.starts_with(&["--monitor-grace".to_owned(), "0".to_owned()]));
+        assert!(every.ends_with(&["--monitor-interval".to_owned(), "100ms".to_owned()]));
+        let verbose = Spec {
+            verbose: true,
+            children: true,
+            ..spec(Sampling::Default)
+        };
+        assert_eq!(verbose.args().last().map(String::as_str), Some("-v"));
+        assert!(!verbose.args().iter().any(|a| a == "--monitor-interval"));
+        assert!(
+            verbose
+                .command()
+                .starts_with("TW_FORK_CHILD=1 master-process")
+        );
+        assert_eq!(
+            spec(Sampling::Defaults).command(),
+            "master-process -l 127.0.0.1:0 --control off -w 16 -- test-worker"
+        );
+        assert!(child_line("test-worker[12]: child 13"));
+        assert!(!child_line("test-worker[12]: listening on 1 fd(s)"));
+    }
+
+    #[test]
+    fn per_sample_arithmetic() {
+        let run = Run {
+            spec: spec(Sampling::Every(Duration::from_millis(100))),
+            wall: Duration::from_secs(10),
+            cpu_ms: 17.0,
+            exact: true,
+            ticks_ms: 10.0,
+            switches: Switches {
+                voluntary: 100,
+                involuntary: 3,
+            },
+            sample_lines: 0,
+            tree: 1.0,
+            threads: 1,
+            restarts: 0,
+            replaced: Vec::new(),
+            warnings: Vec::new(),
+            leftovers: Vec::new(),
+            example: None,
+            exit: String::new(),
+            total: Duration::from_secs(11),
+        };
+        // 17 ms - 0.1 ms/s × 10 s = 16 ms over 100 rounds × 16 workers = 10 µs.
+        assert!((run.per_sample_us(0.1) - 10.0).abs() < 1e-9);
+        assert!((run.effective_interval_ms() - 100.0).abs() < 1e-9);
+        assert!((run.cpu_pct() - 0.17).abs() < 1e-9);
+        assert!((run.wakeups_per_s() - 10.3).abs() < 1e-9);
+    }
+}
