@@ -118,7 +118,19 @@ pub fn fork_child(pid: u32, mode: ForkChild) {
     command.arg("1000").stdin(Stdio::null());
     match command.spawn() {
         // Dropping the handle neither kills nor reaps the child: it is left running.
-        Ok(child) => say!("test-worker[{pid}]: child {}", child.id()),
+        Ok(child) => {
+            if mode == ForkChild::Daemon {
+                // Say so only once it really left our session, so that tests never race it.
+                let cpid = child.id() as libc::pid_t;
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                // SAFETY: getsid(2) on a pid has no memory effects.
+                while unsafe { libc::getsid(cpid) } != cpid && std::time::Instant::now() < deadline
+                {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            say!("test-worker[{pid}]: child {}", child.id())
+        }
         Err(e) => say!("test-worker[{pid}]: cannot start the child: {e}"),
     }
 }
