@@ -264,33 +264,22 @@ impl Cli {
             max_surge: Some(self.max_surge),
             canary: self.canary,
             control: self.control,
-            monitor: if self.no_monitor {
-                Some("off".to_string())
-            } else {
-                std::env::var("MASTER_PROCESS_MONITOR")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            },
+            monitor: self.no_monitor.then(|| "off".to_string()),
             max_memory: self.max_memory,
             max_cpu: self.max_cpu,
             memory_failures: self.memory_failures,
-            cpu_failures: self.cpu_failures.or_else(|| {
-                std::env::var("CPU_MONITOR_FAILURE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            }),
+            cpu_failures: self.cpu_failures,
             monitor_interval: self.monitor_interval,
             monitor_grace: self.monitor_grace,
-            subreaper: if self.no_subreaper {
-                Some("off".to_string())
-            } else {
-                std::env::var("MASTER_PROCESS_SUBREAPER")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            },
+            subreaper: self.no_subreaper.then(|| "off".to_string()),
             on_master_change: Some(self.on_master_change),
         };
-        options.resolve(self.command, ReadyMode::default())
+        // Flags (and the environment twins clap reads) win; the environment gives the rest
+        // (the variables without a flag: MASTER_PROCESS_MONITOR, MASTER_PROCESS_SUBREAPER,
+        // the reference README's CPU_MONITOR_FAILURE).
+        Options::from_env()
+            .overridden_by(options)
+            .resolve(self.command, ReadyMode::default())
     }
 }
 

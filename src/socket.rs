@@ -313,28 +313,29 @@ pub fn activated() -> bool {
         && std::env::var_os("LISTEN_FDS").is_some()
 }
 
-/// The listening sockets passed by socket activation (systemd, `systemd-socket-activate`),
-/// named by `LISTEN_FDNAMES`; `None` when this process was not socket-activated.
-pub fn activation_listeners() -> Result<Option<Vec<Listener>>> {
+/// Takes the sockets passed to this process with the `LISTEN_FDS` protocol: fds 3, 4, ...,
+/// named by `LISTEN_FDNAMES` (`unknown` when unnamed), made close-on-exec so that our own
+/// children do not inherit them. Strict, as libsystemd is: `LISTEN_PID` must be our pid.
+pub fn take_listen_fds() -> Result<Vec<(String, OwnedFd)>> {
     use std::os::fd::FromRawFd;
-    if !activated() {
-        return Ok(None);
-    }
     let fail = |reason: String| Error::Activation { reason };
+    let pid = std::process::id();
+    let listen_pid =
+        std::env::var("LISTEN_PID").map_err(|_| fail("LISTEN_PID is not set".into()))?;
+    if listen_pid.parse::<u32>().ok() != Some(pid) {
+        return Err(fail(format!(
+            "LISTEN_PID is {listen_pid}, not this process ({pid}): these sockets are not ours"
+        )));
+    }
     let count: usize = std::env::var("LISTEN_FDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n <= 1024)
-        .ok_or_else(|| fail("LISTEN_FDS is not a number of sockets".into()))?;
-    if count == 0 {
-        return Err(fail(
-            "LISTEN_FDS is 0: the socket unit passed no socket".into(),
-        ));
-    }
+        .ok_or_else(|| fail("LISTEN_FDS is missing or not a number of sockets".into()))?;
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(str::to_string).collect())
         .unwrap_or_default();
-    let mut listeners = Vec::with_capacity(count);
+    let mut fds = Vec::with_capacity(count);
     for i in 0..count {
         let raw = 3 + i as i32;
         // SAFETY: fcntl(F_GETFD) on any number only reports whether it is open.
@@ -343,30 +344,55 @@ pub fn activation_listeners() -> Result<Option<Vec<Listener>>> {
                 "LISTEN_FDS is {count} but fd {raw} is not open"
             )));
         }
-        // SAFETY: fd `raw` is open and was passed to this process (LISTEN_PID is ours) for it
-        // to own, by the sd_listen_fds contract; nothing else in the process owns it.
+        // SAFETY: fd `raw` is open and, LISTEN_PID being our pid, was passed to this process
+        // for it to own (the sd_listen_fds contract); nothing else in the process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
-        let stream =
-            socket::getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
-        if !listening || !stream {
-            return Err(fail(format!(
-                "fd {raw} is not a listening stream socket (Accept=no sockets only)"
-            )));
-        }
         nix::fcntl::fcntl(
             &fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
-        .map_err(|e| Error::io("cannot set close-on-exec on an activated socket", e))?;
+        .map_err(|e| Error::io("cannot set close-on-exec on an inherited socket", e))?;
         let name = names
             .get(i)
             .filter(|n| !n.is_empty())
             .cloned()
             .unwrap_or_else(|| UNNAMED.into());
-        listeners.push(Listener::adopt(name, fd));
+        fds.push((name, fd));
     }
-    Ok(Some(listeners))
+    Ok(fds)
+}
+
+/// The listening sockets passed by socket activation (systemd, `systemd-socket-activate`);
+/// `None` when this process was not socket-activated.
+pub fn activation_listeners() -> Result<Option<Vec<Listener>>> {
+    if !activated() {
+        return Ok(None);
+    }
+    let fds = take_listen_fds()?;
+    if fds.is_empty() {
+        return Err(Error::Activation {
+            reason: "LISTEN_FDS is 0: the socket unit passed no socket".into(),
+        });
+    }
+    fds.into_iter()
+        .enumerate()
+        .map(|(i, (name, fd))| {
+            let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+            let stream =
+                socket::getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
+            if listening && stream {
+                Ok(Listener::adopt(name, fd))
+            } else {
+                Err(Error::Activation {
+                    reason: format!(
+                        "fd {} is not a listening stream socket (Accept=no sockets only)",
+                        3 + i
+                    ),
+                })
+            }
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// The `LISTEN_FDS` and `LISTEN_FDNAMES` values for these listeners (fds 3, 4, ...).

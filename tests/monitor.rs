@@ -47,7 +47,7 @@ fn memory_over_the_limit_replaces_the_worker_after_exactly_n_samples_with_no_fai
     let load = loadgen::start(cfg);
     for &pid in &fat {
         let pid = u64::from(pid);
-        let replacing = m.expect(&format!("replacing worker: memory"));
+        let replacing = m.expect("replacing worker: memory");
         let lines = m.lines();
         let at = lines.iter().position(|l| *l == replacing).unwrap();
         let who = num(&replacing, "pid");
@@ -65,7 +65,7 @@ fn memory_over_the_limit_replaces_the_worker_after_exactly_n_samples_with_no_fai
             find(
                 &lines[..third],
                 0,
-                &[&format!("replacing worker"), &format!("pid={who} ")]
+                &["replacing worker", &format!("pid={who} ")]
             )
             .is_none(),
             "not before the 3rd"
@@ -113,7 +113,7 @@ fn a_sample_under_the_limit_resets_the_count() {
     // Kept over, it is replaced at the third sample in a row.
     get(addr, "/memory?mb=64").unwrap();
     m.expect(&sample(pid, 3));
-    m.expect(&format!("replacing worker: memory"));
+    m.expect("replacing worker: memory");
 }
 
 #[test]

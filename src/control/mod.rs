@@ -28,7 +28,7 @@ mod status;
 
 pub use client::run_command;
 pub use server::{ClientId, Server, Wait};
-pub use status::status_records;
+pub use status::{outcome_record, status_records};
 
 use std::fmt;
 

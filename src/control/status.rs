@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::Record;
 use crate::monitor::Monitor;
 use crate::procfs;
-use crate::supervisor::{CRASH_LOOP, Canary, Os, Strategy, Supervisor};
+use crate::supervisor::{CRASH_LOOP, Canary, Os, ReloadOutcome, Strategy, Supervisor};
 use crate::worker::Role;
 
 /// What the master says about itself and its workers. `listeners` are (name, address).
@@ -66,21 +66,7 @@ pub fn status_records<O: Os>(
         );
     }
     if let Some(last) = sup.last_reload() {
-        let mut r = Record::new("last_reload")
-            .with("generation", last.generation)
-            .with(
-                "outcome",
-                if last.failure.is_some() {
-                    "failed"
-                } else {
-                    "done"
-                },
-            )
-            .with("took_ms", ms(last.took));
-        if let Some(reason) = &last.failure {
-            r = r.with("reason", reason);
-        }
-        records.push(r);
+        records.push(outcome_record("last_reload", last));
     }
     let page_kb = procfs::page_size() / 1024;
     let tick = procfs::clock_ticks_per_second().max(1);
@@ -136,6 +122,32 @@ pub fn status_records<O: Os>(
         records.push(r);
     }
     records
+}
+
+/// A reload's outcome as a record of kind `kind`: generation, outcome (`done` or
+/// `failed`), how long it took, who serves (`slot:pid@generation,...`), and why it failed.
+pub fn outcome_record(kind: &str, outcome: &ReloadOutcome) -> Record {
+    let serving: Vec<String> = outcome
+        .serving
+        .iter()
+        .map(|(index, pid, generation)| format!("{index}:{pid}@{generation}"))
+        .collect();
+    let mut r = Record::new(kind)
+        .with("generation", outcome.generation)
+        .with(
+            "outcome",
+            if outcome.failure.is_some() {
+                "failed"
+            } else {
+                "done"
+            },
+        )
+        .with("took_ms", ms(outcome.took))
+        .with("serving", serving.join(","));
+    if let Some(reason) = &outcome.failure {
+        r = r.with("reason", reason);
+    }
+    r
 }
 
 fn ms(d: std::time::Duration) -> u64 {

@@ -1,7 +1,7 @@
 //! The worker's handle: the inherited listeners, `ready()`, the indexes, the stop signal.
 
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
 use nix::sys::socket::{self, AddressFamily, SockaddrLike, SockaddrStorage, sockopt};
@@ -75,48 +75,16 @@ pub enum Listener {
 impl Worker {
     /// Takes the sockets passed by the master: `LISTEN_FDS`, strictly for this pid.
     pub(crate) fn inherit() -> Result<Worker> {
-        let pid = std::process::id();
         let var = |name: &str| std::env::var(name).ok();
-        let activation = |reason: String| Error::Activation { reason };
-        let listen_pid =
-            var("LISTEN_PID").ok_or_else(|| activation("LISTEN_PID is not set".into()))?;
-        if listen_pid.parse::<u32>().ok() != Some(pid) {
-            return Err(activation(format!(
-                "LISTEN_PID is {listen_pid}, not this process ({pid}): these sockets are not ours"
-            )));
-        }
-        let count: usize = var("LISTEN_FDS")
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n <= 1024)
-            .ok_or_else(|| activation("LISTEN_FDS is missing or not a number of sockets".into()))?;
-        let names: Vec<String> = var("LISTEN_FDNAMES")
-            .map(|v| v.split(':').map(str::to_string).collect())
-            .unwrap_or_default();
-        let mut slots = Vec::with_capacity(count);
-        for i in 0..count {
-            let raw = 3 + i as i32;
-            // SAFETY: fcntl(F_GETFD) on any number only reports whether it is open.
-            if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
-                return Err(activation(format!(
-                    "LISTEN_FDS is {count} but fd {raw} is not open"
-                )));
-            }
-            // SAFETY: fd `raw` is open and, LISTEN_PID being our pid, was passed to this process
-            // for it to own (the sd_listen_fds contract); nothing else in the process owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            set_cloexec(&fd)?;
-            let name = names
-                .get(i)
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .unwrap_or_else(|| UNNAMED.into());
-            slots.push(Slot {
+        let slots = sockets::take_listen_fds()?
+            .into_iter()
+            .map(|(name, fd)| Slot {
                 name,
                 fd: Some(fd),
                 spec: None,
                 taken: false,
-            });
-        }
+            })
+            .collect();
         let number = |name: &str| -> Result<u64> {
             var(name).map_or(Ok(0), |v| {
                 v.parse()
@@ -377,11 +345,4 @@ fn family(fd: &OwnedFd) -> Option<AddressFamily> {
     socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
         .ok()?
         .family()
-}
-
-fn set_cloexec(fd: &OwnedFd) -> Result<()> {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map(|_| ())
-        .map_err(|e| Error::io("cannot set close-on-exec on an inherited socket", e))
 }

@@ -32,7 +32,7 @@ use crate::readiness::ReadyMode;
 use crate::readiness::listening;
 use crate::signals::{Signal, SignalPipe};
 use crate::socket::{self, Listener};
-use crate::supervisor::{Notice, Phase, ReloadOutcome, Settings, Supervisor};
+use crate::supervisor::{Notice, Phase, Settings, Supervisor};
 use crate::upgrade;
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
 use manager::ServiceManager;
@@ -833,7 +833,7 @@ impl Master {
         };
         match notice {
             Notice::ReloadEnded(outcome) => {
-                let record = reload_record(&outcome);
+                let record = control::outcome_record("reload", &outcome);
                 for id in server.waiting(|w| w == Wait::Reload(outcome.generation)) {
                     server.respond(id, std::slice::from_ref(&record));
                 }
@@ -901,31 +901,6 @@ fn summary(sup: &Supervisor<RealOs>, notice: &Notice) -> String {
         },
         Notice::Stopping => "stopping".to_string(),
     }
-}
-
-/// A reload's outcome as a control record.
-fn reload_record(outcome: &ReloadOutcome) -> Record {
-    let serving: Vec<String> = outcome
-        .serving
-        .iter()
-        .map(|(index, pid, generation)| format!("{index}:{pid}@{generation}"))
-        .collect();
-    let mut r = Record::new("reload")
-        .with("generation", outcome.generation)
-        .with(
-            "outcome",
-            if outcome.failure.is_some() {
-                "failed"
-            } else {
-                "done"
-            },
-        )
-        .with("took_ms", outcome.took.as_millis())
-        .with("serving", serving.join(","));
-    if let Some(reason) = &outcome.failure {
-        r = r.with("reason", reason);
-    }
-    r
 }
 
 /// What the master knows of the master-process versions its workers were built with.
