@@ -31,8 +31,10 @@ fn backoff_ms(crashes: u32) -> u64 {
 fn crash_looping_worker_is_restarted_after_a_doubling_delay_capped_at_max_backoff() {
     let mut m = crash_loop_master("800ms", &["--ready", "notify"]);
     let mut starts = vec![num(&m.expect("worker started "), "at_ms")];
+    let mut planned = Vec::new();
     for crashes in 1..=6u32 {
         let exited = m.expect("worker exited unexpectedly ");
+        let lived = num(&exited, "lived_ms");
         assert_eq!(num(&exited, "crashes"), u64::from(crashes), "{exited}");
         assert!(exited.contains("exited with code 1"), "{exited}");
         let restart = if crashes < 3 {
@@ -44,10 +46,13 @@ fn crash_looping_worker_is_restarted_after_a_doubling_delay_capped_at_max_backof
             assert_eq!(num(&restart, "crashes"), u64::from(crashes), "{restart}");
         }
         // Counted from the last start, so never more than the backoff itself.
-        assert!(
-            num(&restart, "delay_ms") <= backoff_ms(crashes),
-            "{restart}"
-        );
+        let delay = num(&restart, "delay_ms");
+        assert!(delay <= backoff_ms(crashes), "{restart}");
+        // What the master planned, on its own clock: the restart `lived + delay` after the
+        // last start (when it had to wait at all). Load on the machine cannot change it.
+        if delay > 0 {
+            planned.push((crashes, lived + delay));
+        }
         starts.push(num(&m.expect("worker started "), "at_ms"));
     }
     assert!(
@@ -67,13 +72,23 @@ fn crash_looping_worker_is_restarted_after_a_doubling_delay_capped_at_max_backof
             "restart {} came {gap} ms after the previous start, before its backoff of {expected} ms; gaps {gaps:?}",
             i + 1
         );
-        if expected == MAX_BACKOFF_MS {
-            assert!(
-                *gap < 2 * MAX_BACKOFF_MS,
-                "the delay kept growing past --max-backoff: gaps {gaps:?}"
-            );
-        }
     }
+    // The plan follows the rule and stops growing at --max-backoff (ms rounding: ±1).
+    for (crashes, at) in &planned {
+        let expected = backoff_ms(*crashes);
+        assert!(
+            at.abs_diff(expected) <= 1,
+            "crash {crashes}: restart planned {at} ms after the last start, the rule says {expected} ms; plans {planned:?}"
+        );
+    }
+    assert!(
+        planned
+            .iter()
+            .filter(|(_, at)| at.abs_diff(MAX_BACKOFF_MS) <= 1)
+            .count()
+            >= 2,
+        "capped: {planned:?}"
+    );
     assert_eq!(gaps.len(), 6);
     let status = m.status();
     let slot = status.iter().find(|r| r.kind == "slot").unwrap();
