@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 
 /// The largest datagram accepted, as systemd's own limit.
 const MAX_DATAGRAM: usize = 4096;
+/// The most descriptors one datagram can carry (the kernel's `SCM_MAX_FD`). Room for all of
+/// them means a sender can never make us truncate the control data, which would leave the
+/// descriptors that did not fit open in our table.
+const SCM_MAX_FD: usize = 253;
 
 /// The master's receiving socket, in a private directory that is removed on drop.
 #[derive(Debug)]
@@ -110,7 +114,7 @@ impl NotifySocket {
     fn try_recv(&self) -> io::Result<Datagram> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; 16]);
+        let mut cmsg = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; SCM_MAX_FD]);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
         let msg = socket::recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
         let mut pid = None;

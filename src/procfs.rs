@@ -144,14 +144,36 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
 }
 
-/// The pids of `pid`'s children (`/proc/PID/task/*/children`).
+/// Above this many threads, [`tasks`] lists the main thread only.
+///
+/// Listing `/proc/PID/task` fills the kernel's dentry cache with one entry per thread, and
+/// the kernel pays for every one of them when the process is reaped: with thousands of
+/// threads, `wait4` stalls for a noticeable fraction of a second. Thread-per-connection
+/// servers reach such counts under load; their main thread is the one that matters here.
+pub const TASK_LIST_LIMIT: u64 = 256;
+
+/// The thread ids of `pid` worth looking at: all of them when there are at most
+/// [`TASK_LIST_LIMIT`], else only the main thread (whose tid is `pid`).
+pub fn tasks(pid: u32) -> Vec<u32> {
+    match read_stat(pid) {
+        Ok(stat) if stat.threads <= TASK_LIST_LIMIT => {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return Vec::new();
+            };
+            dir.flatten()
+                .filter_map(|t| t.file_name().to_str()?.parse().ok())
+                .collect()
+        }
+        Ok(_) => vec![pid],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The pids of `pid`'s children (`/proc/PID/task/TID/children`, over [`tasks`]).
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+    for tid in tasks(pid) {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
             out.extend(
                 text.split_ascii_whitespace()
                     .filter_map(|p| p.parse::<u32>().ok()),
@@ -208,6 +230,50 @@ mod tests {
         let me = read_stat(std::process::id()).unwrap();
         assert_eq!(me.ppid, std::os::unix::process::parent_id());
         assert!(me.threads >= 1);
+    }
+
+    /// A child with `n` extra threads, ready to be looked at (not this process: tests
+    /// running in our other threads must not see its threads come and go).
+    fn threaded_child(n: u64) -> std::process::Child {
+        use std::io::BufRead;
+        let script = format!(
+            "import threading, time\n\
+             for _ in range({n}): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)"
+        );
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        child
+    }
+
+    #[test]
+    fn a_process_with_many_threads_lists_only_its_main_thread() {
+        let mut child = threaded_child(TASK_LIST_LIMIT + 1);
+        let pid = child.id();
+        assert!(read_stat(pid).unwrap().threads > TASK_LIST_LIMIT);
+        assert_eq!(tasks(pid), vec![pid]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_with_few_threads_lists_them_all() {
+        let mut child = threaded_child(3);
+        let pid = child.id();
+        let listed = tasks(pid);
+        assert_eq!(listed.len() as u64, read_stat(pid).unwrap().threads);
+        assert!(listed.len() >= 4 && listed.contains(&pid), "{listed:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -744,6 +744,9 @@ impl Master {
         for (key, value) in notify::fields(&datagram.text) {
             match key {
                 "READY" if value == "1" => sup.on_ready(worker, now),
+                "MASTER_PROCESS_VERSION" if value.is_empty() => {
+                    debug!(pid = worker, "empty MASTER_PROCESS_VERSION ignored");
+                }
                 "MASTER_PROCESS_VERSION" => {
                     let generation = sup
                         .workers()

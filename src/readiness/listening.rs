@@ -159,11 +159,8 @@ fn covered(seen: &[bool], coverage: Coverage) -> bool {
 
 /// Marks the listeners that a thread of process `pid` is blocked waiting on.
 fn check_threads(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
-    };
-    for task in tasks.flatten() {
-        let path = task.path().join("syscall");
+    for tid in procfs::tasks(pid) {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/task/{tid}/syscall"));
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
