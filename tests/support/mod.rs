@@ -805,3 +805,170 @@ pub fn cpu_time(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / hz)
 }
+
+// Helpers for tests/faults.rs and tests/soak.rs: what /proc says about a process, HTTP over
+// a unix socket, and processes that escape the harness (daemons) killed on drop.
+
+/// The numbers of the descriptors process `pid` has open, sorted (from /proc/PID/fd).
+pub fn open_fds(pid: u32) -> Vec<u32> {
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// The value of `key:` in /proc/PID/status (`VmRSS`, `Threads`, `State`...), trimmed.
+pub fn proc_status(pid: u32, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// The fields of /proc/PID/stat after the command (field 3, the state, comes first).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`...), if it exists.
+pub fn proc_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// When process `pid` started (clock ticks after boot, /proc/PID/stat field 22): with the
+/// pid, it names one process, whatever pid reuse happens later.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether the very process `pid` that started at `started` (see [`start_time`]) still
+/// exists and is not a zombie: a reused pid is another process.
+pub fn same_process_alive(pid: u32, started: u64) -> bool {
+    alive(pid) && start_time(pid) == Some(started)
+}
+
+/// What /proc says about a process at one instant at which it was asleep: read while its
+/// scheduler count did not move, so no transient descriptor of its own work is in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quiet {
+    /// Its open descriptors, sorted.
+    pub fds: Vec<u32>,
+    /// VmRSS, in kB.
+    pub rss_kb: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Its children, with their state letters.
+    pub children: Vec<(u32, char)>,
+}
+
+/// How many times process `pid` has been scheduled (/proc/PID/schedstat, third field);
+/// `None` if it is gone.
+fn timeslices(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// A [`Quiet`] snapshot of process `pid` (single-threaded, e.g. the master): taken while
+/// it sleeps, and taken again if it ran meanwhile. `None` if it is gone, or if it never
+/// slept through a whole reading within `within`.
+pub fn quiet_snapshot(pid: u32, within: Duration) -> Option<Quiet> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let before = timeslices(pid)?;
+        if proc_status(pid, "State")?.starts_with('S') {
+            let fds = open_fds(pid);
+            let kb = |key| {
+                proc_status(pid, key)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            };
+            let rss_kb = kb("VmRSS")?;
+            let threads = kb("Threads")?;
+            let children = children(pid)
+                .into_iter()
+                .map(|c| (c, proc_state(c).unwrap_or('?')))
+                .collect();
+            if timeslices(pid)? == before && proc_status(pid, "State")?.starts_with('S') {
+                return Some(Quiet {
+                    fds,
+                    rss_kb,
+                    threads,
+                    children,
+                });
+            }
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+/// One HTTP GET over a fresh connection to the unix socket at `socket`; returns the body.
+pub fn get_unix(socket: &Path, target: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
+    }
+}
+
+/// Processes the harness does not know (daemons that left their worker's process group),
+/// SIGKILLed on drop if they still run: a failing test leaves nothing behind.
+#[derive(Debug, Default)]
+pub struct KillOnDrop(Vec<(u32, u64)>);
+
+impl KillOnDrop {
+    /// Kills `pid` on drop, if the same process (by its start time) still runs then.
+    pub fn add(&mut self, pid: u32) {
+        if let Some(started) = start_time(pid) {
+            self.0.push((pid, started));
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &(pid, started) in &self.0 {
+            if same_process_alive(pid, started) {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Master {
+    /// Waits until a line anywhere in the log (from its start) satisfies `pred`, within
+    /// `within`; returns it, or `None` at the deadline (a bounded wait that can also prove
+    /// an absence). The cursor of [`Master::expect`] does not move.
+    pub fn wait_for(&self, within: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let i = self.log.wait(0, Instant::now() + within, pred)?;
+        Some(self.log.lines()[i].clone())
+    }
+}
