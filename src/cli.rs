@@ -360,27 +360,31 @@ impl ControlSocket {
 /// Runs a control command; returns the exit code.
 fn control(command: ControlCommand) -> Result<u8> {
     use crate::control::{Request, run_command};
+    let wait_timeout = |t: Option<String>| {
+        t.map(|t| crate::config::TimeSpan::parse("--timeout", &t))
+            .transpose()
+    };
     let (control, request, timeout, json) = match command {
         ControlCommand::Reload {
             wait,
             timeout,
             control,
-        } => {
-            let timeout = timeout
-                .map(|t| crate::config::TimeSpan::parse("--timeout", &t))
-                .transpose()?;
-            (control, Request::Reload { wait }, timeout, false)
-        }
+        } => (
+            control,
+            Request::Reload { wait },
+            wait_timeout(timeout)?,
+            false,
+        ),
         ControlCommand::Upgrade {
             wait,
             timeout,
             control,
-        } => {
-            let timeout = timeout
-                .map(|t| crate::config::TimeSpan::parse("--timeout", &t))
-                .transpose()?;
-            (control, Request::Upgrade { wait }, timeout, false)
-        }
+        } => (
+            control,
+            Request::Upgrade { wait },
+            wait_timeout(timeout)?,
+            false,
+        ),
         ControlCommand::Status { json, control } => (
             control,
             Request::Status,

@@ -48,21 +48,21 @@ fn a_request_in_flight_completes_during_the_stop() {
     assert_eq!(m.wait_exit(), 0);
 }
 
-#[test]
-fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout() {
+/// A master whose one worker ignores SIGTERM, with `kill_timeout`; and that worker's pid.
+fn ignoring_sigterm(kill_timeout: &str) -> (Master, u32) {
     let mut m = Master::cmd()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--kill-timeout",
-            "300ms",
-        ])
+        .args(["-l", "127.0.0.1:0", "--ready", "notify"])
+        .args(["--kill-timeout", kill_timeout])
         .env("TW_READY", "notify")
         .env("TW_IGNORE_SIGTERM", "1")
         .start();
     let pid = m.wait_ready()[0];
+    (m, pid)
+}
+
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout() {
+    let (mut m, pid) = ignoring_sigterm("300ms");
     m.signal(libc::SIGTERM);
     m.expect(&format!("sending SIGKILL to its process group pid={pid}"));
     assert_eq!(m.wait_exit(), 0);
@@ -70,19 +70,7 @@ fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout() {
 
 #[test]
 fn a_second_stop_signal_kills_at_once() {
-    let mut m = Master::cmd()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--kill-timeout",
-            "10m",
-        ])
-        .env("TW_READY", "notify")
-        .env("TW_IGNORE_SIGTERM", "1")
-        .start();
-    let pid = m.wait_ready()[0];
+    let (mut m, pid) = ignoring_sigterm("10m");
     m.signal(libc::SIGTERM);
     m.expect(&format!("stopping worker pid={pid}"));
     m.signal(libc::SIGINT);
