@@ -695,7 +695,21 @@ impl<O: Os> Supervisor<O> {
         self.settle(now);
     }
 
-    /// Worker `pid` is ready (it sent `READY=1`, or a probe saw it serve).
+    /// Worker `pid` sent `READY=1`. Only `--ready notify` takes it; under the other modes the
+    /// mode decides. Some servers say `READY=1` before they can serve (gunicorn's arbiter does,
+    /// before its workers have loaded the app): believing them would retire the old workers
+    /// for a release that may never serve. Returns whether the message counted.
+    pub fn on_ready_message(&mut self, pid: Pid, now: Instant) -> bool {
+        if self.settings.ready != ReadyMode::Notify {
+            return false;
+        }
+        self.on_ready(pid, now);
+        true
+    }
+
+    /// Worker `pid` is ready by the source of the configured mode: its `READY=1` under
+    /// `--ready notify` ([`Supervisor::on_ready_message`]), the `/proc` probe under
+    /// `--ready listening`.
     pub fn on_ready(&mut self, pid: Pid, now: Instant) {
         if let Some(pos) = self.workers.iter().position(|w| w.pid == pid) {
             if matches!(self.workers[pos].state, WorkerState::Starting { .. }) {

@@ -142,6 +142,24 @@ fn reload_wait_with_a_worker_never_ready_fails_and_the_old_workers_serve_every_r
     );
 }
 
+#[test]
+fn reload_wait_with_a_worker_saying_ready_before_it_dies_fails_and_the_old_workers_serve_every_request()
+ {
+    // As gunicorn's arbiter: READY=1 at once, then the app fails to load. Under the default
+    // `--ready listening` only the probe decides, so this release never replaces the old one.
+    failed_reload_under_load(
+        &[
+            ("TW_READY", "notify"),
+            ("TW_READY_EARLY", "1"),
+            ("TW_LISTEN_DELAY_MS", "60000"),
+            ("TW_CRASH_AFTER_MS", "300"),
+            ("TW_EXIT_CODE", "4"),
+        ],
+        &["--ready", "listening"],
+        "exited with code 4 before it was ready",
+    );
+}
+
 /// The value of `"key":` in a flat JSON object text (numbers, booleans and plain strings).
 fn json_field<'a>(object: &'a str, key: &str) -> &'a str {
     let pat = format!("\"{key}\":");

@@ -204,11 +204,13 @@ fn with_two_listeners_a_worker_serving_one_is_ready_only_with_listening_any() {
 }
 
 #[test]
-fn ready_from_notify_counts_in_listening_mode() {
-    // Sends READY=1 and never waits on the socket.
+fn ready_from_notify_does_not_count_in_listening_mode() {
+    // Sends READY=1 and never waits on the socket, as a server that says READY=1 before it
+    // can serve: in listening mode only the probe decides, so it is never ready.
     let mut m = Master::cmd()
-        .args(["-l", "127.0.0.1:0"])
+        .args(["-l", "127.0.0.1:0", "--ready-timeout", "1s", "-v"])
         .command(["sh", "-c", "systemd-notify --ready && exec sleep 1000"])
         .start();
-    m.wait_ready();
+    m.expect("READY=1 ignored: --ready listening decides");
+    m.expect("was not ready within 1s");
 }

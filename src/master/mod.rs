@@ -743,7 +743,15 @@ impl Master {
         };
         for (key, value) in notify::fields(&datagram.text) {
             match key {
-                "READY" if value == "1" => sup.on_ready(worker, now),
+                "READY" if value == "1" => {
+                    if !sup.on_ready_message(worker, now) {
+                        debug!(
+                            pid = worker,
+                            "READY=1 ignored: --ready {} decides",
+                            sup.settings().ready
+                        );
+                    }
+                }
                 "MASTER_PROCESS_VERSION" if value.is_empty() => {
                     debug!(pid = worker, "empty MASTER_PROCESS_VERSION ignored");
                 }

@@ -12,8 +12,10 @@
 //! - [`ReadyMode::Delay`]: the worker stayed alive for a while (einhorn's and
 //!   Server::Starter's timer). Works with anything, proves little.
 //!
-//! Whatever the mode, a `READY=1` from a worker is always believed: it can only make a new
-//! worker ready sooner. The supervisor turns the mode into deadlines
+//! Each mode is the only source of readiness: a `READY=1` counts under `notify` alone. Some
+//! servers send it before they can serve (gunicorn's arbiter, before its workers have loaded
+//! the app), and a new worker believed ready too soon retires the old ones for a release
+//! that may never serve. The supervisor turns the mode into deadlines
 //! ([`ReadyMode::delay`]); sources of readiness that need the OS (the notify socket, the
 //! `/proc` probe) live in the master loop and reach the supervisor as events.
 

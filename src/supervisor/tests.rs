@@ -197,6 +197,39 @@ fn delay_readiness_marks_a_live_worker_ready_after_the_delay() {
 }
 
 #[test]
+fn a_ready_message_counts_only_under_notify_readiness() {
+    let mut s = settings(1);
+    s.ready = ReadyMode::Listening(crate::readiness::Coverage::All);
+    let mut h = Harness::new(s);
+    let pid = h.spawned()[0];
+    assert!(!h.sup.on_ready_message(pid, h.now));
+    assert_eq!(
+        h.sup.phase(),
+        Phase::Starting,
+        "READY=1 before the probe saw it serve"
+    );
+    h.ready(pid);
+    assert_eq!(h.sup.phase(), Phase::Running, "the probe decides");
+
+    let mut s = settings(1);
+    s.ready = ReadyMode::Delay(Duration::from_millis(500));
+    let mut h = Harness::new(s);
+    let pid = h.spawned()[0];
+    assert!(!h.sup.on_ready_message(pid, h.now));
+    h.at(499);
+    assert_eq!(
+        h.sup.phase(),
+        Phase::Starting,
+        "READY=1 does not cut the delay short"
+    );
+
+    let mut h = Harness::new(settings(1));
+    let pid = h.spawned()[0];
+    assert!(h.sup.on_ready_message(pid, h.now));
+    assert_eq!(h.sup.phase(), Phase::Running);
+}
+
+#[test]
 fn reload_retires_each_old_worker_only_once_its_replacement_is_ready() {
     let (mut h, old) = Harness::running(2);
     h.signal(Signal::Hangup);

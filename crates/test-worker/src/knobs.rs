@@ -59,6 +59,10 @@ pub struct Knobs {
     pub ready: Ready,
     /// `TW_NEVER_READY=1`: never serve, never send READY.
     pub never_ready: bool,
+    /// `TW_READY_EARLY=1`: send the `TW_READY` message at start, before serving (or
+    /// crashing, or never serving), as a server whose supervisor process says READY=1 before
+    /// its workers have loaded the app.
+    pub ready_early: bool,
     /// `TW_IGNORE_SIGTERM=1`.
     pub ignore_sigterm: bool,
     /// `TW_MEMORY_MB`: MiB allocated and touched at start.
@@ -87,6 +91,7 @@ impl Knobs {
             listen_delay: opt("TW_LISTEN_DELAY_MS", millis)?,
             ready: opt("TW_READY", ready)?.unwrap_or(Ready::None),
             never_ready: opt("TW_NEVER_READY", flag)?.unwrap_or(false),
+            ready_early: opt("TW_READY_EARLY", flag)?.unwrap_or(false),
             ignore_sigterm: opt("TW_IGNORE_SIGTERM", flag)?.unwrap_or(false),
             memory_mb: opt("TW_MEMORY_MB", number)?.unwrap_or(0),
             memory_grow_mb_per_s: opt("TW_MEMORY_GROW_MB_PER_S", number)?.unwrap_or(0),

@@ -109,6 +109,11 @@ fn run() -> i32 {
         }
     }
 
+    let mut ready = knobs.ready;
+    if knobs.ready_early {
+        ready::send(ready, pid);
+        ready = knobs::Ready::None;
+    }
     misbehave::fork_child(pid, knobs.fork_child);
     misbehave::allocate(pid, knobs.memory_mb);
     misbehave::grow(knobs.memory_grow_mb_per_s);
@@ -132,7 +137,7 @@ fn run() -> i32 {
     {
         server::drain(&mut listeners, shared);
     }
-    server::run(listeners, &term, knobs.ready, shared)
+    server::run(listeners, &term, ready, shared)
 }
 
 /// Opens /dev/null on any of descriptors 0, 1 and 2 that we inherited closed, so that no
