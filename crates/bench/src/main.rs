@@ -8,9 +8,12 @@
 //! `storm` (failed requests, reload latency, master memory and CPU during a reload storm),
 //! `detection` (how soon the master sees a new worker serve under `--ready listening`,
 //! the default: from the worker's first wait on the socket to the master's `worker ready`
-//! line, idle and under load; the master's CPU per reload and its wakeups when idle) and
+//! line, idle and under load; the master's CPU per reload and its wakeups when idle),
 //! `monitor` (what the resource monitor costs the master: CPU per sample per worker, CPU % of
-//! one core and wakeups per second at the default interval). `storm` and `detection` run their
+//! one core and wakeups per second at the default interval) and `peers` (the same Node.js
+//! and Python WSGI apps, from `crates/bench/apps/`, bare, under pm2 / gunicorn and under
+//! master-process: req/s ratios to bare, failed requests in a reload storm, reload latency,
+//! manager RSS). `storm` and `detection` run their
 //! masters with `--no-monitor`, so that their idle wakeups are the loop's alone; `throughput`
 //! keeps the default (monitor on). A new benchmark is a module with a
 //! `run(&Ctx) -> Result<Vec<Section>, String>` added there.
@@ -21,6 +24,7 @@
 mod detection;
 mod monitor;
 mod noise;
+mod peers;
 mod proc;
 mod procs;
 mod report;
@@ -39,11 +43,12 @@ use report::{Json, Report, Section};
 type Runner = fn(&Ctx) -> Result<Vec<Section>, String>;
 
 /// Every section, in the order they run.
-const SECTIONS: [(&str, Runner); 4] = [
+const SECTIONS: [(&str, Runner); 5] = [
     ("throughput", throughput::run),
     ("storm", storm::run),
     ("detection", detection::run),
     ("monitor", monitor::run),
+    ("peers", peers::run),
 ];
 
 const USAGE: &str = "\
@@ -51,7 +56,8 @@ usage: cargo run --release -p bench -- [OPTIONS]
 
   --reps N          wrk runs of each side per mode (default 5)
   --duration SECS   length of one wrk run, e.g. 5 or 5s (default 5)
-  --storm-secs N    SIGHUPs in each reload storm, one per second (default 20)
+  --storm-secs N    reloads in each reload storm, one per second (default 20; the
+                    storm and peers sections)
   --idle-secs N     idle period for the master's idle CPU and wakeups (default 5)
   --detect-reloads N
                     reloads, one at a time, in each run of the detection section
@@ -61,7 +67,8 @@ usage: cargo run --release -p bench -- [OPTIONS]
   --quick           smoke run: --reps 2 --duration 2 --storm-secs 5 --idle-secs 2
                     --detect-reloads 8 --monitor-secs 6 (explicit options win)
   --only LIST       comma-separated sections to run: throughput, storm, detection,
-                    monitor
+                    monitor, peers (peers installs pm2 and gunicorn under
+                    target/bench/peers on first use: npm and PyPI)
   --no-build        use the binaries already in target/release
   -v, --verbose     copy every child's output to stderr
   -h, --help        this text";
@@ -309,11 +316,20 @@ fn others_text(o: &noise::Others, cpus: usize) -> String {
     s
 }
 
-/// Processes running our master-process or test-worker binaries once everything is stopped.
+/// Processes running our master-process or test-worker binaries once everything is stopped,
+/// or anything started from the peers' apps or tools (the apps in `crates/bench/apps`, pm2's
+/// daemon and gunicorn under `target/bench/peers`).
 fn leftovers(bins: &setup::Bins) -> Vec<String> {
     let ours = [
         bins.master.to_string_lossy().into_owned(),
         bins.worker.to_string_lossy().into_owned(),
+    ];
+    let peer_paths = [
+        setup::workspace_root()
+            .join("crates/bench/apps")
+            .to_string_lossy()
+            .into_owned(),
+        bins.out_dir.join("peers").to_string_lossy().into_owned(),
     ];
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -323,11 +339,12 @@ fn leftovers(bins: &setup::Bins) -> Vec<String> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me && proc::alive(pid))
         .filter_map(|pid| {
+            let cmdline = proc::cmdline(pid);
             let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
             let exe = exe.to_string_lossy();
-            ours.iter()
-                .any(|o| exe.trim_end_matches(" (deleted)") == o)
-                .then(|| format!("{pid} {}", proc::cmdline(pid).trim()))
+            let peer = peer_paths.iter().any(|p| cmdline.contains(p.as_str()));
+            (peer || ours.iter().any(|o| exe.trim_end_matches(" (deleted)") == o))
+                .then(|| format!("{pid} {}", cmdline.trim()))
         })
         .collect()
 }

@@ -3,13 +3,14 @@
 //!
 //! A thread samples every process in /proc twice a second and keeps, per process, the CPU
 //! time it used since the run began (or since it was born). Bench's own descendants (wrk,
-//! the servers, the master and its workers) and kernel threads (which largely carry our own
-//! loopback traffic) are left out. Processes that live less than a sampling interval are
+//! the servers, the master and its workers), the descendants of the daemons bench started
+//! that detached themselves ([`adopt`]: pm2's daemon and its workers) and kernel threads
+//! (which largely carry our own loopback traffic) are left out. Processes that live less than a sampling interval are
 //! missed; the system-wide figures from /proc/stat are given beside it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,27 @@ use crate::proc::{self, ProcCpu, SystemCpu};
 const INTERVAL: Duration = Duration::from_millis(500);
 
 type Key = (i32, u64);
+
+/// Stops counting a pid given to [`adopt`] (once that daemon is gone, its pid may be
+/// reused); what was already seen of it stays bench's own.
+pub fn disown(pid: i32) {
+    ADOPTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|&p| p != pid);
+}
+
+/// Detached daemons of ours (not descendants of bench), see [`adopt`].
+static ADOPTED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Counts `pid` (a daemon bench started that detached itself, e.g. pm2's) and its
+/// descendants as bench's own from now on.
+pub fn adopt(pid: i32) {
+    ADOPTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pid);
+}
 
 /// Other processes' CPU use over the run.
 #[derive(Debug, Clone, Default)]
@@ -50,11 +72,12 @@ pub struct Watch {
     started: Instant,
 }
 
-/// Whether `pid` descends from `root` or is a kernel thread (child of kthreadd, pid 2).
-fn excluded(pid: i32, root: i32, snap: &HashMap<i32, i32>) -> bool {
+/// Whether `pid` descends from one of `roots` or is a kernel thread (child of kthreadd,
+/// pid 2).
+fn excluded(pid: i32, roots: &[i32], snap: &HashMap<i32, i32>) -> bool {
     let mut p = pid;
     for _ in 0..64 {
-        if p == root || p == 2 {
+        if p == 2 || roots.contains(&p) {
             return true;
         }
         match snap.get(&p) {
@@ -82,8 +105,15 @@ impl Watch {
                 let done = flag.load(Ordering::Relaxed);
                 let snap = proc::processes();
                 let parents: HashMap<i32, i32> = snap.iter().map(|(k, p)| (k.0, p.ppid)).collect();
+                let mut roots = vec![me];
+                roots.extend(
+                    ADOPTED
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .iter(),
+                );
                 for (key, ProcCpu { comm, ticks, .. }) in snap {
-                    if ours.contains(&key) || excluded(key.0, me, &parents) {
+                    if ours.contains(&key) || excluded(key.0, &roots, &parents) {
                         // Once ours, always ours (a worker outlives its master briefly).
                         ours.insert(key);
                         continue;

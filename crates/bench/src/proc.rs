@@ -47,6 +47,14 @@ fn stat_u64(fields: &[String], index: usize) -> u64 {
     fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0)
 }
 
+/// The process group of a process.
+pub fn pgid(pid: i32) -> io::Result<i32> {
+    let f = stat_fields(&format!("/proc/{pid}/stat"))?;
+    f.get(2)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad /proc/{pid}/stat")))
+}
+
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: i32) -> io::Result<u64> {
     let f = stat_fields(&format!("/proc/{pid}/stat"))?;

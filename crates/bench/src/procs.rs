@@ -39,13 +39,26 @@ fn unregister(slot: usize) {
     GROUPS[slot].store(0, Ordering::SeqCst);
 }
 
+/// Registers the process group of a process that is not our child (pm2's daemon, which
+/// detaches itself), so that it is SIGKILLed too if bench dies. Returns the slot to give back
+/// with [`unregister_group`] once that group is gone or stopped.
+pub fn register_group(pgid: i32) -> Option<usize> {
+    (pgid > 1).then(|| register(pgid)).flatten()
+}
+
+/// Gives back a slot from [`register_group`].
+pub fn unregister_group(slot: usize) {
+    unregister(slot);
+}
+
 /// SIGKILLs every registered process group. Async-signal-safe.
 fn kill_registered() {
     for slot in &GROUPS {
         let pgid = slot.load(Ordering::SeqCst);
         if pgid > 0 {
             // SAFETY: kill(2) is async-signal-safe; a registered group is one of our children
-            // that has not been reaped, so its id cannot have been reused.
+            // that has not been reaped, so its id cannot have been reused (or, for
+            // `register_group`, a detached daemon of ours, unregistered once it is gone).
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     }

@@ -96,7 +96,7 @@ pub fn build(build: bool, wrk: PathBuf) -> Result<Bins, String> {
 }
 
 /// The first line a program prints (stdout, else stderr) for `args`.
-fn first_line(program: &Path, args: &[&str], dir: Option<&Path>) -> String {
+pub(crate) fn first_line(program: &Path, args: &[&str], dir: Option<&Path>) -> String {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
     if let Some(dir) = dir {

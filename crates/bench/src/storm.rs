@@ -70,7 +70,7 @@ struct Storm {
 }
 
 /// Reload lines so far: (started, done, failed, queued).
-fn reload_counts(lines: &[String]) -> (usize, usize, usize, usize) {
+pub(crate) fn reload_counts(lines: &[String]) -> (usize, usize, usize, usize) {
     let count = |pat: &str| lines.iter().filter(|l| l.contains(pat)).count();
     (
         count("reload started"),
@@ -96,21 +96,21 @@ fn live_workers(lines: &[String]) -> BTreeSet<i32> {
     live
 }
 
-fn sleep_until(at: Instant) {
+pub(crate) fn sleep_until(at: Instant) {
     let left = at.saturating_duration_since(Instant::now());
     if !left.is_zero() {
         thread::sleep(left);
     }
 }
 
-fn mode_key(mode: Mode) -> &'static str {
+pub(crate) fn mode_key(mode: Mode) -> &'static str {
     match mode {
         Mode::Close => "close",
         Mode::KeepAlive => "keepalive",
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Close => "new connection",
         Mode::KeepAlive => "keep-alive",

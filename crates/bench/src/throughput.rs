@@ -93,7 +93,7 @@ pub fn parse_wrk(out: &str) -> Result<WrkRun, String> {
 }
 
 /// Runs wrk once against `addr`.
-fn wrk(ctx: &Ctx, addr: SocketAddr, close: bool, secs: u64) -> Result<WrkRun, String> {
+pub fn wrk(ctx: &Ctx, addr: SocketAddr, close: bool, secs: u64) -> Result<WrkRun, String> {
     let mut cmd = Command::new(&ctx.bins.wrk);
     cmd.arg(format!("-t{THREADS}"))
         .arg(format!("-c{CONNECTIONS}"))
