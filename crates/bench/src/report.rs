@@ -56,7 +56,7 @@ impl Json {
                 let _ = write!(out, "{n}");
             }
             Json::Num(x) => out.push_str(&number(*x)),
-            Json::Str(s) => string(out, s),
+            Json::Str(s) => loadgen::json_string(out, s),
             Json::Raw(raw) => out.push_str(raw),
             Json::Arr(items) => {
                 let flat = items
@@ -92,7 +92,7 @@ impl Json {
                 for (n, (key, value)) in pairs.iter().enumerate() {
                     out.push_str(if n > 0 { ",\n" } else { "\n" });
                     pad(out, indent + 1);
-                    string(out, key);
+                    loadgen::json_string(out, key);
                     out.push_str(": ");
                     value.write(out, indent + 1);
                 }
@@ -131,23 +131,6 @@ fn number(x: f64) -> String {
     }
 }
 
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
 
 /// Whether a figure met its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

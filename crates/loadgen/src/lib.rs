@@ -284,7 +284,8 @@ impl Report {
     }
 }
 
-fn json_string(out: &mut String, s: &str) {
+/// Appends `s` to `out` as a JSON string literal (quotes and escapes included).
+pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
