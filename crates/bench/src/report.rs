@@ -131,7 +131,6 @@ fn number(x: f64) -> String {
     }
 }
 
-
 /// Whether a figure met its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
