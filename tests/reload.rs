@@ -111,6 +111,8 @@ fn sighups_during_a_reload_are_coalesced_into_one_more_reload() {
     m.expect("reload done generation=2 ");
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);
+    // Its last line read, the whole log is: count in it.
+    m.expect("all workers stopped");
     assert_eq!(
         m.count("reload started"),
         2,

@@ -19,7 +19,8 @@ fn stops_cleanly_on(sig: i32) {
             "worker {pid} is gone when the master exits"
         );
     }
-    assert!(m.logged("all workers stopped code=0"));
+    // The log is read by another thread: wait for the line, do not race it.
+    m.expect("all workers stopped code=0");
 }
 
 #[test]
