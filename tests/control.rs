@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use crate::support::{
     DEADLINE, Master, Output, alive, control_command, control_exchange, get_pid, records,
-    run_bounded, wait_gone,
+    run_bounded, start_load, wait_gone,
 };
 
 fn master(workers: &str, knobs: &[(&str, &str)], extra: &[&str]) -> Master {
@@ -82,15 +82,7 @@ fn failed_reload_under_load(broken: &[(&str, &str)], extra: &[&str], reason: &st
     let mut m = master("2", &[("TW_READY", "notify")], extra);
     let old = m.wait_ready();
     let addr = m.tcp_addr();
-    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
-    cfg.connections = 8;
-    cfg.mode = Mode::Close;
-    let load = loadgen::start(cfg);
-    assert!(
-        load.wait_for_requests(200, DEADLINE),
-        "load started: {}",
-        load.snapshot()
-    );
+    let load = start_load(Target::Tcp(addr), Mode::Close, 8);
     m.set_knobs(broken);
     let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
     assert_eq!(out.code, 1, "{out:?}");

@@ -19,22 +19,8 @@ use proptest::prelude::*;
 use crate::support::{
     DEADLINE, KillOnDrop, Master, alive, children, control_exchange, get, get_pid, get_unix,
     master_bin, num, parent_of, proc_state, quiet_snapshot, run_bounded, same_process_alive,
-    start_time, test_worker, wait_gone,
+    start_load, start_time, test_worker, wait_gone,
 };
-
-/// A load of `mode` on `connections` connections, once it has answered 200 requests.
-fn start_load(target: Target, mode: Mode, connections: usize) -> Load {
-    let mut cfg = loadgen::Config::new(target);
-    cfg.connections = connections;
-    cfg.mode = mode;
-    let load = loadgen::start(cfg);
-    assert!(
-        load.wait_for_requests(200, DEADLINE),
-        "load started: {}",
-        load.snapshot()
-    );
-    load
-}
 
 /// Waits until `load` has finished `more` requests beyond those it had finished so far.
 fn load_goes_on(load: &Load, more: u64) {

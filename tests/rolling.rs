@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use loadgen::{Mode, Target};
 
-use crate::support::{DEADLINE, Master, alive, children, field, get_pid, num, wait_gone};
+use crate::support::{
+    DEADLINE, Master, alive, children, field, get_pid, num, start_load, wait_gone,
+};
 
 const WORKERS: usize = 4;
 
@@ -53,15 +55,7 @@ fn rolling_reload_keeps_capacity(max_surge: usize) {
     let mut m = rolling_master(WORKERS, &["--max-surge", &surge]);
     let old = m.wait_ready();
     let addr = m.tcp_addr();
-    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
-    cfg.connections = 8;
-    cfg.mode = Mode::Close;
-    let load = loadgen::start(cfg);
-    assert!(
-        load.wait_for_requests(200, DEADLINE),
-        "load started: {}",
-        load.snapshot()
-    );
+    let load = start_load(Target::Tcp(addr), Mode::Close, 8);
     // Each new worker takes 200 ms to serve: the rollout lasts long enough to watch.
     m.set_knobs(&[("TW_READY", "notify"), ("TW_LISTEN_DELAY_MS", "200")]);
     m.signal(libc::SIGHUP);

@@ -12,23 +12,10 @@ use std::time::Instant;
 
 use loadgen::{Load, Mode, Target};
 
-use crate::support::{DEADLINE, Master, Quiet, quiet_snapshot};
+use crate::support::{DEADLINE, Master, Quiet, quiet_snapshot, start_load};
 
 /// How much VmRSS may grow from the 10% mark to the end.
 const RSS_SLACK_KB: u64 = 256;
-
-fn start_load(addr: std::net::SocketAddr, mode: Mode) -> Load {
-    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
-    cfg.connections = 4;
-    cfg.mode = mode;
-    let load = loadgen::start(cfg);
-    assert!(
-        load.wait_for_requests(200, DEADLINE),
-        "{mode} load started: {}",
-        load.snapshot()
-    );
-    load
-}
 
 /// Waits until `load` has finished `more` requests beyond those so far.
 fn goes_on(load: &Load, more: u64, generation: u64) {
@@ -61,8 +48,8 @@ fn reloads_under_continuous_load_leak_nothing() {
     m.wait_ready();
     let addr = m.tcp_addr();
     let master = m.pid();
-    let close = start_load(addr, Mode::Close);
-    let keep_alive = start_load(addr, Mode::KeepAlive);
+    let close = start_load(Target::Tcp(addr), Mode::Close, 4);
+    let keep_alive = start_load(Target::Tcp(addr), Mode::KeepAlive, 4);
     let started = Instant::now();
 
     let mut first: Option<Quiet> = None;

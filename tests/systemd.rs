@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loadgen::{Mode, Target};
 
-use crate::support::{DEADLINE, Master, master_bin, num, test_worker, wait_gone};
+use crate::support::{DEADLINE, Master, master_bin, num, start_load, test_worker, wait_gone};
 
 /// Runs a control command against the master of `m`; returns (exit code, stdout).
 fn control(m: &Master, args: &[&str]) -> (i32, String) {
@@ -274,11 +274,7 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
         .start();
     let old = m.wait_ready();
     let addr = m.tcp_addr();
-    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
-    cfg.connections = 8;
-    cfg.mode = Mode::KeepAlive;
-    let load = loadgen::start(cfg);
-    assert!(load.wait_for_requests(200, DEADLINE));
+    let load = start_load(Target::Tcp(addr), Mode::KeepAlive, 8);
     install_master(m.dir(), "master-process"); // the new build replaces the file
     let (code, out) = control(&m, &["upgrade", "--wait"]);
     assert_eq!(code, 0, "{out}");

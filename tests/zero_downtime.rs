@@ -3,7 +3,7 @@
 
 use loadgen::{Mode, Target};
 
-use crate::support::{DEADLINE, Master};
+use crate::support::{DEADLINE, Master, start_load};
 
 /// Runs `reloads` reloads under load against `m` and asserts that nothing failed, that
 /// every reload replaced every pid, and that every generation answered requests.
@@ -21,15 +21,7 @@ pub fn reloads_under_load_with(
 ) {
     let mut pids = m.wait_ready();
     let addr = m.tcp_addr();
-    let mut cfg = loadgen::Config::new(Target::Tcp(addr));
-    cfg.connections = 8;
-    cfg.mode = mode;
-    let load = loadgen::start(cfg);
-    assert!(
-        load.wait_for_requests(200, DEADLINE),
-        "load started: {}",
-        load.snapshot()
-    );
+    let load = start_load(Target::Tcp(addr), mode, 8);
     let mut generations = vec![pids.clone()];
     for generation in 1..=reloads {
         let new = m.reload(generation);

@@ -551,14 +551,37 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// A load of `mode` on `connections` connections to `target`, once it has answered 200
+/// requests (so that what follows happens under load, not before it).
+pub fn start_load(
+    target: loadgen::Target,
+    mode: loadgen::Mode,
+    connections: usize,
+) -> loadgen::Load {
+    let mut cfg = loadgen::Config::new(target);
+    cfg.connections = connections;
+    cfg.mode = mode;
+    let load = loadgen::start(cfg);
+    assert!(
+        load.wait_for_requests(200, DEADLINE),
+        "{mode} load started: {}",
+        load.snapshot()
+    );
+    load
+}
+
 /// One HTTP GET over a fresh TCP connection; returns the body.
 pub fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    get_over(s, path)
+}
+
+/// GET `target` on a fresh connection `s` (`Connection: close`); the body of a 200 answer.
+fn get_over(mut s: impl std::io::Read + std::io::Write, target: &str) -> std::io::Result<String> {
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -923,19 +946,9 @@ pub fn quiet_snapshot(pid: u32, within: Duration) -> Option<Quiet> {
 
 /// One HTTP GET over a fresh connection to the unix socket at `socket`; returns the body.
 pub fn get_unix(socket: &Path, target: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let s = std::os::unix::net::UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    match out.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => Err(std::io::Error::other(format!("bad response: {out:?}"))),
-    }
+    get_over(s, target)
 }
 
 /// Processes the harness does not know (daemons that left their worker's process group),
