@@ -2,7 +2,7 @@
 //!
 //! A worker is started in two steps, so that `LISTEN_PID` is exactly the worker's pid:
 //!
-//! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`EXEC_ENV`] set. Between
+//! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`env::EXEC`] set. Between
 //!    fork and exec, the child (see [`child_setup`]) puts itself in its own process group,
 //!    resets every signal disposition to default and empties its signal mask, asks for
 //!    SIGKILL when the master dies (`PR_SET_PDEATHSIG`) and checks that the master did not
@@ -25,24 +25,8 @@ use std::process::{Command, Stdio};
 
 use command_fds::{CommandFdExt, FdMapping};
 
+use crate::env;
 use crate::worker::Pid;
-
-/// Set in the environment of the intermediate process that execs the worker command.
-pub const EXEC_ENV: &str = "__MASTER_PROCESS_EXEC";
-
-/// Variables of the master's own environment that must not reach workers: the master's
-/// socket activation and service manager settings are its own.
-const MASTER_ONLY_ENV: [&str; 9] = [
-    crate::upgrade::FROM_ENV,
-    crate::upgrade::STATE_ENV,
-    crate::upgrade::PREFLIGHT_ENV,
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-];
 
 /// How to start workers.
 #[derive(Debug)]
@@ -75,7 +59,7 @@ impl Spawner {
     pub fn spawn<'a>(
         &self,
         listeners: impl IntoIterator<Item = std::os::fd::BorrowedFd<'a>>,
-        env: &[(&str, String)],
+        vars: &[(&str, String)],
     ) -> io::Result<Pid> {
         let mut mappings = Vec::new();
         for (n, fd) in listeners.into_iter().enumerate() {
@@ -89,14 +73,16 @@ impl Spawner {
         cmd.arg0(&self.command[0])
             .args(&self.command)
             .stdin(Stdio::null());
-        for var in MASTER_ONLY_ENV {
+        for var in env::MASTER_ONLY {
             cmd.env_remove(var);
         }
-        cmd.envs(env.iter().map(|(k, v)| (k, v))).env(EXEC_ENV, "1");
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)))
+            .env(env::EXEC, "1");
+        let mappings_len = mappings.len() as u32;
         cmd.fd_mappings(mappings).map_err(io::Error::other)?;
         cmd.process_group(0);
         let master = self.master as libc::pid_t;
-        let first_unmapped = 3 + env_listen_count(env);
+        let first_unmapped = 3 + mappings_len;
         // SAFETY: `child_setup` only makes async-signal-safe calls (sigaction, sigprocmask,
         // prctl, getppid, close_range) and does not allocate, as required between fork and
         // exec. It runs after command-fds has placed the listeners (closures run in order).
@@ -107,14 +93,6 @@ impl Spawner {
         // The master reaps its children itself (waitpid in its loop); the handle is not needed.
         Ok(child.id())
     }
-}
-
-/// The number of listeners announced in `env` (`LISTEN_FDS`).
-fn env_listen_count(env: &[(&str, String)]) -> u32 {
-    env.iter()
-        .find(|(k, _)| *k == "LISTEN_FDS")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Runs in the child between fork and exec: default signal handling, empty signal mask,
@@ -167,19 +145,21 @@ fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
 ///
 /// Call it first thing in `main` (the binary does; `master_process::init()` does).
 pub fn exec_if_requested() {
-    crate::upgrade::preflight_if_requested();
-    if std::env::var_os(EXEC_ENV).is_none() {
+    if std::env::var_os(env::EXEC).is_none() {
         return;
     }
     let mut args = std::env::args_os().skip(1);
     let Some(program) = args.next() else {
-        eprintln!("master-process: internal error: {EXEC_ENV} set without a command");
+        eprintln!(
+            "master-process: internal error: {} set without a command",
+            env::EXEC
+        );
         std::process::exit(127);
     };
     let mut cmd = Command::new(&program);
-    cmd.args(args).env_remove(EXEC_ENV);
-    if std::env::var_os("LISTEN_FDS").is_some() {
-        cmd.env("LISTEN_PID", std::process::id().to_string());
+    cmd.args(args).env_remove(env::EXEC);
+    if std::env::var_os(env::LISTEN_FDS).is_some() {
+        cmd.env(env::LISTEN_PID, std::process::id().to_string());
     }
     let err = cmd.exec();
     eprintln!(

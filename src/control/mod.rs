@@ -23,11 +23,12 @@
 //! the connection is closed; it never disturbs the master.
 
 mod client;
+pub mod paths;
 mod server;
 mod status;
 
 pub use client::run_command;
-pub use server::{ClientId, Server, Wait};
+pub use server::{ClientId, Server, Wait, fail_stream};
 pub use status::{outcome_record, status_records};
 
 use std::fmt;
