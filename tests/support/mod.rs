@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -62,20 +61,14 @@ pub struct Log {
 }
 
 impl Log {
-    fn push(&self, line: String) {
-        let mut g = self.lines.lock().unwrap();
-        g.0.push(line);
-        self.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.lines.lock().unwrap().1 = true;
-        self.changed.notify_all();
-    }
-
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().0.clone()
+    }
+
+    /// How many lines so far.
+    pub fn len(&self) -> usize {
+        self.lines.lock().unwrap().0.len()
     }
 
     /// Waits until a line at or after `from` satisfies `pred`; returns its position.
@@ -95,6 +88,104 @@ impl Log {
                 return None;
             }
             g = self.changed.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Whether the writers closed the stream (the master and every worker are gone).
+    pub fn closed(&self) -> bool {
+        self.lines.lock().unwrap().1
+    }
+
+    /// Reads `stderr` into the log until every writer has closed it. Each chunk is read and
+    /// its lines pushed under the log's lock, so that [`Log::sync`] can tell when everything
+    /// written to the pipe so far is in the log.
+    fn read_from(&self, stderr: std::process::ChildStderr) {
+        use std::os::fd::AsRawFd;
+        let fd = stderr.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, -1) } < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            let mut g = self.lines.lock().unwrap();
+            let eof = loop {
+                // SAFETY: `buf` is valid for `buf.len()` bytes.
+                let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    pending.extend_from_slice(&buf[..n as usize]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let bytes: Vec<u8> = pending.drain(..=end).collect();
+                        let line = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                        eprintln!("| {line}");
+                        g.0.push(line);
+                    }
+                    continue;
+                }
+                if n == 0 {
+                    break true;
+                }
+                match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::WouldBlock => break false,
+                    std::io::ErrorKind::Interrupted => {}
+                    _ => break true,
+                }
+            };
+            if eof {
+                if !pending.is_empty() {
+                    g.0.push(String::from_utf8_lossy(&pending).into_owned());
+                }
+                // Closed under the lock, before the descriptor is (when `stderr` drops).
+                g.1 = true;
+                self.changed.notify_all();
+                return;
+            }
+            drop(g);
+            self.changed.notify_all();
+        }
+        self.lines.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until every byte written to the stream so far (by the time of this call) is in
+    /// the log: the pipe `fd` (the read end of the stream, kept open by the reader until it
+    /// marks the log closed) is empty while the reader holds no chunk. A log line is written
+    /// with one write(2), so no line is half-read then.
+    fn sync(&self, fd: i32) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut g = self.lines.lock().unwrap();
+        loop {
+            if g.1 {
+                return;
+            }
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int; `fd` is open while the log is not closed.
+            let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+            if r != 0 || unread == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log reader did not catch up within {DEADLINE:?}"
+            );
+            g = self
+                .changed
+                .wait_timeout(g, Duration::from_millis(5))
+                .unwrap()
+                .0;
         }
     }
 }
@@ -248,18 +339,16 @@ impl MasterCmd {
         let mut child = cmd.spawn().expect("start master-process");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().unwrap();
+        let stderr_fd = {
+            use std::os::fd::AsRawFd;
+            stderr.as_raw_fd()
+        };
         let reader = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("| {line}");
-                reader.push(line);
-            }
-            reader.close();
-        });
+        std::thread::spawn(move || reader.read_from(stderr));
         Master {
             child,
             log,
+            stderr_fd,
             cursor: 0,
             dir: self.dir,
             reports,
@@ -278,6 +367,8 @@ fn write_knobs(path: &Path, knobs: &[(&str, &str)]) {
 pub struct Master {
     child: Child,
     log: Arc<Log>,
+    /// The read end of the master's stderr (owned by the reader thread; see [`Log::sync`]).
+    stderr_fd: i32,
     cursor: usize,
     dir: TempDir,
     reports: PathBuf,
@@ -306,30 +397,68 @@ impl Master {
         self.dir.path()
     }
 
-    /// Every log line so far.
+    /// Every log line so far: all the master (and its workers) wrote before this call.
     pub fn lines(&self) -> Vec<String> {
+        self.sync_log();
         self.log.lines()
     }
 
+    /// Waits until all the master (and its workers) wrote to stderr before this call is in
+    /// the log: what [`Master::logged`] and [`Master::lines`] see after a status answer
+    /// includes every line the master wrote before it answered.
+    pub fn sync_log(&self) {
+        self.log.sync(self.stderr_fd);
+    }
+
     /// Waits for the next line (after the previous match) containing `pattern`; returns it.
+    /// For what the log itself must say, and for the workers' own lines: what the master
+    /// did is read from [`Master::status`], and its events from [`Master::expect_ev`].
     pub fn expect(&mut self, pattern: &str) -> String {
         self.expect_within(pattern, DEADLINE)
     }
 
     /// [`Master::expect`] with another deadline.
     pub fn expect_within(&mut self, pattern: &str, within: Duration) -> String {
-        match self.log.wait(self.cursor, Instant::now() + within, |l| {
+        self.expect_line(&format!("a line containing {pattern:?}"), within, |l| {
             l.contains(pattern)
-        }) {
+        })
+    }
+
+    /// Moves the cursor of [`Master::expect`] past all the master wrote so far: what is
+    /// expected next happens after this call (say, after the signal the test sends next).
+    pub fn mark(&mut self) {
+        self.sync_log();
+        self.cursor = self.log.len();
+    }
+
+    /// Waits for the next event `want` of the master's log (after the previous match);
+    /// returns its line.
+    pub fn expect_ev(&mut self, want: impl Into<Want>) -> String {
+        let want = want.into();
+        self.expect_line(&format!("{want:?}"), DEADLINE, |l| want.matches(l))
+    }
+
+    /// Waits for the next line (after the previous match) that satisfies `pred`.
+    fn expect_line(&mut self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        match self.log.wait(self.cursor, Instant::now() + within, pred) {
             Some(i) => {
                 self.cursor = i + 1;
                 self.log.lines()[i].clone()
             }
             None => panic!(
-                "no log line containing {pattern:?} within {within:?}; log since the last match:\n{}",
+                "no {what} in the log within {within:?}; log since the last match:\n{}",
                 self.log.lines()[self.cursor..].join("\n")
             ),
         }
+    }
+
+    /// Every event `want` logged so far (from the start, the cursor does not move).
+    pub fn events(&self, want: impl Into<Want>) -> Vec<String> {
+        let want = want.into();
+        self.lines()
+            .into_iter()
+            .filter(|l| want.matches(l))
+            .collect()
     }
 
     /// Waits for a line containing each of `patterns`, in any order, anywhere in the log
@@ -369,73 +498,69 @@ impl Master {
         self.cursor = last;
     }
 
-    /// Waits `within` for a new line containing `pattern`; true if none came (a bounded wait
-    /// on the log to show that something does NOT happen, e.g. while monitoring is paused).
-    pub fn quiet(&self, pattern: &str, within: Duration) -> bool {
-        let from = self.log.lines().len();
-        self.log
-            .wait(from, Instant::now() + within, |l| l.contains(pattern))
-            .is_none()
+    /// Waits `within` for a new line that satisfies `pred`; true if none came (a bounded
+    /// wait on the log to show that something does NOT happen, e.g. while monitoring is
+    /// paused).
+    pub fn quiet(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        self.sync_log();
+        let from = self.log.len();
+        self.log.wait(from, Instant::now() + within, pred).is_none()
     }
 
     /// Whether any line so far (from the start) contains `pattern`.
     pub fn logged(&self, pattern: &str) -> bool {
-        self.log.lines().iter().any(|l| l.contains(pattern))
+        self.lines().iter().any(|l| l.contains(pattern))
     }
 
     /// How many lines so far contain `pattern`.
     pub fn count(&self, pattern: &str) -> usize {
-        self.log
-            .lines()
-            .iter()
-            .filter(|l| l.contains(pattern))
-            .count()
+        self.lines().iter().filter(|l| l.contains(pattern)).count()
     }
 
-    /// The address of the first TCP listener, from the "listening on" line.
-    pub fn tcp_addr(&mut self) -> std::net::SocketAddr {
-        let i = self
-            .log
-            .wait(0, Instant::now() + DEADLINE, |l| {
-                l.contains("listening on ") && !l.contains("listening on unix:")
-            })
-            .expect("a TCP listener");
-        let line = &self.log.lines()[i];
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        addr.parse().unwrap()
+    /// The address of the first TCP listener, as status gives it.
+    pub fn tcp_addr(&self) -> std::net::SocketAddr {
+        let tcp = |s: &Status| {
+            s.listeners()
+                .find_map(|l| l.get("addr").parse::<std::net::SocketAddr>().ok())
+        };
+        tcp(&self.wait_status("a TCP listener", |s| tcp(s).is_some())).unwrap()
     }
 
-    /// Waits until every slot has a ready worker (the first time); returns their pids.
+    /// Waits until every slot has had a ready worker (the master's phase is `running`);
+    /// returns the pids that serve, by slot.
     pub fn wait_ready(&mut self) -> Vec<u32> {
-        self.expect("all workers ready");
-        self.serving()
+        self.wait_status("every slot ready (phase running)", |s| {
+            s.phase() == "running"
+        })
+        .serving()
     }
 
-    /// Pids of the workers started and not yet stopped, per the log, by slot.
+    /// The pids of the ready serving workers now, by slot, as the master says.
     pub fn serving(&self) -> Vec<u32> {
-        let mut by_slot: BTreeMap<u64, u32> = BTreeMap::new();
+        self.status().serving()
+    }
+
+    /// Every worker pid the master logged (its lines about a worker carry `pid=` and
+    /// `generation=`; the first is the worker's start), in order, each once.
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.sync_log();
+        self.logged_pids()
+    }
+
+    /// [`Master::started_pids`] among the lines read so far.
+    fn logged_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = Vec::new();
         for l in self.log.lines() {
-            if l.contains("worker ready ") {
-                by_slot.insert(num(&l, "index"), num(&l, "pid") as u32);
+            if !l.contains(MASTER_TARGET) || field(&l, "generation").is_none() {
+                continue;
+            }
+            if let Some(pid) = field(&l, "pid").and_then(|p| p.parse().ok()) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
             }
         }
-        by_slot.into_values().collect()
-    }
-
-    /// Every worker pid the master logged as started.
-    pub fn started_pids(&self) -> Vec<u32> {
-        self.log
-            .lines()
-            .iter()
-            .filter(|l| l.contains("worker started "))
-            .map(|l| num(l, "pid") as u32)
-            .collect()
+        pids
     }
 
     /// Sends a signal to the master.
@@ -445,11 +570,41 @@ impl Master {
         assert_eq!(r, 0, "kill master: {}", std::io::Error::last_os_error());
     }
 
-    /// SIGHUP, then waits for `reload done generation=N`; returns the new serving pids.
+    /// SIGHUP, then waits until the master says reload `generation` is done; returns the
+    /// pids that serve now, by slot, every one of that generation.
     pub fn reload(&mut self, generation: u64) -> Vec<u32> {
         self.signal(libc::SIGHUP);
-        self.expect(&format!("reload done generation={generation} "));
-        self.serving()
+        let s = self.reload_ended(generation, "done");
+        for w in s.workers().filter(|w| w.get("role") == "serving") {
+            assert_eq!(
+                w.num("generation"),
+                generation,
+                "after reload {generation}: {s}"
+            );
+        }
+        s.serving()
+    }
+
+    /// Waits until reload `generation` has ended (status `last_reload`), and asserts that its
+    /// outcome is `outcome` (`done` or `failed`); returns the status that says so.
+    pub fn reload_ended(&self, generation: u64, outcome: &str) -> Status {
+        let g = generation.to_string();
+        let s = self.wait_status_when(
+            &format!("reload {generation} ended"),
+            |l| Ev::ReloadEnded.generation(&g).matches(l),
+            |s| {
+                s.last_reload()
+                    .is_some_and(|r| r.num("generation") >= generation)
+            },
+        );
+        let last = s.last_reload().unwrap();
+        assert_eq!(
+            last.num("generation"),
+            generation,
+            "reload {generation} was followed by another before status was read: {s}"
+        );
+        assert_eq!(last.get("outcome"), outcome, "reload {generation}: {s}");
+        s
     }
 
     /// Waits for the master to exit; returns its exit code (or 128 + signal).
@@ -488,7 +643,7 @@ impl Drop for Master {
         // SAFETY: kill(2) has no memory effects; stale pids at worst get ESRCH.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGKILL);
-            for pid in self.started_pids() {
+            for pid in self.logged_pids() {
                 libc::kill(-(pid as i32), libc::SIGKILL);
             }
         }
@@ -665,19 +820,26 @@ pub fn run_bounded(mut cmd: Command, within: Duration) -> Output {
 
 /// The control socket of the one master whose `XDG_RUNTIME_DIR` is `dir`.
 pub fn control_socket_in(dir: &Path) -> PathBuf {
-    let folder = dir.join("master-process");
-    let sockets: Vec<PathBuf> = std::fs::read_dir(&folder)
-        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<PathBuf>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p: &PathBuf| p.extension().is_some_and(|e| e == "sock"))
+    find_control_socket(dir).unwrap_or_else(|| {
+        panic!(
+            "expected one control socket in {}",
+            dir.join("master-process").display()
+        )
+    })
+}
+
+/// The one socket in `dir`'s control folder (`<dir>/master-process/*.sock`), if there is
+/// exactly one.
+fn find_control_socket(dir: &Path) -> Option<PathBuf> {
+    let sockets: Vec<PathBuf> = std::fs::read_dir(dir.join("master-process"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
         .collect();
-    match sockets.as_slice() {
-        [one] => one.clone(),
-        _ => panic!(
-            "expected one control socket in {}: {sockets:?}",
-            folder.display()
-        ),
+    match <[PathBuf; 1]>::try_from(sockets) {
+        Ok([one]) => Some(one),
+        Err(_) => None,
     }
 }
 
@@ -738,6 +900,13 @@ impl Record {
         self.fields
             .get(key)
             .unwrap_or_else(|| panic!("no {key} in {self:?}"))
+    }
+
+    /// The numeric value of field `key`; the test fails if it is missing or not a number.
+    pub fn num(&self, key: &str) -> u64 {
+        self.get(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number in {self:?}"))
     }
 }
 
@@ -808,12 +977,308 @@ impl Master {
 
     /// The master's status, asked over the control socket directly (no client process: cheap
     /// enough to sample in a loop).
-    pub fn status(&self) -> Vec<Record> {
-        records(&control_exchange(
+    pub fn status(&self) -> Status {
+        Status(records(&control_exchange(
             &self.control_path(),
             b"MP/1 status\n",
             DEADLINE,
-        ))
+        )))
+    }
+
+    /// The master's status, or `None` if it does not answer (no control socket yet, or not
+    /// any more).
+    fn try_status(&self) -> Option<Status> {
+        use std::io::{Read, Write};
+        let path = find_control_socket(self.dir())?;
+        let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+        s.set_read_timeout(Some(DEADLINE)).ok()?;
+        s.write_all(b"MP/1 status\n").ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).ok()?;
+        answer
+            .ends_with(b"\nend\n")
+            .then(|| Status(records(&answer)))
+    }
+
+    /// Waits until the master's status satisfies `pred`, within [`DEADLINE`]; returns it.
+    /// `what` says what is awaited, for the failure message. Status is asked again each time
+    /// the master logs a line (each of its events is logged), and every 250 ms anyway.
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+        // The control server's own lines (with -v) are not events: they would make every
+        // request wake the next one.
+        self.wait_status_when(what, |l| !l.contains("master_process::control"), pred)
+    }
+
+    /// [`Master::wait_status`], asking again only when a line satisfies `wake` (and every
+    /// 250 ms anyway): a status request reads the /proc tree of every worker, and under load
+    /// the fewer the better.
+    pub fn wait_status_when(
+        &self,
+        what: &str,
+        wake: impl Fn(&str) -> bool,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        const TICK: Duration = Duration::from_millis(250);
+        const PACE: Duration = Duration::from_millis(2);
+        let deadline = Instant::now() + DEADLINE;
+        let mut last: Option<Status> = None;
+        loop {
+            let seen = self.log.len();
+            let asked = Instant::now();
+            match self.try_status() {
+                Some(s) if pred(&s) => return s,
+                Some(s) => last = Some(s),
+                None if self.log.closed() => panic!(
+                    "waiting for {what}: the master is gone; log:\n{}",
+                    self.log.lines().join("\n")
+                ),
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let lines = self.log.lines();
+                panic!(
+                    "no {what} within {DEADLINE:?}; last status:\n{}\nlog (last 40 lines):\n{}",
+                    last.map_or("none".to_string(), |s| s.to_string()),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            self.log.wait(seen, (now + TICK).min(deadline), &wake);
+            let next = asked + PACE;
+            if let Some(pause) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// The master's `status` answer: its records in order (`master`, `listener`s, `last_reload`,
+/// `worker`s, `slot`s), as `records` (`status[0]`, `status.iter()`) and by name.
+#[derive(Debug, Clone)]
+pub struct Status(pub Vec<Record>);
+
+impl std::ops::Deref for Status {
+    type Target = [Record];
+    fn deref(&self) -> &[Record] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.0 {
+            write!(f, "{}", r.kind)?;
+            for (k, v) in &r.fields {
+                write!(f, " {k}={v}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Status {
+    /// The `master` record.
+    pub fn master(&self) -> &Record {
+        self.0
+            .iter()
+            .find(|r| r.kind == "master")
+            .unwrap_or_else(|| panic!("no master record in {self}"))
+    }
+
+    /// The master's phase: `starting`, `running`, `stopping`...
+    pub fn phase(&self) -> &str {
+        self.master().get("phase")
+    }
+
+    /// The `RELOAD_INDEX` of the latest reload (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.master().num("generation")
+    }
+
+    /// The reload in flight, if any.
+    pub fn in_flight(&self) -> Option<u64> {
+        self.master()
+            .fields
+            .get("reload_in_flight")
+            .map(|g| g.parse().unwrap())
+    }
+
+    /// The `listener` records.
+    pub fn listeners(&self) -> impl Iterator<Item = &Record> {
+        self.0.iter().filter(|r| r.kind == "listener")
+    }
+
+    /// The `last_reload` record, once a reload has ended.
+    pub fn last_reload(&self) -> Option<&Record> {
+        self.0.iter().find(|r| r.kind == "last_reload")
+    }
+
+    /// The `worker` records.
+    pub fn workers(&self) -> impl Iterator<Item = &Record> {
+        self.0.iter().filter(|r| r.kind == "worker")
+    }
+
+    /// The `worker` record of `pid`, if the master has such a worker.
+    pub fn worker(&self, pid: u32) -> Option<&Record> {
+        self.workers().find(|w| w.num("pid") == u64::from(pid))
+    }
+
+    /// The pids of the ready serving workers, by slot.
+    pub fn serving(&self) -> Vec<u32> {
+        let mut serving: Vec<(u64, u32)> = self
+            .workers()
+            .filter(|w| w.get("role") == "serving" && w.get("state") == "ready")
+            .map(|w| (w.num("index"), w.num("pid") as u32))
+            .collect();
+        serving.sort_unstable();
+        serving.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The `slot` record of slot `index`.
+    pub fn slot(&self, index: usize) -> &Record {
+        self.0
+            .iter()
+            .find(|r| r.kind == "slot" && r.num("index") == index as u64)
+            .unwrap_or_else(|| panic!("no slot {index} in {self}"))
+    }
+}
+
+/// The target prefix of the master's own log lines (the workers' lines share the stream).
+pub const MASTER_TARGET: &str = " master_process::";
+
+/// The events of the master's log that tests order or time: history, which status (a
+/// snapshot) cannot show. Each is recognised here and only here: by a structured field
+/// that only its line carries where there is one, else by its message, so that a reworded
+/// message is fixed in this one place and in no test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ev {
+    /// A worker was started: `pid`, `index`, `generation`, `at_ms` (the master's clock).
+    Started,
+    /// A worker was found ready: `pid`, `index`, `generation`, `after_ms` since its start.
+    Ready,
+    /// A worker was asked to stop (SIGTERM): `pid`, `index`, `generation`, `at_ms`.
+    Stopping,
+    /// A stopping worker outlived MAX_KILL_TIMEOUT; SIGKILL to its group: `pid`, `index`,
+    /// `generation`, `timeout_ms`, `at_ms`.
+    Killed,
+    /// A worker that was asked to stop exited: `pid`, `index`, `generation`, `status`.
+    Stopped,
+    /// A serving worker exited on its own: `pid`, `index`, `generation`, `status`,
+    /// `lived_ms`, `crashes` (in a row).
+    Crashed,
+    /// A slot's restart was planned: `index`, `delay_ms`, and `crashes` when it is
+    /// crash-looping.
+    Restart,
+    /// A reload began: `generation`, `workers`.
+    ReloadStarted,
+    /// A reload ended, done or failed: `generation`, `took_ms`.
+    ReloadEnded,
+    /// A reload's canary is ready; the master watches it: `pid`, `index`, `canary_ms`.
+    CanaryWatched,
+    /// The canary stayed ready its canary time; the rest follow: `pid`.
+    CanaryPassed,
+    /// The resource monitor sampled a worker (a debug line): `pid`, `memory_over` and
+    /// `cpu_over` (samples over the limit in a row), `rss_mb`, `cpu_pct`.
+    Sample,
+    /// The resource monitor has a worker replaced: `pid`, `index`.
+    Replacing,
+    /// A worker's memory went above 80% of the limit: `pid`, `rss_mb`, `limit_mb`.
+    MemoryHigh,
+}
+
+impl Ev {
+    /// Whether `line` is this event.
+    pub fn matches(self, line: &str) -> bool {
+        let has = |key| field(line, key).is_some();
+        line.contains(MASTER_TARGET)
+            && match self {
+                // Same fields as `Stopping`: told apart by the message.
+                Ev::Started => line.contains("worker started "),
+                Ev::Stopping => line.contains("stopping worker "),
+                // Same fields as other exits of a worker.
+                Ev::Stopped => line.contains("worker stopped "),
+                // Same fields as the `reload failed` warning.
+                Ev::ReloadStarted => line.contains("reload started "),
+                // Its only field is `pid`.
+                Ev::CanaryPassed => line.contains("canary passed"),
+                // Its fields are `pid` and `index`.
+                Ev::Replacing => line.contains("replacing worker"),
+                Ev::Ready => has("after_ms"),
+                Ev::Killed => has("timeout_ms"),
+                Ev::Crashed => has("lived_ms"),
+                Ev::Restart => has("delay_ms"),
+                Ev::ReloadEnded => has("took_ms"),
+                Ev::CanaryWatched => has("canary_ms"),
+                Ev::Sample => has("memory_over"),
+                Ev::MemoryHigh => has("limit_mb"),
+            }
+    }
+
+    /// This event, of worker `pid`.
+    pub fn pid(self, pid: impl std::fmt::Display) -> Want {
+        Want::from(self).pid(pid)
+    }
+
+    /// This event, of generation `generation`.
+    pub fn generation(self, generation: impl std::fmt::Display) -> Want {
+        Want::from(self).generation(generation)
+    }
+
+    /// This event, of slot `index`.
+    pub fn index(self, index: impl std::fmt::Display) -> Want {
+        Want::from(self).index(index)
+    }
+}
+
+/// An [`Ev`] whose fields must have given values.
+#[derive(Debug, Clone)]
+pub struct Want {
+    ev: Ev,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl From<Ev> for Want {
+    fn from(ev: Ev) -> Want {
+        Want {
+            ev,
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl Want {
+    /// Of worker `pid`.
+    pub fn pid(mut self, pid: impl std::fmt::Display) -> Want {
+        self.fields.push(("pid", pid.to_string()));
+        self
+    }
+
+    /// Of generation `generation`.
+    pub fn generation(mut self, generation: impl std::fmt::Display) -> Want {
+        self.fields.push(("generation", generation.to_string()));
+        self
+    }
+
+    /// Of slot `index`.
+    pub fn index(mut self, index: impl std::fmt::Display) -> Want {
+        self.fields.push(("index", index.to_string()));
+        self
+    }
+
+    /// With `value` in field `key`.
+    pub fn field(mut self, key: &'static str, value: impl std::fmt::Display) -> Want {
+        self.fields.push((key, value.to_string()));
+        self
+    }
+
+    /// Whether `line` is this event with these fields.
+    pub fn matches(&self, line: &str) -> bool {
+        self.ev.matches(line)
+            && self
+                .fields
+                .iter()
+                .all(|(k, v)| field(line, k) == Some(v.as_str()))
     }
 }
 
