@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -571,18 +571,57 @@ impl Master {
     }
 
     /// SIGHUP, then waits until the master says reload `generation` is done; returns the
-    /// pids that serve now, by slot, every one of that generation.
+    /// pids that serve now, by slot, every one of that generation. See
+    /// [`Master::reload_done`].
     pub fn reload(&mut self, generation: u64) -> Vec<u32> {
         self.signal(libc::SIGHUP);
-        let s = self.reload_ended(generation, "done");
-        for w in s.workers().filter(|w| w.get("role") == "serving") {
-            assert_eq!(
-                w.num("generation"),
-                generation,
-                "after reload {generation}: {s}"
+        self.reload_done(generation)
+    }
+
+    /// Waits until the master logs the end of reload `generation` (no canary), and asserts
+    /// that it is done: every slot has a worker of that generation found ready. Returns
+    /// their pids, by slot.
+    ///
+    /// Read from the log's structured fields, not from status: a status request reads the
+    /// /proc tree of every worker, and reaping a worker whose tree was read while it served
+    /// a load stalls the master in the kernel (up to a second), which would slow every
+    /// reload of a loop under load. [`Master::reload_ended`] asks status.
+    pub fn reload_done(&self, generation: u64) -> Vec<u32> {
+        let end = Ev::ReloadEnded.generation(generation);
+        let Some(at) = self
+            .log
+            .wait(0, Instant::now() + DEADLINE, |l| end.matches(l))
+        else {
+            panic!(
+                "reload {generation} did not end within {DEADLINE:?}; log:\n{}",
+                self.log.lines().join("\n")
             );
+        };
+        let lines = self.log.lines();
+        let (mut slots, mut ready) = (BTreeSet::new(), BTreeMap::new());
+        for l in lines[..at].iter().filter(|l| Ev::Ready.matches(l)) {
+            let index = num(l, "index");
+            match num(l, "generation") {
+                g if g < generation => {
+                    slots.insert(index);
+                }
+                g if g == generation => {
+                    ready.insert(index, num(l, "pid") as u32);
+                }
+                _ => {}
+            }
         }
-        s.serving()
+        assert!(
+            ready.keys().eq(slots.iter()),
+            "reload {generation} failed: ready {ready:?} of slots {slots:?}; its lines:\n{}",
+            lines
+                .iter()
+                .filter(|l| field(l, "generation") == Some(&generation.to_string()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        ready.into_values().collect()
     }
 
     /// Waits until reload `generation` has ended (status `last_reload`), and asserts that its
@@ -1001,38 +1040,50 @@ impl Master {
     }
 
     /// Waits until the master's status satisfies `pred`, within [`DEADLINE`]; returns it.
-    /// `what` says what is awaited, for the failure message. Status is asked again each time
-    /// the master logs a line (each of its events is logged), and every 250 ms anyway.
+    /// `what` says what is awaited, for the failure message. Status is asked at once, then
+    /// again each time the master logs a line (each of its events is logged), and every
+    /// 250 ms anyway.
     pub fn wait_status(&self, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
         // The control server's own lines (with -v) are not events: they would make every
         // request wake the next one.
-        self.wait_status_when(what, |l| !l.contains("master_process::control"), pred)
+        self.poll_status(what, true, |l| !l.contains("master_process::control"), pred)
     }
 
-    /// [`Master::wait_status`], asking again only when a line satisfies `wake` (and every
-    /// 250 ms anyway): a status request reads the /proc tree of every worker, and under load
-    /// the fewer the better.
+    /// [`Master::wait_status`], asking only when a line satisfies `wake` (and every 250 ms
+    /// anyway), not at once: a status request reads the /proc tree of every worker, and
+    /// under load the fewer the better.
     pub fn wait_status_when(
         &self,
         what: &str,
         wake: impl Fn(&str) -> bool,
         pred: impl Fn(&Status) -> bool,
     ) -> Status {
+        self.poll_status(what, false, wake, pred)
+    }
+
+    fn poll_status(
+        &self,
+        what: &str,
+        mut ask: bool,
+        wake: impl Fn(&str) -> bool,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
         const TICK: Duration = Duration::from_millis(250);
-        const PACE: Duration = Duration::from_millis(2);
         let deadline = Instant::now() + DEADLINE;
         let mut last: Option<Status> = None;
+        let mut seen = self.log.len();
         loop {
-            let seen = self.log.len();
-            let asked = Instant::now();
-            match self.try_status() {
-                Some(s) if pred(&s) => return s,
-                Some(s) => last = Some(s),
-                None if self.log.closed() => panic!(
-                    "waiting for {what}: the master is gone; log:\n{}",
-                    self.log.lines().join("\n")
-                ),
-                None => {}
+            if ask {
+                seen = self.log.len();
+                match self.try_status() {
+                    Some(s) if pred(&s) => return s,
+                    Some(s) => last = Some(s),
+                    None if self.log.closed() => panic!(
+                        "waiting for {what}: the master is gone; log:\n{}",
+                        self.log.lines().join("\n")
+                    ),
+                    None => {}
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -1043,11 +1094,11 @@ impl Master {
                     lines[lines.len().saturating_sub(40)..].join("\n")
                 );
             }
-            self.log.wait(seen, (now + TICK).min(deadline), &wake);
-            let next = asked + PACE;
-            if let Some(pause) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(pause);
+            // The next line that wakes us, or the tick.
+            if let Some(i) = self.log.wait(seen, (now + TICK).min(deadline), &wake) {
+                seen = i + 1;
             }
+            ask = true;
         }
     }
 }
@@ -1185,6 +1236,19 @@ pub enum Ev {
     Replacing,
     /// A worker's memory went above 80% of the limit: `pid`, `rss_mb`, `limit_mb`.
     MemoryHigh,
+    /// A worker exited, whatever the reason: `pid`, `index`, `generation`, `status`.
+    Exited,
+    /// The master reaped a process that is not a worker (an orphan it adopted; a debug
+    /// line): `pid`, `status`.
+    Reaped,
+    /// Before it exits, the master stops what workers left behind: `count`, and the pids in
+    /// its message (`[1, 2]`).
+    OrphansStopping,
+    /// A reload was asked during another: one more is queued. No field.
+    ReloadQueued,
+    /// The master was upgraded in place and adopted its workers: `pid`, `workers`,
+    /// `version`.
+    Upgraded,
 }
 
 impl Ev {
@@ -1204,6 +1268,7 @@ impl Ev {
                 Ev::CanaryPassed => line.contains("canary passed"),
                 // Its fields are `pid` and `index`.
                 Ev::Replacing => line.contains("replacing worker"),
+                Ev::ReloadQueued => line.contains("reload queued"),
                 Ev::Ready => has("after_ms"),
                 Ev::Killed => has("timeout_ms"),
                 Ev::Crashed => has("lived_ms"),
@@ -1212,6 +1277,10 @@ impl Ev {
                 Ev::CanaryWatched => has("canary_ms"),
                 Ev::Sample => has("memory_over"),
                 Ev::MemoryHigh => has("limit_mb"),
+                Ev::Exited => has("status") && has("generation"),
+                Ev::Reaped => has("status") && !has("generation"),
+                Ev::OrphansStopping => has("count"),
+                Ev::Upgraded => has("version") && has("workers"),
             }
     }
 
