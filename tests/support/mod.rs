@@ -1,10 +1,17 @@
 //! The one harness for integration tests: start a real master over real workers, wait for
-//! its log lines with deadlines (never sleep), and clean up every process it started.
+//! what it does with deadlines (never sleep), and clean up every process it started.
 //!
-//! - [`Master::start`] runs the `master-process` binary in a fresh temp dir, with the
+//! - [`MasterCmd::start`] runs the `master-process` binary in a fresh temp dir, with the
 //!   `test-worker` fixture as the worker command by default.
-//! - [`Master::expect`] waits for the next log line that contains a pattern; the master's
-//!   stderr (and its workers', which they inherit) is read by a thread into [`Log`].
+//! - What the master did (ready workers, which pids serve, how a reload ended, a crash loop,
+//!   its phase) is read from its `status` over the control socket: [`Master::status`],
+//!   [`Master::wait_status`] (asked again at each line the master logs, within a deadline).
+//! - What status, a snapshot, cannot show (the order and timing of events: starts, stops,
+//!   SIGKILLs, restart plans, samples) is read from the log's structured fields through
+//!   [`Ev`], which recognises each event in one place: no test spells a log message.
+//! - [`Master::expect`] waits for a line containing a pattern: for what the log itself must
+//!   say (why a reload failed, debug lines with `-v`) and for the workers' own lines. The
+//!   master's stderr (and its workers', which they inherit) is read by a thread into [`Log`].
 //! - On drop: SIGKILL to the master and to the process group of every worker it logged.
 
 #![allow(dead_code)]
