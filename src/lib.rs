@@ -89,6 +89,7 @@
 pub mod cli;
 mod config;
 mod control;
+mod credentials;
 mod env;
 mod error;
 mod library;

@@ -635,6 +635,7 @@ pub fn exec(program: &Path, argv: &[OsString], handover: &Handover) -> std::io::
         cmd.arg0(argv0).args(args);
     }
     cmd.env(env::UPGRADE_STATE, handover.encode())
+        .env(env::UPGRADE_ARGV, encode_argv(argv))
         .env_remove(env::PREFLIGHT)
         .env_remove(env::UPGRADE_ROLLBACK);
     match handover.old_exe {
@@ -678,16 +679,66 @@ pub fn abandon_if_resuming(why: &str) {
         "master-process: error: cannot resume after the upgrade ({why}); going back to the \
          previous master"
     );
-    let argv: Vec<OsString> = std::env::args_os().collect();
+    // The previous image's own arguments: this image may have been started with others.
+    let argv: Vec<OsString> = std::env::var(env::UPGRADE_ARGV)
+        .ok()
+        .and_then(|v| decode_argv(&v))
+        .unwrap_or_else(|| std::env::args_os().collect());
     let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
     if let Some((argv0, args)) = argv.split_first() {
         cmd.arg0(argv0).args(args);
     }
     cmd.env(env::UPGRADE_STATE, state)
         .env(env::UPGRADE_ROLLBACK, why)
-        .env_remove(env::UPGRADE_FROM);
+        .env_remove(env::UPGRADE_FROM)
+        .env_remove(env::UPGRADE_ARGV);
     let err = cmd.exec();
     eprintln!("master-process: cannot go back to the previous master: {err}");
+}
+
+/// Arguments as one environment value: each percent-encoded (any byte but a few safe ones),
+/// separated by spaces.
+fn encode_argv(argv: &[OsString]) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"._/=:+,@-".contains(&b);
+    argv.iter()
+        .map(|a| {
+            a.as_bytes()
+                .iter()
+                .map(|&b| {
+                    if safe(b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The arguments [`encode_argv`] wrote; `None` if the value is not such a list.
+fn decode_argv(text: &str) -> Option<Vec<OsString>> {
+    use std::os::unix::ffi::OsStringExt;
+    text.split(' ')
+        .map(|word| {
+            let bytes = word.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            Some(OsString::from_vec(out))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -800,6 +851,21 @@ mod tests {
             assert_ne!(damaged, text, "{from}");
             assert!(Handover::decode(&damaged).is_err(), "{to} was accepted");
         }
+    }
+
+    #[test]
+    fn arguments_survive_the_environment() {
+        use std::os::unix::ffi::OsStringExt;
+        let argv: Vec<OsString> = vec![
+            "/usr/bin/master-process".into(),
+            "-l".into(),
+            "web=[::]:8080".into(),
+            "a b %".into(),
+            "".into(),
+            OsString::from_vec(vec![0xff, b'\n']),
+        ];
+        assert_eq!(decode_argv(&encode_argv(&argv)), Some(argv));
+        assert_eq!(decode_argv("%zz"), None);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Config {
     pub supervisor: Settings,
     /// `--max-surge`, kept for `--reload` (the strategy holds it once rolling).
     pub max_surge: usize,
+    /// `--user`: who workers run as.
+    pub user: Option<crate::credentials::Credentials>,
     /// `--no-subreaper`: reap (and, at exit, stop) the orphaned descendants of workers.
     pub subreaper: bool,
     /// `--on-version-change`.

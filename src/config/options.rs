@@ -15,6 +15,7 @@ use super::values::{
     DAY, duration, duration_within, mode, number_within, percent, whole, word, workers,
 };
 use super::{Config, ControlSocket};
+use crate::credentials::Credentials;
 use crate::policy::{
     OnCrash, OnMasterChange, OnVersionChange, ReadyMode, Reload, Strategy, Toggle,
 };
@@ -346,6 +347,23 @@ pub const ON_VERSION_CHANGE: Opt<OnVersionChange> = Opt {
     set: |c, v| c.on_version_change = v,
 };
 
+/// `--user`.
+pub const USER: Opt<Credentials> = Opt {
+    meta: Meta {
+        long: "user",
+        short: Some('u'),
+        env: &["MASTER_PROCESS_USER"],
+        takes: Takes::Value("USER[:GROUP]"),
+        heading: WORKERS,
+        help: "Run the workers as this user (and group; default: the user's own), set by the \
+               master between fork and exec so that they still die with it; needs root",
+        ..Meta::NONE
+    },
+    parse: word,
+    check: any,
+    set: |c, v| c.user = Some(v),
+};
+
 /// `--no-subreaper`.
 pub const SUBREAPER: Opt<bool> = Opt {
     meta: Meta {
@@ -620,6 +638,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_CRASH,
     &ON_VERSION_CHANGE,
     &MAX_BACKOFF,
+    &USER,
     &SUBREAPER,
     &RELOAD,
     &MAX_SURGE,

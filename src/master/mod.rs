@@ -64,6 +64,13 @@ pub fn run(config: Config) -> Result<i32> {
         return handover::resume(config, signals);
     }
     crate::config::resolve_program(&config.command[0])?;
+    if let Some(user) = config.user.as_ref().filter(|u| !u.can_switch()) {
+        return Err(Error::invalid(
+            "--user",
+            user.name.clone(),
+            "starting workers as another user needs root (or CAP_SETUID and CAP_SETGID)",
+        ));
+    }
     if let ReadyMode::Listening(_) = config.supervisor.ready {
         listening::check_access().map_err(|reason| {
             let fix = "use --ready notify or --ready delay:DURATION";
@@ -74,6 +81,9 @@ pub fn run(config: Config) -> Result<i32> {
             )
         })?;
     }
+    // The control socket first: an unsafe folder or a master of the same name stops us
+    // before anything is bound.
+    let control = bind_control(&config)?;
     let backlog = config.backlog.unwrap_or_else(somaxconn);
     let listeners = match ListenerSet::from_activation(backlog, config.socket_mode)? {
         Some(set) => {
@@ -94,14 +104,19 @@ pub fn run(config: Config) -> Result<i32> {
             set
         }
     };
-    let control = bind_control(&config)?;
+    if let Some(path) = control.as_ref().and_then(control::Server::path) {
+        info!("control socket at {}", path.display());
+    }
     if config.subreaper || std::process::id() == 1 {
         become_subreaper()?;
     }
-    let notify = NotifySocket::bind()?;
+    let notify = NotifySocket::bind(config.user.as_ref().map(|u| (u.uid, u.gid)))?;
     let os = real_os(&config, listeners, &notify)?;
     info!(pid = std::process::id(), workers = config.supervisor.workers, ready = %config.supervisor.ready,
           "master started: {}", os.program());
+    if let Some(user) = &config.user {
+        info!("workers run as {user}");
+    }
     let now = Instant::now();
     let sup = Supervisor::new(config.supervisor.clone());
     let mut master = Master::new(&config, sup, os, signals, notify, control, now)?;
@@ -119,9 +134,7 @@ fn bind_control(config: &Config) -> Result<Option<control::Server>> {
             control::paths::default_path(&config.name())
         }
     };
-    let server = control::Server::bind(&path)?;
-    info!("control socket at {}", path.display());
-    Ok(Some(server))
+    control::Server::bind(&path).map(Some)
 }
 
 /// The OS the supervisor acts through: `listeners` inherited by workers of `config`'s
@@ -135,7 +148,7 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         _ => None,
     };
     Ok(RealOs::new(
-        Spawner::new(config.command.clone()),
+        Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
         probe,
