@@ -55,9 +55,12 @@
 //! adoption. Calls through a foreign ABI (i386, x32) are not trapped.
 
 mod decide;
+mod filter;
 
 #[allow(unused_imports)] // The API the master will use once wired.
 pub use decide::{
     AppSocket, BindTarget, Decision, Family, FileId, Held, HeldAddr, Refusal, Request, Sockaddr,
     concerns, decide, names_held_file, parse_sockaddr,
 };
+#[allow(unused_imports)] // The API the master will use once wired.
+pub use filter::{ChildFilter, Received, Unavailable, receive};
