@@ -57,6 +57,8 @@
 mod decide;
 mod filter;
 mod notif;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::io;
