@@ -95,6 +95,9 @@ pub struct ChildFilter {
     program: Vec<libc::sock_filter>,
     /// The child's end of the channel (close-on-exec).
     channel: OwnedFd,
+    /// Its inode: `install` checks that the descriptor number still is the channel (a step
+    /// that moved descriptors before it could have put something else there).
+    channel_inode: u64,
     /// Ask for `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (5.19) first. Only tests turn it off,
     /// to reach the interrupted-answer path of older kernels.
     killable_wait: bool,
@@ -117,9 +120,11 @@ impl ChildFilter {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
+        let channel_inode = nix::sys::stat::fstat(&child)?.st_ino;
         let filter = ChildFilter {
             program: program(arch, &trapped(trap_unlink)),
             channel: child,
+            channel_inode,
             killable_wait: true,
         };
         Ok((filter, master))
@@ -141,6 +146,13 @@ impl ChildFilter {
     /// permanent for the whole tree (setuid and file capabilities stop working).
     pub fn install(&self) -> io::Result<()> {
         let channel = self.channel.as_raw_fd();
+        // SAFETY: an all-zero `struct stat` is valid; fstat writes one into it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor number, writing to the struct above.
+        if unsafe { libc::fstat(channel, &mut stat) } != 0 || stat.st_ino != self.channel_inode {
+            // Never send the notify fd down whatever now sits at that number.
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
         let result = match self.seccomp() {
             Ok(listener) => {
                 let sent = send(
@@ -396,6 +408,26 @@ mod tests {
             let i386 = 3 | 0x4000_0000;
             assert_eq!(run(&p, i386, nr(libc::SYS_bind)), libc::SECCOMP_RET_ALLOW);
         }
+    }
+
+    #[test]
+    fn a_channel_overwritten_before_install_fails_the_spawn_instead_of_leaking_the_fd() {
+        let (filter, _channel) = ChildFilter::new(false).unwrap();
+        let target = filter.channel.as_raw_fd();
+        let mut cmd = std::process::Command::new("true");
+        use std::os::unix::process::CommandExt;
+        // SAFETY: dup2 and install() are async-signal-safe and allocation-free.
+        unsafe {
+            cmd.pre_exec(move || {
+                // What a descriptor mapping registered before install() could do.
+                if libc::dup2(0, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                filter.install()
+            });
+        }
+        let err = cmd.spawn().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 
     #[test]
