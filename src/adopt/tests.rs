@@ -818,6 +818,22 @@ fn a_unix_app_unlinking_its_path_keeps_the_masters_file() {
     );
 }
 
+#[test]
+fn a_relative_unix_path_is_resolved_in_the_apps_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut d = Driver::new();
+    d.held.hold(0, OwnedFd::from(listener)).unwrap();
+    let mut cmd = fixture_cmd(&["unix", "app.sock"]);
+    cmd.current_dir(dir.path());
+    let app = d.spawn(cmd, true);
+    assert_eq!(d.line(app, "unlink"), "unlink rc=0 errno=0");
+    d.line(app, "listening");
+    assert_eq!(sent(&d, &Decision::Adopt { listener: 0 }), 1);
+    assert!(path.exists());
+}
+
 /// Without `WAIT_KILLABLE_RECV` (kernels < 5.19) a signal can interrupt the bind after the
 /// socket was installed: the answer fails with ENOENT, the app's handler runs, the bind
 /// restarts (SA_RESTART) as a new notification, and is answered as done.
