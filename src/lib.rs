@@ -84,6 +84,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[allow(dead_code)] // Not wired into the master yet.
+mod adopt;
 #[doc(hidden)]
 #[cfg(feature = "cli")]
 pub mod cli;
