@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 
 use command_fds::{CommandFdExt, FdMapping};
 
+use crate::adopt::ChildFilter;
 use crate::credentials::Credentials;
 use crate::env;
 use crate::worker::Pid;
@@ -60,10 +61,16 @@ impl Spawner {
 
     /// Starts a worker that inherits `listeners` as fds 3, 4, ... with `env` added to the
     /// master's environment. Returns its pid (which is also its process group id).
+    ///
+    /// With `filter`, the worker runs under the adoption filter (see [`crate::adopt`]),
+    /// installed first thing after the fork: before the listeners are placed (so that no
+    /// listener lands on the filter's channel) and before `--user` drops privileges (so that
+    /// the tree needs no `no_new_privs` when the master is root).
     pub fn spawn<'a>(
         &self,
         listeners: impl IntoIterator<Item = std::os::fd::BorrowedFd<'a>>,
         vars: &[(&str, String)],
+        filter: Option<ChildFilter>,
     ) -> io::Result<Pid> {
         let mut mappings = Vec::new();
         for (n, fd) in listeners.into_iter().enumerate() {
@@ -92,6 +99,14 @@ impl Spawner {
                 groups: u.groups.iter().map(|&g| g as libc::gid_t).collect(),
             }
         });
+        if let Some(filter) = filter {
+            // SAFETY: `ChildFilter::install` is async-signal-safe and does not allocate
+            // (everything it needs was built before the fork); it runs first of the
+            // closures, before command-fds maps the listeners.
+            unsafe {
+                cmd.pre_exec(move || filter.install());
+            }
+        }
         let mappings_len = mappings.len() as u32;
         cmd.fd_mappings(mappings).map_err(io::Error::other)?;
         cmd.process_group(0);

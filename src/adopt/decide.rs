@@ -27,6 +27,10 @@ pub struct Held {
     /// The `O_NONBLOCK` mode its first adopter chose, shared from then on by every holder
     /// (the flag belongs to the open file description, not to a descriptor).
     pub nonblock: Option<bool>,
+    /// A listening TCP socket the master bound for `PORT` without knowing which address the
+    /// app binds (`[::]` dual-stack): until a worker has served, a bind of another address
+    /// of its port claims it rather than being refused.
+    pub claimable: bool,
 }
 
 /// What a held socket is bound to.
@@ -389,6 +393,9 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
     {
         let held_v6only = tcp(h).is_some_and(|(_, v6only)| v6only);
         if is_unspecified_v6(asked) && held_v6only != socket.v6only {
+            if h.claimable {
+                return claim(h, asked, socket);
+            }
             return Decision::Refuse {
                 listener: h.listener,
                 reason: Refusal::V6Only {
@@ -404,6 +411,9 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
             .filter(|(a, _)| a.port() == asked.port())
             .map(|(a, _)| (h, a))
     }) {
+        if h.claimable {
+            return claim(h, asked, socket);
+        }
         let reason = if held_addr.is_ipv4() == asked.is_ipv4() {
             Refusal::Address {
                 asked: *asked,
@@ -424,13 +434,17 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
         .iter()
         .find(|h| matches!(h.addr, HeldAddr::Reserved { port } if port == asked.port()))
     {
-        return Decision::Claim {
-            listener: h.listener,
-            addr: *asked,
-            v6only: socket.v6only,
-        };
+        return claim(h, asked, socket);
     }
     Decision::Continue
+}
+
+fn claim(h: &Held, asked: &SocketAddr, socket: &AppSocket) -> Decision {
+    Decision::Claim {
+        listener: h.listener,
+        addr: *asked,
+        v6only: socket.v6only,
+    }
 }
 
 fn adopt(h: &Held, socket: &AppSocket) -> Decision {
@@ -521,6 +535,7 @@ mod tests {
             },
             inode: 1000 + listener as u64,
             nonblock: None,
+            claimable: false,
         }
     }
 
@@ -530,6 +545,7 @@ mod tests {
             addr: HeldAddr::Reserved { port },
             inode: 1000 + listener as u64,
             nonblock: None,
+            claimable: false,
         }
     }
 
@@ -544,7 +560,48 @@ mod tests {
             },
             inode: 1000 + listener as u64,
             nonblock: None,
+            claimable: false,
         }
+    }
+
+    fn claimable(listener: usize, addr: &str) -> Held {
+        Held {
+            claimable: true,
+            ..tcp(listener, addr, false)
+        }
+    }
+
+    #[test]
+    fn a_port_bound_for_port_alone_is_claimed_by_the_first_other_address_and_adopted_as_is() {
+        let held = [claimable(0, "[::]:8080")];
+        let v4 = app(Family::Inet);
+        assert_eq!(
+            decide(&bind("0.0.0.0:8080", v4), &held),
+            Decision::Claim {
+                listener: 0,
+                addr: "0.0.0.0:8080".parse().unwrap(),
+                v6only: false
+            }
+        );
+        assert!(matches!(
+            decide(&bind("127.0.0.1:8080", v4), &held),
+            Decision::Claim { .. }
+        ));
+        let v6only = AppSocket {
+            v6only: true,
+            ..app(Family::Inet6)
+        };
+        assert!(matches!(
+            decide(&bind("[::]:8080", v6only), &held),
+            Decision::Claim { v6only: true, .. }
+        ));
+        // What it holds already: adopted, not claimed.
+        assert_eq!(
+            decide(&bind("[::]:8080", app(Family::Inet6)), &held),
+            Decision::Adopt { listener: 0 }
+        );
+        // Other ports stay none of its business.
+        assert_eq!(decide(&bind("0.0.0.0:8081", v4), &held), Decision::Continue);
     }
 
     fn app(family: Family) -> AppSocket {

@@ -258,6 +258,20 @@ impl HeldSockets {
         }
     }
 
+    /// Makes listener `listener` claimable (see [`Held::claimable`]), or settles it.
+    pub fn set_claimable(&mut self, listener: usize, claimable: bool) {
+        if let Some(i) = self.position(listener) {
+            self.held[i].claimable = claimable;
+        }
+    }
+
+    /// Settles every claimable listener: a worker served, the addresses are fixed.
+    pub fn settle(&mut self) {
+        for h in &mut self.held {
+            h.claimable = false;
+        }
+    }
+
     /// Restores the `O_NONBLOCK` mode fixed by an earlier master (after a handover).
     pub fn restore_nonblock(&mut self, listener: usize, nonblock: Option<bool>) {
         if let Some(i) = self.position(listener) {
@@ -271,6 +285,7 @@ impl HeldSockets {
             addr,
             inode: notif::inode_of(&fd)?,
             nonblock: None,
+            claimable: false,
         };
         match self.position(listener) {
             Some(i) => {
@@ -437,7 +452,7 @@ impl Notifier {
         let answer = self.act(&n, &decision, request.as_ref(), held, after_addfd);
         match (&decision, &answer) {
             (Decision::Refuse { reason, .. }, _) => {
-                tracing::warn!("adopt: tid {} {syscall} refused: {reason}", n.tid)
+                tracing::debug!("adopt: tid {} {syscall} refused: {reason}", n.tid)
             }
             _ => tracing::debug!(
                 "adopt: tid {} {syscall} -> {decision:?} ({answer:?})",
@@ -605,7 +620,10 @@ struct Gathered {
 }
 
 /// Binds the claimed address beside the reservation (both `SO_REUSEADDR`, the reservation not
-/// listening), then closes the reservation: the port is never free in between.
+/// listening), then closes the reservation: the port is never free in between. A claimable
+/// listening socket is shut down first (it would keep the address from being bound; no
+/// worker has served it, and every holder's copy stops listening with it); if the new bind
+/// fails, it listens again.
 fn claim(
     held: &mut HeldSockets,
     listener: usize,
@@ -615,12 +633,25 @@ fn claim(
     let i = held
         .position(listener)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE))?;
-    let fd = bind_listener(addr, v6only)?;
+    let listening = matches!(held.held[i].addr, HeldAddr::Tcp { .. });
+    if listening {
+        socket::shutdown(held.fds[i].as_raw_fd(), socket::Shutdown::Both)?;
+    }
+    let fd = match bind_listener(addr, v6only) {
+        Ok(fd) => fd,
+        Err(e) => {
+            if listening {
+                let _ = socket::listen(&held.fds[i], Backlog::MAXALLOWABLE);
+            }
+            return Err(e);
+        }
+    };
     let inode = notif::inode_of(&fd)?;
     held.fds[i] = fd;
     held.held[i].addr = HeldAddr::Tcp { addr, v6only };
     held.held[i].inode = inode;
     held.held[i].nonblock = None;
+    held.held[i].claimable = false;
     tracing::info!("adopt: listener {listener} claimed {addr} as the app asked");
     Ok(())
 }
@@ -641,6 +672,7 @@ fn adopt(
     notif::set_nonblock(fd, nonblock)?;
     notif::add_fd_at(notify.as_fd(), n.id, fd, n.args[0] as i32, cloexec)?;
     held.held[i].nonblock = Some(nonblock);
+    held.held[i].claimable = false;
     Ok(())
 }
 

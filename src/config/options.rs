@@ -207,6 +207,23 @@ pub const BACKLOG: Opt<u32> = Opt {
     set: |c, v| c.backlog = Some(v),
 };
 
+/// `--adopt`.
+pub const ADOPT: Opt<bool> = Opt {
+    meta: Meta {
+        long: "adopt",
+        env: &["MASTER_PROCESS_ADOPT"],
+        takes: Takes::Value("on|off"),
+        default: Some("on"),
+        heading: SOCKETS,
+        help: "An app that binds its port itself gets the master's socket instead (seccomp \
+               user notification; Linux 5.9): `on` where the kernel allows it, or `off`",
+        ..Meta::NONE
+    },
+    parse: toggle,
+    check: any,
+    set: |c, v| c.adopt = v,
+};
+
 /// `--workers` / `WORKERS`.
 pub const WORKER_COUNT: Opt<usize> = Opt {
     meta: Meta {
@@ -630,6 +647,7 @@ pub static ALL: &[&dyn Declared] = &[
     &PORT,
     &SOCKET_MODE,
     &BACKLOG,
+    &ADOPT,
     &WORKER_COUNT,
     &READY,
     &READY_TIMEOUT,

@@ -12,6 +12,7 @@
 //! an orphan to reap), and a pid is never reused before we reap it, so signalling a live
 //! worker by pid is race-free.
 
+mod adoption;
 mod handover;
 mod manager;
 mod os;
@@ -97,7 +98,10 @@ pub fn run(config: Config) -> Result<i32> {
             set
         }
         None => {
-            let set = ListenerSet::bind(&config.listeners(), config.socket_mode, backlog)?;
+            let mut set = ListenerSet::bind(&config.listeners(), config.socket_mode, backlog)?;
+            if config.port_alone() && config.adopt {
+                set.mark_port(0);
+            }
             for l in set.iter() {
                 info!(name = l.name(), backlog, "listening on {}", l.local());
             }
@@ -152,6 +156,7 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         listeners,
         notify.path().to_string_lossy().into_owned(),
         probe,
+        config.adopt,
     ))
 }
 
@@ -273,6 +278,7 @@ impl Master {
                     Source::Listener(i) => self.listener_died(i, now),
                     Source::Control => control = true,
                     Source::Client(id) => clients.push(id),
+                    Source::Adoption(worker) => self.on_adoption(worker, now),
                 }
             }
             self.probe(now);
@@ -282,6 +288,7 @@ impl Master {
                 self.os.listeners().assert_backlog();
             }
             self.sup.on_tick(&mut self.os, now);
+            self.settle_port();
             self.sample(now);
             if let Some(manager) = self.manager.as_mut() {
                 manager.tick(now);
@@ -331,6 +338,9 @@ impl Master {
                 set.add_for(Source::Listener(i), l.fd(), PollFlags::empty());
             }
         }
+        for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
+            set.add(Source::Adoption(worker), fd);
+        }
         set.wait(due.into_iter().flatten().min())
             .map_err(|e| Error::io("poll failed", e))
     }
@@ -360,6 +370,29 @@ impl Master {
             }
         }
         debug!("notify: more datagrams waiting; handling them on the next turn");
+    }
+
+    /// Handles the calls worker tree `worker` made through its adoption filter. A refused
+    /// bind fails the worker if it is new (its reload fails, saying why).
+    fn on_adoption(&mut self, worker: Pid, now: Instant) {
+        for (pid, reason) in self.os.on_adoption(worker) {
+            self.sup.refuse(&mut self.os, pid, &reason, now);
+        }
+    }
+
+    /// Once a worker served, the address of `PORT` is settled: later binds of another one
+    /// are refused rather than claimed.
+    fn settle_port(&mut self) {
+        let served = self
+            .sup
+            .workers()
+            .iter()
+            .any(|w| matches!(w.state, WorkerState::Ready { .. }));
+        if let Some(adoption) = self.os.adoption_mut().filter(|a| a.unsettled()) {
+            if served {
+                adoption.settle();
+            }
+        }
     }
 
     /// Whether some worker is starting.
@@ -633,10 +666,15 @@ impl Master {
         };
         match request {
             Request::Status => {
+                let adoption = self.os.adoption();
+                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
                 let records = control::status_records(
                     &self.sup,
                     self.monitor.as_ref(),
                     self.os.listeners(),
+                    adoption
+                        .is_some()
+                        .then_some(&adopted as &dyn Fn(usize) -> u64),
                     self.started,
                     now,
                 );

@@ -9,6 +9,7 @@ use nix::sys::signal::killpg;
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, warn};
 
+use super::adoption::{Adoption, Event as AdoptionEvent};
 use crate::env;
 use crate::readiness::listening::ListenProbe;
 use crate::signals::Signal;
@@ -26,6 +27,8 @@ pub struct RealOs {
     notify_path: String,
     /// With `--ready listening`.
     probe: Option<ListenProbe>,
+    /// With `--adopt on`, where the kernel allows it.
+    adoption: Option<Adoption>,
 }
 
 impl RealOs {
@@ -36,12 +39,57 @@ impl RealOs {
         listeners: ListenerSet,
         notify_path: String,
         probe: Option<ListenProbe>,
+        adopt: bool,
     ) -> RealOs {
+        let adoption = if adopt {
+            Adoption::new(&listeners)
+        } else {
+            None
+        };
         RealOs {
             spawner,
             listeners,
             notify_path,
             probe,
+            adoption,
+        }
+    }
+
+    /// Adoption of the apps' own binds, when on.
+    pub fn adoption(&self) -> Option<&Adoption> {
+        self.adoption.as_ref()
+    }
+
+    /// Adoption of the apps' own binds, when on.
+    pub fn adoption_mut(&mut self) -> Option<&mut Adoption> {
+        self.adoption.as_mut()
+    }
+
+    /// Handles what worker tree `worker` asks through its filter; returns the refusals
+    /// (each as the worker and one line). A claimed `PORT` takes its listener's place here.
+    pub fn on_adoption(&mut self, worker: Pid) -> Vec<(Pid, String)> {
+        let Some(adoption) = self.adoption.as_mut() else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        for event in adoption.handle(worker) {
+            match event {
+                AdoptionEvent::Claimed { listener, fd, addr } => {
+                    self.listeners.claimed(listener, fd, addr);
+                    self.refresh_probe();
+                }
+                AdoptionEvent::Refused { worker, reason } => refused.push((worker, reason)),
+            }
+        }
+        refused
+    }
+
+    fn refresh_probe(&mut self) {
+        if let Some(probe) = self.probe.as_mut() {
+            match ListenProbe::new(self.listeners.fds(), probe.coverage()) {
+                Ok(new) => *probe = new,
+                Err(e) => warn!("cannot watch the new listener for readiness: {e}"),
+            }
         }
     }
 
@@ -72,10 +120,10 @@ impl RealOs {
     /// Why it cannot be bound again.
     pub fn rebind(&mut self, i: usize) -> Result<String, String> {
         let local = self.listeners.rebind(i)?.local().to_string();
-        if let Some(probe) = self.probe.as_mut() {
-            match ListenProbe::new(self.listeners.fds(), probe.coverage()) {
-                Ok(new) => *probe = new,
-                Err(e) => warn!("cannot watch the new listener for readiness: {e}"),
+        self.refresh_probe();
+        if let Some(adoption) = self.adoption.as_mut() {
+            if let Err(e) = adoption.hold(i, &self.listeners) {
+                warn!("adoption: cannot hold {local} again: {e}");
             }
         }
         Ok(local)
@@ -94,9 +142,23 @@ impl Os for RealOs {
             fds,
             names,
         ];
-        self.spawner
-            .spawn(self.listeners.fds(), &vars)
-            .map_err(spawn_error)
+        let filter = match self.adoption.as_ref().map(Adoption::filter) {
+            Some(Ok(filter)) => Some(filter),
+            Some(Err(e)) => {
+                warn!("adoption: cannot prepare the filter ({e}); this worker runs without");
+                None
+            }
+            None => None,
+        };
+        let (filter, channel) = filter.unzip();
+        let pid = self
+            .spawner
+            .spawn(self.listeners.fds(), &vars, filter)
+            .map_err(spawn_error)?;
+        if let (Some(adoption), Some(channel)) = (self.adoption.as_mut(), channel) {
+            adoption.spawned(pid, channel);
+        }
+        Ok(pid)
     }
 
     fn signal(&mut self, target: Target, signal: Signal) {
