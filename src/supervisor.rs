@@ -53,6 +53,11 @@ pub trait Os {
     fn readiness_problem(&self, _pid: Pid) -> Option<String> {
         None
     }
+    /// What may make workers crash in a loop, if the OS side knows a likely cause (said once
+    /// per crash loop).
+    fn crash_hint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a worker could not be started.
@@ -1232,6 +1237,11 @@ impl Supervisor {
                     delay_ms,
                     "worker is crash-looping; restarting it with a backoff"
                 );
+                if slot.crashes == CRASH_LOOP {
+                    if let Some(hint) = os.crash_hint() {
+                        warn!(index, "worker is crash-looping: {hint}");
+                    }
+                }
             } else {
                 info!(index, delay_ms, "restarting worker");
             }

@@ -67,14 +67,14 @@ pub struct Adoption {
 }
 
 impl Adoption {
-    /// Adoption of `listeners`, or why it is off (`None` with the line logged).
-    pub fn new(listeners: &ListenerSet) -> Option<Adoption> {
+    /// Adoption of `listeners`, or why it is off (the line logged).
+    pub fn new(listeners: &ListenerSet) -> Result<Adoption, String> {
         if let Err(why) = adopt::support() {
             warn!(
                 "adoption is off: {why}; workers get the sockets with LISTEN_FDS only (an app \
                  that binds its port itself fails with EADDRINUSE)"
             );
-            return None;
+            return Err(why.to_string());
         }
         let mut adoption = Adoption {
             held: HeldSockets::new(),
@@ -91,7 +91,7 @@ impl Adoption {
                 );
             }
         }
-        Some(adoption)
+        Ok(adoption)
     }
 
     /// Holds (again) listener `i` of `listeners` for the engine.
@@ -171,7 +171,10 @@ impl Adoption {
                 }
                 Decision::Refuse { reason, .. } => {
                     let reason = reason.to_string();
-                    self.tell(format!("worker {worker}: bind refused: {reason}"));
+                    self.tell(format!(
+                        "worker {worker}: the bind of thread {} refused: {reason}",
+                        h.tid
+                    ));
                     events.push(Event::Refused { worker, reason });
                 }
                 Decision::Claim { .. }

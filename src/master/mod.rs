@@ -310,9 +310,8 @@ impl Master {
 
     /// Sleeps until something happens or is due; returns what happened.
     fn wait(&self) -> Result<Vec<Source>> {
-        // While a worker starts under `--ready listening`, wake up often to look at it.
-        let probe_at = (self.os.probing() && self.any_starting())
-            .then(|| Instant::now() + listening::PROBE_INTERVAL);
+        // While a worker starts under `--ready listening`, wake up to look at it.
+        let probe_at = self.os.probe_due(&self.starting());
         let due = [
             self.sup.next_deadline(),
             probe_at,
@@ -403,15 +402,19 @@ impl Master {
             .any(|w| matches!(w.state, WorkerState::Starting { .. }))
     }
 
-    /// Looks in /proc for starting workers that serve (`--ready listening`).
-    fn probe(&mut self, now: Instant) {
-        let starting: Vec<Pid> = self
-            .sup
+    /// The workers that are starting, with their start times.
+    fn starting(&self) -> Vec<(Pid, Instant)> {
+        self.sup
             .workers()
             .iter()
             .filter(|w| matches!(w.state, WorkerState::Starting { .. }))
-            .map(|w| w.pid)
-            .collect();
+            .map(|w| (w.pid, w.started))
+            .collect()
+    }
+
+    /// Looks in /proc for starting workers that serve (`--ready listening`).
+    fn probe(&mut self, now: Instant) {
+        let starting = self.starting();
         if starting.is_empty() {
             return;
         }
