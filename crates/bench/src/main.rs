@@ -11,7 +11,7 @@
 //! line, idle and under load; the master's CPU per reload and its wakeups when idle),
 //! `monitor` (what the resource monitor costs the master: CPU per sample per worker, CPU % of
 //! one core and wakeups per second at the default interval) and `peers` (the same Node.js
-//! and Python WSGI apps, from `crates/bench/apps/`, bare, under pm2 / gunicorn and under
+//! and Python WSGI apps (`tests/fixtures/node`, `crates/bench/apps/python`), bare, under pm2 / gunicorn and under
 //! master-process: req/s ratios to bare, failed requests in a reload storm, reload latency,
 //! manager RSS). `storm` and `detection` run their
 //! masters with `--no-monitor`, so that their idle wakeups are the loop's alone; `throughput`
@@ -317,16 +317,20 @@ fn others_text(o: &noise::Others, cpus: usize) -> String {
 }
 
 /// Processes running our master-process or test-worker binaries once everything is stopped,
-/// or anything started from the peers' apps or tools (the apps in `crates/bench/apps`, pm2's
+/// or anything started from the peers' apps or tools (the apps in `crates/bench/apps` and
+/// `tests/fixtures/node`, pm2's
 /// daemon and gunicorn under `target/bench/peers`).
 fn leftovers(bins: &setup::Bins) -> Vec<String> {
     let ours = [
         bins.master.to_string_lossy().into_owned(),
         bins.worker.to_string_lossy().into_owned(),
     ];
+    let root = setup::workspace_root();
     let peer_paths = [
-        setup::workspace_root()
-            .join("crates/bench/apps")
+        root.join("crates/bench/apps")
+            .to_string_lossy()
+            .into_owned(),
+        root.join("tests/fixtures/node")
             .to_string_lossy()
             .into_owned(),
         bins.out_dir.join("peers").to_string_lossy().into_owned(),

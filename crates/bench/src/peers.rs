@@ -1,11 +1,11 @@
 //! Peers: the same apps under each manager, measured in the same run.
 //!
-//! Two apps from `crates/bench/apps/`, each answering its pid, each with a graceful shutdown
+//! Two apps, each answering its pid, each with a graceful shutdown
 //! (stop accepting, `Connection: close` on later requests, idle connections closed after
 //! 500 ms, exit when none is left):
 //!
-//! - Node.js (`apps/node/app.js`): bare (`node app.js`, PORT), under pm2 in cluster mode
-//!   (`apps/node/ecosystem.config.js`: 2 instances, `wait_ready`, `listen_timeout`,
+//! - Node.js (`tests/fixtures/node/server.js`, the tests' Node worker): bare (`node server.js`, PORT), under pm2 in cluster mode
+//!   (`crates/bench/apps/node/ecosystem.config.js`: 2 instances, `wait_ready`, `listen_timeout`,
 //!   `kill_timeout`; reload = `pm2 reload app`) and under master-process (`-w 2`, SIGHUP).
 //! - Python WSGI (`apps/python/app.py`) served by gunicorn's sync workers: `gunicorn -w 1`
 //!   alone (the baseline), `gunicorn -w 2` (reload = SIGHUP to the arbiter) and master-process
@@ -323,7 +323,7 @@ impl App {
     /// What a worker's command line contains.
     fn marker(self) -> &'static str {
         match self {
-            App::Node => "app.js",
+            App::Node => "server.js",
             App::Python => "gunicorn",
         }
     }
@@ -361,7 +361,7 @@ impl Kind {
     /// The table's Manager column.
     fn label(self) -> &'static str {
         match self {
-            Kind::NodeBare => "none (bare `node app.js`, baseline)",
+            Kind::NodeBare => "none (bare `node server.js`, baseline)",
             Kind::Pm2 => "pm2 cluster mode (2 instances)",
             Kind::MasterNode => "master-process (-w 2)",
             Kind::GunicornOne => "gunicorn -w 1 alone (baseline)",
@@ -686,7 +686,8 @@ fn master_addr(line: &str) -> Option<SocketAddr> {
 fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
     let echo = ctx.opts.verbose;
     let apps = apps_dir();
-    let node_dir = apps.join("node");
+    let node_dir = setup::workspace_root().join("tests/fixtures/node");
+    let ecosystem = apps.join("node/ecosystem.config.js");
     let python_dir = apps.join("python");
     let node = || tools.node.clone().ok_or("node is not installed");
     let gunicorn = || tools.gunicorn.clone();
@@ -703,16 +704,14 @@ fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
         Kind::NodeBare => {
             let port = free_port()?;
             let mut cmd = Command::new(node()?);
-            cmd.arg(node_dir.join("app.js"))
+            cmd.arg(node_dir.join("server.js"))
                 .current_dir(&node_dir)
                 .env("PORT", port.to_string())
                 .env("HOST", "127.0.0.1");
-            server.command = format!("PORT={port} node app.js");
+            server.command = format!("PORT={port} node server.js");
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut p = Proc::spawn("node (bare)", cmd, false, echo)?;
-            p.wait_line("listening on", START_TIMEOUT, |l| {
-                l.contains("listening on")
-            })?;
+            p.wait_line("serving", START_TIMEOUT, |l| l.contains("serving "))?;
             server.proc = Some(p);
         }
         Kind::Pm2 => {
@@ -724,13 +723,7 @@ fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
                 home.display()
             );
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
-            server.pm2 = Some(Pm2::start(
-                &bin,
-                &home,
-                &node_dir.join("ecosystem.config.js"),
-                port,
-                echo,
-            )?);
+            server.pm2 = Some(Pm2::start(&bin, &home, &ecosystem, port, echo)?);
         }
         Kind::MasterNode | Kind::MasterGunicorn => {
             let mut cmd = Command::new(&ctx.bins.master);
@@ -739,10 +732,10 @@ fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
                 .args(["--control", "off", "--"]);
             if kind == Kind::MasterNode {
                 cmd.arg(node()?)
-                    .arg(node_dir.join("app.js"))
+                    .arg(node_dir.join("server.js"))
                     .current_dir(&node_dir);
                 server.command = format!(
-                    "master-process -l 127.0.0.1:PORT -w {WORKERS} --control off -- node app.js"
+                    "master-process -l 127.0.0.1:PORT -w {WORKERS} --control off -- node server.js"
                 );
             } else {
                 cmd.arg(gunicorn()?)
@@ -1868,15 +1861,16 @@ fn section(ctx: &Ctx, tools: &Tools, apps: &[AppRun], took: Duration) -> Section
         "Peers: the same apps under pm2, gunicorn and master-process",
     );
     s.intro.push(format!(
-        "Two apps from `crates/bench/apps/`, each answering its pid, each shutting down \
+        "Two apps, each answering its pid, each shutting down \
          gracefully (stop accepting, `Connection: close` on later requests, connections idle \
-         for 500 ms closed, exit when none is left): **Node.js** (`node/app.js`, listening on \
+         for 500 ms closed, exit when none is left): **Node.js** (`tests/fixtures/node/server.js`, \
+         the test suite's Node worker, listening on \
          fd 3 under master-process, else on PORT) run bare, under pm2 in cluster mode \
-         (`node/ecosystem.config.js`: 2 instances, `wait_ready: true` with \
+         (`crates/bench/apps/node/ecosystem.config.js`: 2 instances, `wait_ready: true` with \
          `process.send('ready')`, `listen_timeout` 10 s, `kill_timeout` 10 s; pm2 stops a \
          worker with SIGINT, which the app drains on) and under master-process (`-w \
          {WORKERS}`, default `--ready listening`, default resource monitor); **Python WSGI** \
-         (`python/app.py`) served by gunicorn {GUNICORN_VERSION} sync workers: `gunicorn -w 1` \
+         (`crates/bench/apps/python/app.py`) served by gunicorn {GUNICORN_VERSION} sync workers: `gunicorn -w 1` \
          alone (the baseline), `gunicorn -w 2`, and master-process (`-w {WORKERS}`) running \
          `gunicorn -w 1 --no-control-socket` as each worker, gunicorn taking the socket from \
          LISTEN_FDS (systemd socket activation; checked below)."
@@ -1886,7 +1880,7 @@ fn section(ctx: &Ctx, tools: &Tools, apps: &[AppRun], took: Duration) -> Section
          keep-alive; every run of an app is up at once (idle ones cost nothing) and each \
          repetition runs wrk once against each, the order rotating by one per repetition; {} \
          repetitions per mode after a 1 s warm-up of each; medians; the ratio is \
-         median / median of the app's baseline (bare `node app.js`; `gunicorn -w 1` alone, the \
+         median / median of the app's baseline (bare `node server.js`; `gunicorn -w 1` alone, the \
          nearest thing to a bare WSGI app: its arbiter only forks and watches). The baselines \
          are one process; the managed runs have 2 workers on {} CPU(s) shared with wrk, so a \
          ratio above 1 is the second worker's share, not a manager speed-up. 2. **Failed in \
