@@ -21,15 +21,16 @@
 //!   These replace "no wakeup when idle" with the monitor on; the `storm` and `detection`
 //!   sections run their masters with `--no-monitor`, so that their idle figures are the loop's.
 
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::detection::line_unix_us;
-use crate::proc::Switches;
-use crate::procs::{Extra, Master, Ready, field};
-use crate::report::{Json, Metric, Section};
-use crate::{Ctx, proc};
+use crate::Ctx;
+use crate::lines::{Harvest, line_unix_us, parsed};
+use crate::master::{Extra, Master, Ready};
+use crate::measure::{Cpu, Spent, io};
+use crate::process::sweep;
+use crate::report::{Json, Metric, Section, obj, quoted};
+use crate::sys::{self, procfs};
 
 /// Workers of the main runs.
 const WORKERS: usize = 16;
@@ -99,8 +100,7 @@ impl Spec {
             }
         }
         if let Sampling::Every(d) = self.sampling {
-            args.push("--monitor-interval".into());
-            args.push(format!("{}ms", d.as_millis()));
+            args.extend(["--monitor-interval".into(), format!("{}ms", d.as_millis())]);
         }
         if self.verbose {
             args.push("-v".into());
@@ -116,9 +116,9 @@ impl Spec {
             ""
         };
         let args: String = self.args().iter().map(|a| format!(" {a}")).collect();
+        let workers = self.workers;
         format!(
-            "{env}master-process -l 127.0.0.1:0 --control off -w {}{args} -- test-worker",
-            self.workers
+            "{env}master-process -l 127.0.0.1:0 --control off -w {workers}{args} -- test-worker"
         )
     }
 }
@@ -128,14 +128,8 @@ impl Spec {
 struct Run {
     spec: Spec,
     wall: Duration,
-    /// The master's CPU time (`se.sum_exec_runtime`, or utime + stime if the kernel does not
-    /// show it).
-    cpu_ms: f64,
-    /// `cpu_ms` is the scheduler's exact runtime.
-    exact: bool,
-    /// utime + stime, in ms (moves by whole clock ticks).
-    ticks_ms: f64,
-    switches: Switches,
+    /// The master's CPU time and wakeups over the period.
+    spent: Spent,
     /// `monitor sample` lines stamped within the period (with `-v`).
     sample_lines: usize,
     /// Processes per worker tree at the end of the period (1: the worker alone).
@@ -157,12 +151,25 @@ struct Run {
 }
 
 impl Run {
+    /// The master's CPU time (`se.sum_exec_runtime`, or utime + stime if the kernel does not
+    /// show it).
+    fn cpu_ms(&self) -> f64 {
+        self.spent.cpu_ms()
+    }
+
+    /// Where [`Run::cpu_ms`] comes from.
+    fn cpu_source(&self) -> &'static str {
+        match self.spent.runtime_ms {
+            Some(_) => "se.sum_exec_runtime",
+            None => "utime+stime",
+        }
+    }
+
     /// Rounds of samples in the period: one wakeup each.
     fn rounds(&self) -> f64 {
-        if self.spec.sampling == Sampling::Off {
-            0.0
-        } else {
-            self.switches.voluntary as f64
+        match self.spec.sampling {
+            Sampling::Off => 0.0,
+            _ => self.spent.switches.voluntary as f64,
         }
     }
 
@@ -179,12 +186,12 @@ impl Run {
 
     /// CPU in % of one core.
     fn cpu_pct(&self) -> f64 {
-        self.cpu_ms / (self.wall_s() * 10.0)
+        self.cpu_ms() / (self.wall_s() * 10.0)
     }
 
     /// CPU minus what the master without a monitor used over as long (`base_rate`: ms/s).
     fn net_ms(&self, base_rate: f64) -> f64 {
-        self.cpu_ms - base_rate * self.wall_s()
+        self.cpu_ms() - base_rate * self.wall_s()
     }
 
     /// µs of master CPU per round.
@@ -203,33 +210,23 @@ impl Run {
     }
 
     fn wakeups_per_s(&self) -> f64 {
-        self.switches.total() as f64 / self.wall_s()
+        self.spent.switches.total() as f64 / self.wall_s()
+    }
+
+    /// `NAME (N workers)`, for notes.
+    fn who(&self) -> String {
+        format!("{} ({} workers)", self.spec.name, self.spec.workers)
     }
 }
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    now.map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// A test-worker's `test-worker[PID]: child CPID` line (TW_FORK_CHILD).
 fn child_line(line: &str) -> bool {
     line.starts_with("test-worker[") && line.contains("]: child ")
-}
-
-/// `pid` and its descendants, depth first (at most 64 levels).
-fn tree(pid: i32, depth: usize, out: &mut Vec<i32>) {
-    out.push(pid);
-    if depth < 64 {
-        for child in proc::children(pid) {
-            tree(child, depth + 1, out);
-        }
-    }
 }
 
 fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
@@ -241,134 +238,97 @@ fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
     } else {
         &[]
     };
-    let extra = Extra { args: &args, env };
-    let mut master = Master::launch(
-        &ctx.bins.master,
-        &ctx.bins.worker,
+    let mut master = Master::start(
+        ctx,
         spec.workers,
         Ready::Listening,
-        &extra,
-        ctx.opts.verbose,
+        &Extra { args: &args, env },
     )?;
-    let pid = master.pid();
-    let log = Arc::clone(master.proc.log());
+    let (pid, log) = (master.pid(), master.proc.log().clone());
+    let period = spec.period.as_secs_f64();
     eprintln!(
-        "bench: monitor {}: master pid {pid}, {} workers, {:.0} s",
-        spec.name,
-        spec.workers,
-        spec.period.as_secs_f64()
+        "bench: monitor {}: master pid {pid}, {} workers, {period:.0} s",
+        spec.name, spec.workers
     );
-    if spec.children {
-        let started = log.wait_until(CHILD_WAIT, |lines| {
-            lines.iter().filter(|l| child_line(l)).count() >= spec.workers
-        });
-        if !started {
-            return Err(format!(
-                "not every worker said it started its child within {CHILD_WAIT:?}; last lines:{}",
-                log.tail(10)
-            ));
-        }
+    let children =
+        |lines: &[String]| lines.iter().filter(|l| child_line(l)).count() >= spec.workers;
+    if spec.children && !log.wait_until(CHILD_WAIT, children) {
+        return Err(format!(
+            "not every worker said it started its child within {CHILD_WAIT:?}; last lines:{}",
+            log.tail(10)
+        ));
     }
     thread::sleep(SETTLE);
-    let u0 = unix_us();
-    let k0 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
-    let r0 = proc::cpu_runtime_ms(pid);
-    let w0 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
-    let t0 = Instant::now();
+    let (u0, before, t0) = (unix_us(), Cpu::read(pid)?, Instant::now());
     thread::sleep(spec.period);
-    let w1 = proc::ctxt_switches(pid).map_err(io("master's context switches"))?;
-    let r1 = proc::cpu_runtime_ms(pid);
-    let k1 = proc::cpu_ticks(pid).map_err(io("master's /proc stat"))?;
-    let wall = t0.elapsed();
-    let u1 = unix_us();
-    let threads = proc::threads(pid).map_err(io("master's Threads"))?;
+    let spent = Cpu::read(pid)?.since(&before);
+    let (wall, u1) = (t0.elapsed(), unix_us());
+    let threads = sys::stat(pid).map_err(io("Threads"))?.threads;
     // The trees as the monitor sees them: the master's children and their descendants.
-    let workers = proc::children(pid);
-    let mut members = Vec::new();
-    for &w in &workers {
-        tree(w, 0, &mut members);
-    }
-    let tree_size = members.len() as f64 / workers.len().max(1) as f64;
+    let workers = sys::children(pid);
+    let tree = |&w: &i32| procfs::process_tree(w.unsigned_abs(), 4096);
+    let members: Vec<i32> = workers
+        .iter()
+        .flat_map(tree)
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect();
+    let tree = members.len() as f64 / workers.len().max(1) as f64;
     if spec.verbose {
         // The last round's lines may still be in the pipe: wait for a later line.
         log.wait_until(Duration::from_secs(1), |lines| {
-            lines
-                .iter()
-                .rev()
-                .take(4 * spec.workers)
-                .any(|l| line_unix_us(l).is_some_and(|u| u > u1))
+            let mut recent = lines.iter().rev().take(4 * spec.workers);
+            recent.any(|l| line_unix_us(l).is_some_and(|u| u > u1))
         });
     }
-    let lines = log.lines();
-    let in_period = |l: &str| line_unix_us(l).is_some_and(|u| (u0..=u1).contains(&u));
-    let sample_lines = lines
-        .iter()
-        .filter(|l| l.contains("monitor sample") && in_period(l))
-        .count();
+    let (
+        Harvest {
+            lines, warnings, ..
+        },
+        exit,
+    ) = master.finish();
+    let in_period = |l: &&String| line_unix_us(l).is_some_and(|u| (u0..=u1).contains(&u));
+    let samples = || lines.iter().filter(|l| l.contains("monitor sample"));
+    let sample_lines = samples().filter(in_period).count();
     // The last one: a worker's first sample has no CPU figure yet.
-    let example = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("monitor sample"))
-        .cloned();
+    let example = samples().next_back().cloned();
     let started = lines
         .iter()
-        .filter(|l| l.contains("worker started") && field(l, "pid").is_some())
-        .count();
+        .filter(|l| l.contains("worker started") && parsed::<i32>(l, "pid").is_some());
+    let restarts = started.count().saturating_sub(spec.workers);
     let replaced = lines
         .iter()
         .filter(|l| l.contains("replacing worker"))
         .cloned()
         .collect();
-    let warnings = lines
-        .iter()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .cloned()
-        .collect();
-    let status = master.stop();
-    let exit = match status.code() {
-        Some(code) => format!("exit code {code}"),
-        None => format!("{status}"),
-    };
     // The master stops each worker's process group; a child left alive is a finding (and ours
-    // to kill, by pid: we made its worker start it).
-    let leftovers: Vec<i32> = members
-        .iter()
-        .copied()
-        .filter(|p| !workers.contains(p) && proc::alive(*p))
-        .filter(|&p| proc::cmdline(p).starts_with("sleep"))
-        .collect();
-    for &p in &leftovers {
-        eprintln!("bench: monitor: worker child {p} outlived its master; killing it");
-        // SAFETY: kill(2) on a live `sleep` that one of our test-workers started.
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
+    // to kill: we made its worker start it).
+    let leftovers = sweep(
+        members.into_iter().filter(|p| !workers.contains(p)),
+        "sleep",
+        "worker child",
+    );
+    let total = begun.elapsed();
     let run = Run {
         spec,
         wall,
-        cpu_ms: r0
-            .zip(r1)
-            .map_or(proc::ticks_ms(k1.saturating_sub(k0)), |(a, b)| b - a),
-        exact: r0.is_some() && r1.is_some(),
-        ticks_ms: proc::ticks_ms(k1.saturating_sub(k0)),
-        switches: w1.since(w0),
+        spent,
         sample_lines,
-        tree: tree_size,
+        tree,
         threads,
-        restarts: started.saturating_sub(spec.workers),
+        restarts,
         replaced,
         warnings,
         leftovers,
         example,
         exit,
-        total: begun.elapsed(),
+        total,
     };
     eprintln!(
         "bench: monitor {}: CPU {:.3} ms in {:.1} s, {} wakeups",
         spec.name,
-        run.cpu_ms,
+        run.cpu_ms(),
         run.wall_s(),
-        run.switches.total()
+        spent.switches.total()
     );
     Ok(run)
 }
@@ -450,14 +410,6 @@ fn find<'a>(runs: &'a [Run], key: &str) -> Option<&'a Run> {
     runs.iter().find(|r| r.spec.key == key)
 }
 
-fn cpu_source(r: &Run) -> &'static str {
-    if r.exact {
-        "se.sum_exec_runtime"
-    } else {
-        "utime+stime"
-    }
-}
-
 fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
     let long = ctx.opts.monitor_secs;
     let short = Duration::from_secs(long) / 2;
@@ -490,31 +442,44 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
     ));
     let base = find(runs, "off");
     // ms of CPU per second of the master without a monitor.
-    let base_rate = base.map_or(0.0, |b| b.cpu_ms / b.wall_s());
+    let base_rate = base.map_or(0.0, |b| b.cpu_ms() / b.wall_s());
     if let Some(b) = base {
-        s.push(
-            Metric::info(
-                "off.baseline",
-                &format!(
-                    "baseline: {} workers, `--no-monitor`: CPU and wakeups in {:.1} s",
-                    b.spec.workers,
-                    b.wall_s()
-                ),
-                Json::obj([
-                    ("cpu_ms", Json::Num(b.cpu_ms)),
-                    ("wall_s", Json::Num(b.wall_s())),
-                    ("wakeups", Json::uint(b.switches.total())),
-                ]),
-                format!(
-                    "{:.3} ms ({}); {} wakeups",
-                    b.cpu_ms,
-                    cpu_source(b),
-                    b.switches.total()
-                ),
-            )
-            .target("0 wakeups", b.switches.total() == 0),
+        let wakeups = b.spent.switches.total();
+        let label = format!(
+            "baseline: {} workers, `--no-monitor`: CPU and wakeups in {:.1} s",
+            b.spec.workers,
+            b.wall_s()
         );
+        let value = obj! {"cpu_ms": b.cpu_ms(), "wall_s": b.wall_s(), "wakeups": wakeups};
+        let shown = format!(
+            "{:.3} ms ({}); {wakeups} wakeups",
+            b.cpu_ms(),
+            b.cpu_source()
+        );
+        s.push(Metric::info("off.baseline", label, value, shown).target("0 wakeups", wakeups == 0));
     }
+    per_sample_figures(&mut s, runs, base_rate);
+    default_interval_figures(&mut s, runs);
+    let replaced: usize = runs.iter().map(|r| r.replaced.len()).sum();
+    let restarts: usize = runs.iter().map(|r| r.restarts).sum();
+    let value = obj! {"replaced": replaced, "restarts": restarts};
+    let shown = format!("{replaced} replaced; {restarts} `worker started` beyond the first");
+    let metric = Metric::info(
+        "replaced",
+        "workers replaced or restarted in these runs",
+        value,
+        shown,
+    );
+    s.push(metric.target("0", replaced == 0 && restarts == 0));
+    notes(&mut s, runs);
+    for r in runs {
+        s.detail(format!("{}_{}", r.spec.key, r.spec.workers), details(r));
+    }
+    s
+}
+
+/// CPU per sample per worker at 100 ms, and a round's fixed and per-worker parts.
+fn per_sample_figures(s: &mut Section, runs: &[Run], base_rate: f64) {
     for key in ["fast", "fast_verbose", "fast_children", "fast_few"] {
         let Some(r) = find(runs, key) else {
             continue;
@@ -524,7 +489,7 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
             "{per_sample:.1} µs ({:.2} ms net of {:.2} ms, {:.0} rounds × {} workers in {:.1} s: \
              one every {:.1} ms)",
             r.net_ms(base_rate),
-            r.cpu_ms,
+            r.cpu_ms(),
             r.rounds(),
             r.spec.workers,
             r.wall_s(),
@@ -539,225 +504,168 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
         if r.spec.children {
             shown.push_str(&format!("; {:.1} processes per tree", r.tree));
             // What each process beyond the worker adds, against the same master without them.
-            if let Some(plain) = find(runs, "fast")
-                && r.tree > 1.0
-            {
-                shown.push_str(&format!(
-                    ": +{:.1} µs per extra process",
-                    (per_sample - plain.per_sample_us(base_rate)) / (r.tree - 1.0)
-                ));
+            if let Some(plain) = find(runs, "fast").filter(|_| r.tree > 1.0) {
+                let extra = (per_sample - plain.per_sample_us(base_rate)) / (r.tree - 1.0);
+                shown.push_str(&format!(": +{extra:.1} µs per extra process"));
             }
         }
+        let workers = r.spec.workers;
         let label = match key {
             "fast_verbose" => format!(
-                "CPU per sample per worker, {} workers every 100 ms, with `-v` (a debug line each)",
-                r.spec.workers
+                "CPU per sample per worker, {workers} workers every 100 ms, with `-v` (a debug line each)"
             ),
             "fast_children" => format!(
-                "CPU per sample per worker, {} workers every 100 ms, each with a child (`sleep`)",
-                r.spec.workers
+                "CPU per sample per worker, {workers} workers every 100 ms, each with a child (`sleep`)"
             ),
-            _ => format!(
-                "CPU per sample per worker, {} workers every 100 ms",
-                r.spec.workers
-            ),
+            _ => format!("CPU per sample per worker, {workers} workers every 100 ms"),
+        };
+        let value = obj! {
+            "per_sample_us": per_sample,
+            "per_round_us": r.per_round_us(base_rate),
+            "net_cpu_ms": r.net_ms(base_rate),
+            "cpu_ms": r.cpu_ms(),
+            "utime_stime_ms": r.spent.ticks_ms(),
+            "baseline_ms_per_s": base_rate,
+            "rounds": r.rounds(),
+            "line_rounds": r.line_rounds(),
+            "workers": workers,
+            "processes_per_tree": r.tree,
+            "wall_s": r.wall_s(),
         };
         s.push(Metric::info(
-            &format!("{key}.cpu_per_sample_us"),
-            &label,
-            Json::obj([
-                ("per_sample_us", Json::Num(per_sample)),
-                ("per_round_us", Json::Num(r.per_round_us(base_rate))),
-                ("net_cpu_ms", Json::Num(r.net_ms(base_rate))),
-                ("cpu_ms", Json::Num(r.cpu_ms)),
-                ("utime_stime_ms", Json::Num(r.ticks_ms)),
-                ("baseline_ms_per_s", Json::Num(base_rate)),
-                ("rounds", Json::Num(r.rounds())),
-                ("line_rounds", r.line_rounds().map_or(Json::Null, Json::Num)),
-                ("workers", Json::uint(r.spec.workers as u64)),
-                ("processes_per_tree", Json::Num(r.tree)),
-                ("wall_s", Json::Num(r.wall_s())),
-            ]),
+            format!("{key}.cpu_per_sample_us"),
+            label,
+            value,
             shown,
         ));
     }
-    if let (Some(many), Some(few)) = (find(runs, "fast"), find(runs, "fast_few")) {
-        let (a, b) = (many.per_round_us(base_rate), few.per_round_us(base_rate));
-        let dn = (many.spec.workers - few.spec.workers) as f64;
-        let per_worker = (a - b) / dn;
-        let fixed = b - per_worker * few.spec.workers as f64;
-        s.push(Metric::info(
-            "fast.split_us",
-            &format!(
-                "a round's CPU: fixed part + per worker (from {} and {} workers)",
-                many.spec.workers, few.spec.workers
-            ),
-            Json::obj([
-                ("fixed_us", Json::Num(fixed)),
-                ("per_worker_us", Json::Num(per_worker)),
-                ("round_us_many", Json::Num(a)),
-                ("round_us_few", Json::Num(b)),
-            ]),
-            format!(
-                "{fixed:.1} µs + {per_worker:.1} µs per worker ({a:.1} µs per round with {}, \
-                 {b:.1} µs with {})",
-                many.spec.workers, few.spec.workers
-            ),
-        ));
-        s.notes.push(
-            "- The fixed part of a round is the master waking up from poll() and going back to \
-             it (under strace an idle round is poll() plus the /proc reads, nothing else), \
-             likely with cold caches after the sleep; the part per worker is the /proc reads of \
-             its tree (/proc/W/task, /proc/W/task/T/children for each thread T, /proc/W/stat)."
-                .to_owned(),
-        );
-    }
-    for key in ["default", "default_few", "grace"] {
-        let Some(r) = find(runs, key) else {
-            continue;
-        };
+    let (Some(many), Some(few)) = (find(runs, "fast"), find(runs, "fast_few")) else {
+        return;
+    };
+    let (a, b) = (many.per_round_us(base_rate), few.per_round_us(base_rate));
+    let (n_many, n_few) = (many.spec.workers, few.spec.workers);
+    let per_worker = (a - b) / (n_many - n_few) as f64;
+    let fixed = b - per_worker * n_few as f64;
+    let label =
+        format!("a round's CPU: fixed part + per worker (from {n_many} and {n_few} workers)");
+    let value = obj! {"fixed_us": fixed, "per_worker_us": per_worker, "round_us_many": a, "round_us_few": b};
+    let shown = format!(
+        "{fixed:.1} µs + {per_worker:.1} µs per worker ({a:.1} µs per round with {n_many}, \
+         {b:.1} µs with {n_few})"
+    );
+    s.push(Metric::info("fast.split_us", label, value, shown));
+    s.notes.push(
+        "- The fixed part of a round is the master waking up from poll() and going back to \
+         it (under strace an idle round is poll() plus the /proc reads, nothing else), \
+         likely with cold caches after the sleep; the part per worker is the /proc reads of \
+         its tree (/proc/W/task, /proc/W/task/T/children for each thread T, /proc/W/stat)."
+            .to_owned(),
+    );
+}
+
+/// CPU % and wakeups per second at the default interval (and without a monitor).
+fn default_interval_figures(s: &mut Section, runs: &[Run]) {
+    let grace = DEFAULT_GRACE.as_secs();
+    for r in ["default", "default_few", "grace"]
+        .into_iter()
+        .filter_map(|k| find(runs, k))
+    {
         let pct = r.cpu_pct();
-        let setting = if r.spec.sampling == Sampling::Defaults {
-            format!(
-                "all defaults, within the {} s grace (nothing sampled yet)",
-                DEFAULT_GRACE.as_secs()
-            )
-        } else {
-            format!("default interval ({} s)", DEFAULT_INTERVAL.as_secs())
+        let setting = match r.spec.sampling {
+            Sampling::Defaults => {
+                format!("all defaults, within the {grace} s grace (nothing sampled yet)")
+            }
+            _ => format!("default interval ({} s)", DEFAULT_INTERVAL.as_secs()),
         };
-        s.push(
-            Metric::info(
-                &format!("{key}.cpu_percent"),
-                &format!(
-                    "master CPU, {} workers, {setting}, in % of one core",
-                    r.spec.workers
-                ),
-                Json::obj([
-                    ("percent", Json::Num(pct)),
-                    ("cpu_ms", Json::Num(r.cpu_ms)),
-                    ("utime_stime_ms", Json::Num(r.ticks_ms)),
-                    ("wall_s", Json::Num(r.wall_s())),
-                    ("rounds", Json::Num(r.rounds())),
-                ]),
-                format!(
-                    "{pct:.4}% ({:.3} ms in {:.1} s, {:.0} rounds: {:.0} µs each)",
-                    r.cpu_ms,
-                    r.wall_s(),
-                    r.rounds(),
-                    r.per_round_us(0.0)
-                ),
-            )
-            .target(format!("< {TARGET_CPU_PCT}%"), pct < TARGET_CPU_PCT),
+        let label = format!(
+            "master CPU, {} workers, {setting}, in % of one core",
+            r.spec.workers
         );
-    }
-    for key in ["default", "default_few", "grace", "off"] {
-        let Some(r) = find(runs, key) else {
-            continue;
+        let value = obj! {
+            "percent": pct, "cpu_ms": r.cpu_ms(), "utime_stime_ms": r.spent.ticks_ms(),
+            "wall_s": r.wall_s(), "rounds": r.rounds(),
         };
+        let shown = format!(
+            "{pct:.4}% ({:.3} ms in {:.1} s, {:.0} rounds: {:.0} µs each)",
+            r.cpu_ms(),
+            r.wall_s(),
+            r.rounds(),
+            r.per_round_us(0.0)
+        );
+        let metric = Metric::info(format!("{}.cpu_percent", r.spec.key), label, value, shown);
+        s.push(metric.target(format!("< {TARGET_CPU_PCT}%"), pct < TARGET_CPU_PCT));
+    }
+    for r in ["default", "default_few", "grace", "off"]
+        .into_iter()
+        .filter_map(|k| find(runs, k))
+    {
         let expected = r.spec.interval().map_or_else(
             || "0".to_owned(),
             |i| format!("{:.1}/s: one per round", 1.0 / i.as_secs_f64()),
         );
-        let label = match r.spec.sampling {
-            Sampling::Off => format!(
-                "master wakeups per second, {} workers, `--no-monitor`",
-                r.spec.workers
-            ),
-            Sampling::Defaults => format!(
-                "master wakeups per second, {} workers, all defaults, within the {} s grace",
-                r.spec.workers,
-                DEFAULT_GRACE.as_secs()
-            ),
-            _ => format!(
-                "master wakeups per second, {} workers, default interval",
-                r.spec.workers
-            ),
+        let setting = match r.spec.sampling {
+            Sampling::Off => "`--no-monitor`".to_owned(),
+            Sampling::Defaults => format!("all defaults, within the {grace} s grace"),
+            _ => "default interval".to_owned(),
         };
+        let label = format!(
+            "master wakeups per second, {} workers, {setting}",
+            r.spec.workers
+        );
+        let Spent { switches: sw, .. } = r.spent;
+        let value = obj! {
+            "per_s": r.wakeups_per_s(), "voluntary": sw.voluntary, "involuntary": sw.involuntary,
+            "wall_s": r.wall_s(),
+        };
+        let shown = format!(
+            "{:.2}/s ({} + {} involuntary in {:.1} s)",
+            r.wakeups_per_s(),
+            sw.voluntary,
+            sw.involuntary,
+            r.wall_s()
+        );
         s.push(
-            Metric::info(
-                &format!("{key}.wakeups_per_s"),
-                &label,
-                Json::obj([
-                    ("per_s", Json::Num(r.wakeups_per_s())),
-                    ("voluntary", Json::uint(r.switches.voluntary)),
-                    ("involuntary", Json::uint(r.switches.involuntary)),
-                    ("wall_s", Json::Num(r.wall_s())),
-                ]),
-                format!(
-                    "{:.2}/s ({} + {} involuntary in {:.1} s)",
-                    r.wakeups_per_s(),
-                    r.switches.voluntary,
-                    r.switches.involuntary,
-                    r.wall_s()
-                ),
-            )
-            .expect(expected),
+            Metric::info(format!("{}.wakeups_per_s", r.spec.key), label, value, shown)
+                .expect(expected),
         );
     }
-    let replaced: usize = runs.iter().map(|r| r.replaced.len()).sum();
-    let restarts: usize = runs.iter().map(|r| r.restarts).sum();
-    s.push(
-        Metric::info(
-            "replaced",
-            "workers replaced or restarted in these runs",
-            Json::obj([
-                ("replaced", Json::uint(replaced as u64)),
-                ("restarts", Json::uint(restarts as u64)),
-            ]),
-            format!("{replaced} replaced; {restarts} `worker started` beyond the first"),
-        )
-        .target("0", replaced == 0 && restarts == 0),
-    );
-    notes(&mut s, runs);
-    for r in runs {
-        s.details.push((
-            format!("{}_{}", r.spec.key, r.spec.workers),
-            Json::obj([
-                ("command", Json::str(r.spec.command())),
-                ("period_s", Json::Num(r.spec.period.as_secs_f64())),
-                ("wall_s", Json::Num(r.wall_s())),
-                ("cpu_ms", Json::Num(r.cpu_ms)),
-                ("cpu_exact", Json::Bool(r.exact)),
-                ("utime_stime_ms", Json::Num(r.ticks_ms)),
-                ("voluntary_switches", Json::uint(r.switches.voluntary)),
-                ("involuntary_switches", Json::uint(r.switches.involuntary)),
-                ("sample_lines", Json::uint(r.sample_lines as u64)),
-                ("processes_per_tree", Json::Num(r.tree)),
-                ("threads", Json::uint(r.threads)),
-                (
-                    "replaced",
-                    Json::Arr(r.replaced.iter().map(Json::str).collect()),
-                ),
-                ("restarts", Json::uint(r.restarts as u64)),
-                (
-                    "master_warnings",
-                    Json::Arr(r.warnings.iter().map(Json::str).collect()),
-                ),
-                (
-                    "leftover_children",
-                    Json::Arr(r.leftovers.iter().map(|&p| Json::Int(p.into())).collect()),
-                ),
-                ("master_exit", Json::str(&r.exit)),
-                ("run_secs", Json::Num(r.total.as_secs_f64())),
-            ]),
-        ));
+}
+
+fn details(r: &Run) -> Json {
+    obj! {
+        "command": r.spec.command(),
+        "period_s": r.spec.period.as_secs_f64(),
+        "wall_s": r.wall_s(),
+        "cpu_ms": r.cpu_ms(),
+        "cpu_exact": r.spent.runtime_ms.is_some(),
+        "utime_stime_ms": r.spent.ticks_ms(),
+        "voluntary_switches": r.spent.switches.voluntary,
+        "involuntary_switches": r.spent.switches.involuntary,
+        "sample_lines": r.sample_lines,
+        "processes_per_tree": r.tree,
+        "threads": r.threads,
+        "replaced": Json::arr(&r.replaced),
+        "restarts": r.restarts,
+        "master_warnings": Json::arr(&r.warnings),
+        "leftover_children": Json::arr(r.leftovers.iter().copied()),
+        "master_exit": &r.exit,
+        "run_secs": r.total.as_secs_f64(),
     }
-    s
 }
 
 fn notes(s: &mut Section, runs: &[Run]) {
     for r in runs {
+        let sw = r.spent.switches;
         s.notes.push(format!(
-            "- {} ({} workers): `{}`; CPU {:.3} ms ({}; utime+stime {:.0} ms), {} + {} \
+            "- {}: `{}`; CPU {:.3} ms ({}; utime+stime {:.0} ms), {} + {} \
              involuntary context switches in {:.2} s; {} thread(s); run took {:.1} s; {}",
-            r.spec.name,
-            r.spec.workers,
+            r.who(),
             r.spec.command(),
-            r.cpu_ms,
-            cpu_source(r),
-            r.ticks_ms,
-            r.switches.voluntary,
-            r.switches.involuntary,
+            r.cpu_ms(),
+            r.cpu_source(),
+            r.spent.ticks_ms(),
+            sw.voluntary,
+            sw.involuntary,
             r.wall_s(),
             r.threads,
             r.total.as_secs_f64(),
@@ -768,55 +676,43 @@ fn notes(s: &mut Section, runs: &[Run]) {
         s.notes.push(format!("- a `-v` sample line: `{line}`"));
     }
     for r in runs {
-        if let Some(lr) = r.line_rounds()
-            && (lr - r.rounds()).abs() > 1.0
-        {
+        if let Some(lr) = r.line_rounds().filter(|lr| (lr - r.rounds()).abs() > 1.0) {
             s.notes.push(format!(
-                "- {} ({} workers): **the rounds disagree**: {} wakeups, but {} `monitor sample` \
+                "- {}: **the rounds disagree**: {} wakeups, but {} `monitor sample` \
                  lines = {lr:.2} rounds",
-                r.spec.name, r.spec.workers, r.switches.voluntary, r.sample_lines
+                r.who(),
+                r.spent.switches.voluntary,
+                r.sample_lines
             ));
         }
         if !r.leftovers.is_empty() {
             s.notes.push(format!(
-                "- {} ({} workers): **{} worker child(ren) outlived the master** (killed by \
-                 bench): {:?}",
-                r.spec.name,
-                r.spec.workers,
+                "- {}: **{} worker child(ren) outlived the master** (killed by bench): {:?}",
+                r.who(),
                 r.leftovers.len(),
                 r.leftovers
             ));
         }
         if !r.replaced.is_empty() {
             s.notes.push(format!(
-                "- {} ({} workers): **workers replaced**: {}",
-                r.spec.name,
-                r.spec.workers,
-                r.replaced
-                    .iter()
-                    .take(3)
-                    .map(|l| format!("`{l}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "- {}: **workers replaced**: {}",
+                r.who(),
+                quoted(&r.replaced, 3)
             ));
         }
-        if !r.warnings.is_empty() {
-            s.notes.push(format!(
-                "- {} ({} workers): the master logged {} warning/error line(s), e.g.:",
-                r.spec.name,
-                r.spec.workers,
-                r.warnings.len()
-            ));
-            for w in r.warnings.iter().take(3) {
-                s.notes.push(format!("  - `{w}`"));
-            }
-        }
+        s.note_lines(
+            &format!("{}: the master logged", r.who()),
+            "warning/error line(s)",
+            &r.warnings,
+            3,
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::Switches;
 
     fn spec(sampling: Sampling) -> Spec {
         Spec {
@@ -861,12 +757,13 @@ mod tests {
         let run = Run {
             spec: spec(Sampling::Every(Duration::from_millis(100))),
             wall: Duration::from_secs(10),
-            cpu_ms: 17.0,
-            exact: true,
-            ticks_ms: 10.0,
-            switches: Switches {
-                voluntary: 100,
-                involuntary: 3,
+            spent: Spent {
+                ticks: 1,
+                runtime_ms: Some(17.0),
+                switches: Switches {
+                    voluntary: 100,
+                    involuntary: 3,
+                },
             },
             sample_lines: 0,
             tree: 1.0,
@@ -884,5 +781,6 @@ mod tests {
         assert!((run.effective_interval_ms() - 100.0).abs() < 1e-9);
         assert!((run.cpu_pct() - 0.17).abs() < 1e-9);
         assert!((run.wakeups_per_s() - 10.3).abs() < 1e-9);
+        assert_eq!(run.cpu_source(), "se.sum_exec_runtime");
     }
 }

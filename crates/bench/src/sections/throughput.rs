@@ -1,0 +1,220 @@
+//! Throughput: the bare test-worker against the same test-worker under the master (one
+//! worker), measured with `wrk`, in new-connection and keep-alive modes.
+//!
+//! Both servers run for the whole section (the idle one sleeps in poll and costs nothing),
+//! and wrk runs alternate between them, the side that goes first alternating per pair
+//! (bare, master, master, bare, ...) so a position effect cancels out. Medians per side
+//! and mode, and their ratio master/bare. The master never proxies, so the ratio should be
+//! about 1 (target >= 0.97 in new-connection mode).
+
+use std::time::Duration;
+
+use crate::master::{Bare, Extra, Master, Ready};
+use crate::report::{Json, Metric, Section, list, obj, quoted};
+use crate::wrk::{self, CONNECTIONS, THREADS, WrkRun};
+use crate::{Ctx, stats};
+
+/// The ratio master/bare that new-connection mode must reach.
+const RATIO_TARGET: f64 = 0.97;
+
+/// The two sides' runs in one mode.
+struct ModeRuns {
+    name: &'static str,
+    close: bool,
+    bare: Vec<WrkRun>,
+    master: Vec<WrkRun>,
+}
+
+/// Runs the section.
+pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
+    let (secs, reps) = (ctx.opts.duration_s, ctx.opts.reps);
+    let mut bare = Bare::start(&ctx.bins.worker, ctx.opts.verbose)?;
+    let mut master = Master::start(ctx, 1, Ready::Notify, &Extra::default())?;
+    let worker = master.workers_seen().into_iter().next();
+    let worker = worker.ok_or("no worker started line in the master's log")?;
+    eprintln!(
+        "bench: throughput: bare test-worker on {} (pid {}), master on {} (pid {}, worker {worker})",
+        bare.addr,
+        bare.proc.pid(),
+        master.addr,
+        master.pid()
+    );
+    // Warm-up, not counted: first connections, page faults, thread stacks.
+    for close in [true, false] {
+        wrk::run(ctx, bare.addr, close, 1)?;
+        wrk::run(ctx, master.addr, close, 1)?;
+    }
+    let master_lines = master.proc.log().len();
+    let mode = |name, close| ModeRuns {
+        name,
+        close,
+        bare: Vec::new(),
+        master: Vec::new(),
+    };
+    let mut modes = [mode("new connection", true), mode("keep-alive", false)];
+    for mode in &mut modes {
+        for rep in 1..=reps {
+            // Alternate which side goes first (bare, master, master, bare, ...), so that a
+            // position effect or a drift does not favour one side.
+            let (b, m) = if rep % 2 == 1 {
+                let b = wrk::run(ctx, bare.addr, mode.close, secs)?;
+                (b, wrk::run(ctx, master.addr, mode.close, secs)?)
+            } else {
+                let m = wrk::run(ctx, master.addr, mode.close, secs)?;
+                (wrk::run(ctx, bare.addr, mode.close, secs)?, m)
+            };
+            bare.proc.check_alive("the bare test-worker")?;
+            master.proc.check_alive("the master")?;
+            eprintln!(
+                "bench: throughput {} {rep}/{reps}: bare {:.0} req/s, master {:.0} req/s ({:.3})",
+                mode.name,
+                b.rps,
+                m.rps,
+                m.rps / b.rps
+            );
+            mode.bare.push(b);
+            mode.master.push(m);
+        }
+    }
+    // The master must not have done anything while it only held the socket.
+    let lines = master.proc.log().lines();
+    let unexpected: Vec<String> = lines[master_lines..]
+        .iter()
+        .filter(|l| !l.starts_with("test-worker["))
+        .cloned()
+        .collect();
+    master.stop();
+    bare.proc.stop(Duration::from_secs(5));
+    Ok(vec![section(ctx, &modes, &unexpected)])
+}
+
+fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
+    let title = format!(
+        "Throughput: bare test-worker vs under the master (wrk -t{THREADS} -c{CONNECTIONS} -d{}s)",
+        ctx.opts.duration_s
+    );
+    let mut s = Section::new("throughput", &title);
+    s.intro.push(format!(
+        "Bare: test-worker binding 127.0.0.1:0 itself. Master: `master-process -l 127.0.0.1:0 -w 1 \
+         --ready notify -- test-worker` (TW_READY=notify), the worker serving the inherited fd 3. \
+         Both run all along; wrk runs alternate between them, the side that goes first \
+         alternating too (bare, master, master, bare, bare, master...: {} repetitions of each \
+         per mode, after a 1 s warm-up of each). Figures are medians of requests/s; the \
+         ratio is median(master) / median(bare). New-connection mode sends `Connection: close`.",
+        ctx.opts.reps
+    ));
+    for mode in modes {
+        mode_figures(&mut s, mode);
+    }
+    if !unexpected.is_empty() {
+        s.notes.push(format!(
+            "- The master logged {} line(s) during the runs (expected none): {}",
+            unexpected.len(),
+            quoted(unexpected, 5)
+        ));
+    }
+    s.notes.push(format!(
+        "- Noise: wrk ({THREADS} threads), the server and the kernel's loopback share {} CPU(s); \
+         compare the ratio, not absolute req/s across runs.",
+        ctx.machine.cpus
+    ));
+    s.detail("master_log_lines_during_runs", Json::arr(unexpected));
+    s
+}
+
+/// The figures, notes and details of one mode.
+fn mode_figures(s: &mut Section, mode: &ModeRuns) {
+    let (name, key) = (mode.name, if mode.close { "close" } else { "keepalive" });
+    let (bare, master) = (wrk::rps(&mode.bare), wrk::rps(&mode.master));
+    let pair_ratios: Vec<f64> = master.iter().zip(&bare).map(|(m, b)| m / b).collect();
+    let (mb, mm) = (stats::median(&bare), stats::median(&master));
+    let ratio = mm / mb;
+    let shown = format!("{mb:.0}");
+    s.push(Metric::info(
+        format!("{key}.bare_rps"),
+        format!("{name}: bare, median req/s"),
+        mb,
+        shown,
+    ));
+    let label = format!("{name}: under the master, median req/s");
+    s.push(Metric::info(
+        format!("{key}.master_rps"),
+        label,
+        mm,
+        format!("{mm:.0}"),
+    ));
+    let label = format!("{name}: ratio master / bare");
+    let metric = Metric::info(format!("{key}.ratio"), label, ratio, format!("{ratio:.3}"));
+    s.push(match mode.close {
+        true => metric.target(format!(">= {RATIO_TARGET}"), ratio >= RATIO_TARGET),
+        false => metric.expect(format!("about 1, no target; >= {RATIO_TARGET} expected")),
+    });
+    let pair_median = stats::median(&pair_ratios);
+    let (lo, hi) = (stats::min(&pair_ratios), stats::max(&pair_ratios));
+    let shown = format!("{pair_median:.3} (range {lo:.3}..{hi:.3})");
+    let label = format!("{name}: median of the per-pair ratios");
+    let metric = Metric::info(
+        format!("{key}.pair_ratio_median"),
+        label,
+        pair_median,
+        shown,
+    );
+    s.push(metric.expect("robust to drift between pairs"));
+    let errors = |runs: &[WrkRun]| runs.iter().map(WrkRun::errors).sum::<u64>();
+    let (eb, em) = (errors(&mode.bare), errors(&mode.master));
+    let label = format!("{name}: wrk socket errors + non-2xx, all runs (bare / master)");
+    let value = obj! {"bare": eb, "master": em};
+    s.push(Metric::info(
+        format!("{key}.wrk_errors"),
+        label,
+        value,
+        format!("{eb} / {em}"),
+    ));
+    s.notes.push(format!(
+        "- {name}: bare req/s {}; master req/s {}; per-pair ratios {}; \
+         spread (max-min)/median: bare {:.1}%, master {:.1}%.",
+        list(&bare, 0),
+        list(&master, 0),
+        list(&pair_ratios, 3),
+        stats::spread(&bare) * 100.0,
+        stats::spread(&master) * 100.0,
+    ));
+    for (side, values) in [("bare", &bare), ("master", &master)] {
+        let odd = stats::outliers(values, |i, v| format!("run {} ({v:.0} req/s)", i + 1));
+        if !odd.is_empty() {
+            s.notes.push(format!(
+                "- {name} {side}: {} more than 30% away from the median (other work, or how \
+                 the client's and the server's threads landed on the CPUs); the medians \
+                 discount it.",
+                odd.join(", ")
+            ));
+        }
+    }
+    for (side, runs) in [("bare", &mode.bare), ("master", &mode.master)] {
+        let with_errors: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.errors() > 0)
+            .map(|(i, r)| {
+                let [c, rd, w, t] = r.socket_errors;
+                let n = r.non2xx;
+                format!(
+                    "run {}: connect {c}, read {rd}, write {w}, timeout {t}, non-2xx {n}",
+                    i + 1
+                )
+            })
+            .collect();
+        if !with_errors.is_empty() {
+            s.notes.push(format!(
+                "- {name} {side}: wrk reported errors: {}. (wrk lumps error kinds together; \
+                 the storm section's loadgen counts them exactly.)",
+                with_errors.join("; ")
+            ));
+        }
+    }
+    let runs = |r: &[WrkRun]| Json::arr(r.iter().map(WrkRun::json));
+    let detail = obj! {
+        "bare": runs(&mode.bare), "master": runs(&mode.master), "pair_ratios": Json::arr(pair_ratios),
+    };
+    s.detail(key, detail);
+}
