@@ -94,75 +94,70 @@ pub fn leftovers(bins: &setup::Bins) -> Vec<String> {
     alive.filter_map(left).collect()
 }
 
-/// The report: the header, Markdown and JSON, over the sections.
-pub fn report(ctx: &Ctx, run: &Run, sections: Vec<Section>) -> Report {
-    let (m, o, cpu) = (&ctx.machine, &ctx.opts, &run.cpu);
-    let versions = setup::versions(&ctx.bins);
-    let background = run.background;
-    let joined: Vec<String> = versions.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    let left = match run.leftovers.is_empty() {
-        true => "nothing".to_owned(),
-        false => format!("**{}**", run.leftovers.join("; ")),
-    };
-    let mut header = vec![
-        ("Date", run.date.clone()),
-        ("Command", format!("`{}`", run.command)),
-        (
-            "Machine",
-            format!(
-                "{} CPU(s), {}, {}, MemTotal {:.1} GiB; tcp_tw_reuse {}, local ports {}",
-                m.cpus,
-                m.model,
-                m.kernel,
-                m.mem_total_kb as f64 / 1024.0 / 1024.0,
-                m.tcp_tw_reuse,
-                m.port_range
-            ),
-        ),
-        ("Versions", joined.join("; ")),
-        (
-            "Settings",
-            format!(
-                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads, \
-                 monitor {} s{}",
-                o.reps,
-                o.duration_s,
-                o.storm_secs,
-                o.idle_secs,
-                o.detect_reloads,
-                o.monitor_secs,
-                if o.quick { " (--quick)" } else { "" }
-            ),
-        ),
-        (
-            "Before the run",
-            format!(
-                "all CPUs {background:.1}% busy over 1 s; load average {}",
-                run.loadavg
-            ),
-        ),
-        ("CPU during the run", others_text(cpu, m.cpus)),
-        ("Run time", format!("{:.0} s", run.took.as_secs_f64())),
-        ("Left running afterwards", left),
-    ];
-    let others_share = cpu.share(m.cpus);
+/// Why the figures may be noisier than on a quiet machine, if they may.
+fn busy(run: &Run, cpus: usize) -> Vec<String> {
+    let (background, others) = (run.background, run.cpu.share(cpus));
     let mut why = Vec::new();
     if background >= 20.0 {
         why.push(format!(
             "all CPUs {background:.0}% busy just before the run"
         ));
     }
-    if others_share >= 5.0 {
+    if others >= 5.0 {
         why.push(format!(
-            "other processes used about {others_share:.0}% of the CPU time during it"
+            "other processes used about {others:.0}% of the CPU time during it"
         ));
     }
+    why
+}
+
+/// The header's lines, for people.
+fn lines(ctx: &Ctx, run: &Run, versions: &[(String, String)]) -> Vec<(&'static str, String)> {
+    let (m, o) = (&ctx.machine, &ctx.opts);
+    let versions: Vec<String> = versions.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let left = match run.leftovers.is_empty() {
+        true => "nothing".to_owned(),
+        false => format!("**{}**", run.leftovers.join("; ")),
+    };
+    let gib = m.mem_total_kb as f64 / 1024.0 / 1024.0;
+    let quick = if o.quick { " (--quick)" } else { "" };
+    let mut lines = vec![
+        ("Date", run.date.clone()),
+        ("Command", format!("`{}`", run.command)),
+        (
+            "Machine",
+            format!(
+                "{} CPU(s), {}, {}, MemTotal {gib:.1} GiB; tcp_tw_reuse {}, local ports {}",
+                m.cpus, m.model, m.kernel, m.tcp_tw_reuse, m.port_range
+            ),
+        ),
+        ("Versions", versions.join("; ")),
+        (
+            "Settings",
+            format!(
+                "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads, \
+                 monitor {} s{quick}",
+                o.reps, o.duration_s, o.storm_secs, o.idle_secs, o.detect_reloads, o.monitor_secs,
+            ),
+        ),
+        (
+            "Before the run",
+            format!(
+                "all CPUs {:.1}% busy over 1 s; load average {}",
+                run.background, run.loadavg
+            ),
+        ),
+        ("CPU during the run", others_text(&run.cpu, m.cpus)),
+        ("Run time", format!("{:.0} s", run.took.as_secs_f64())),
+        ("Left running afterwards", left),
+    ];
+    let why = busy(run, m.cpus);
     if !why.is_empty() {
+        let why = why.join("; ");
         let warning = format!(
-            "**other work shared the machine** ({}): figures are noisier than on a quiet machine.",
-            why.join("; ")
+            "**other work shared the machine** ({why}): figures are noisier than on a quiet machine."
         );
-        header.push(("Warning", warning));
+        lines.push(("Warning", warning));
     }
     if m.cpus <= 2 {
         let noise = format!(
@@ -171,55 +166,59 @@ pub fn report(ctx: &Ctx, run: &Run, sections: Vec<Section>) -> Report {
              ratios come from interleaved runs and are the figures to compare.",
             m.cpus
         );
-        header.push(("Noise", noise));
+        lines.push(("Noise", noise));
     }
+    lines
+}
+
+/// The same facts, structured.
+fn json(ctx: &Ctx, run: &Run, versions: &[(String, String)]) -> Vec<(&'static str, Json)> {
+    let (m, o, cpu) = (&ctx.machine, &ctx.opts, &run.cpu);
     let busiest = cpu
         .busiest
         .iter()
         .map(|(n, t)| obj! {"name": n, "cpu_s": *t});
-    let json = vec![
+    let machine = obj! {
+        "cpus": m.cpus, "model": &m.model, "kernel": &m.kernel, "mem_total_kb": m.mem_total_kb,
+        "tcp_tw_reuse": &m.tcp_tw_reuse, "ip_local_port_range": &m.port_range,
+    };
+    let settings = obj! {
+        "reps": o.reps, "duration_secs": o.duration_s, "storm_secs": o.storm_secs,
+        "idle_secs": o.idle_secs, "detect_reloads": o.detect_reloads,
+        "monitor_secs": o.monitor_secs, "quick": o.quick,
+    };
+    let environment = obj! {
+        "background_busy_percent": run.background,
+        "loadavg": &run.loadavg,
+        "cpu_s_all_processes": cpu.system_s,
+        "cpu_s_irq": cpu.irq_s,
+        "cpu_s_others": cpu.cpu_s,
+        "others_percent": cpu.share(m.cpus),
+        "busy_warning": !busy(run, m.cpus).is_empty(),
+        "busiest_others": Json::arr(busiest),
+        "left_running": Json::arr(&run.leftovers),
+    };
+    vec![
         ("date", Json::from(&run.date)),
         ("command", Json::from(&run.command)),
-        (
-            "machine",
-            obj! {
-                "cpus": m.cpus, "model": &m.model, "kernel": &m.kernel,
-                "mem_total_kb": m.mem_total_kb, "tcp_tw_reuse": &m.tcp_tw_reuse,
-                "ip_local_port_range": &m.port_range,
-            },
-        ),
+        ("machine", machine),
         (
             "versions",
             Json::obj(versions.iter().map(|(k, v)| (k.clone(), Json::from(v)))),
         ),
-        (
-            "settings",
-            obj! {
-                "reps": o.reps, "duration_secs": o.duration_s, "storm_secs": o.storm_secs,
-                "idle_secs": o.idle_secs, "detect_reloads": o.detect_reloads,
-                "monitor_secs": o.monitor_secs, "quick": o.quick,
-            },
-        ),
-        (
-            "environment",
-            obj! {
-                "background_busy_percent": background,
-                "loadavg": &run.loadavg,
-                "cpu_s_all_processes": cpu.system_s,
-                "cpu_s_irq": cpu.irq_s,
-                "cpu_s_others": cpu.cpu_s,
-                "others_percent": others_share,
-                "busy_warning": !why.is_empty(),
-                "busiest_others": Json::arr(busiest),
-                "left_running": Json::arr(&run.leftovers),
-            },
-        ),
+        ("settings", settings),
+        ("environment", environment),
         ("run_secs", Json::from(run.took.as_secs_f64())),
-    ];
+    ]
+}
+
+/// The report: the header, Markdown and JSON, over the sections.
+pub fn report(ctx: &Ctx, run: &Run, sections: Vec<Section>) -> Report {
+    let versions = setup::versions(&ctx.bins);
     Report {
         title: "master-process benchmark".to_owned(),
-        header: owned(header),
-        header_json: owned(json),
+        header: owned(lines(ctx, run, &versions)),
+        header_json: owned(json(ctx, run, &versions)),
         sections,
     }
 }

@@ -71,73 +71,107 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-impl Chart {
-    /// The chart as an SVG document.
-    pub fn svg(&self) -> String {
-        let (left, right, top, bottom) = MARGIN;
-        let (w, h) = (WIDTH - left - right, HEIGHT - top - bottom);
-        let points = || self.series.iter().flat_map(|s| &s.points);
-        let fx = |x: f64| {
-            if self.log2_x {
-                x.max(f64::MIN_POSITIVE).log2()
-            } else {
-                x
-            }
-        };
-        let (x0, x1) = points()
-            .map(|p| fx(p.0))
-            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-        let (x0, x1) = if x0 < x1 {
-            (x0, x1)
+/// Where data land in the picture: the plot area and the scales.
+struct Frame {
+    log2_x: bool,
+    /// The x range, on the scale (log2 of x if `log2_x`).
+    x0: f64,
+    x1: f64,
+    /// The y of the top of the plot area (the last y tick).
+    y_top: f64,
+}
+
+/// The plot area: left, top, width, height.
+const AREA: (f64, f64, f64, f64) = (
+    MARGIN.0,
+    MARGIN.2,
+    WIDTH - MARGIN.0 - MARGIN.1,
+    HEIGHT - MARGIN.2 - MARGIN.3,
+);
+
+impl Frame {
+    fn scale(&self, x: f64) -> f64 {
+        if self.log2_x {
+            x.max(f64::MIN_POSITIVE).log2()
         } else {
-            (x0.min(0.0), x0.max(0.0) + 1.0)
+            x
+        }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        AREA.0 + (self.scale(x) - self.x0) / (self.x1 - self.x0) * AREA.2
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        AREA.1 + AREA.3 - y / self.y_top * AREA.3
+    }
+
+    /// The x ticks: powers of two on a log2 axis.
+    fn x_ticks(&self) -> Vec<f64> {
+        match self.log2_x {
+            true => (self.x0.ceil() as i32..=self.x1.floor() as i32)
+                .map(|e| 2f64.powi(e))
+                .collect(),
+            false => ticks(self.x1)
+                .into_iter()
+                .filter(|t| (self.x0..=self.x1).contains(t))
+                .collect(),
+        }
+    }
+}
+
+impl Chart {
+    fn frame(&self) -> (Frame, Vec<f64>) {
+        let points = || self.series.iter().flat_map(|s| &s.points);
+        let mut frame = Frame {
+            log2_x: self.log2_x,
+            x0: f64::MAX,
+            x1: f64::MIN,
+            y_top: 1.0,
         };
+        for p in points() {
+            let x = frame.scale(p.0);
+            (frame.x0, frame.x1) = (frame.x0.min(x), frame.x1.max(x));
+        }
+        if frame.x0 >= frame.x1 {
+            (frame.x0, frame.x1) = (frame.x0.min(0.0), frame.x0.max(0.0) + 1.0);
+        }
         let y_ticks = ticks(points().map(|p| p.1).fold(0.0, f64::max));
-        let y_top = y_ticks
+        frame.y_top = y_ticks
             .last()
             .copied()
             .unwrap_or(1.0)
             .max(f64::MIN_POSITIVE);
-        let px = |x: f64| left + (fx(x) - x0) / (x1 - x0) * w;
-        let py = |y: f64| top + h - y / y_top * h;
-        let mut out = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-             font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n",
+        (frame, y_ticks)
+    }
+
+    /// The axes, their ticks and labels, and the title.
+    fn axes(&self, out: &mut String, frame: &Frame, y_ticks: &[f64]) {
+        let (left, top, w, h) = AREA;
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>",
             left + w / 2.0,
             escape(&self.title)
         );
-        for &t in &y_ticks {
-            let y = py(t);
+        for &t in y_ticks {
+            let (y, right, text) = (frame.py(t), left + w, left - 6.0);
             let _ = writeln!(
                 out,
-                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                left + w,
-                left - 6.0,
+                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{text:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
                 y + 4.0,
                 label(t)
             );
         }
-        let x_ticks: Vec<f64> = match self.log2_x {
-            true => (x0.ceil() as i32..=x1.floor() as i32)
-                .map(|e| 2f64.powi(e))
-                .collect(),
-            false => ticks(x1)
-                .into_iter()
-                .filter(|t| *t >= x0 && *t <= x1)
-                .collect(),
-        };
-        for t in x_ticks {
-            let x = px(t);
+        for t in frame.x_ticks() {
+            let (x, bottom) = (frame.px(t), top + h);
             let _ = writeln!(
                 out,
-                "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#888\"/>\
+                "<line x1=\"{x:.1}\" y1=\"{bottom:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#888\"/>\
                  <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                top + h,
-                top + h + 5.0,
-                top + h + 18.0,
+                bottom + 5.0,
+                bottom + 18.0,
                 label(t)
             );
         }
@@ -152,37 +186,52 @@ impl Chart {
             top + h / 2.0,
             escape(&self.y_label)
         );
-        for (i, s) in self.series.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
-            let path: Vec<String> = s
-                .points
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
+    }
+
+    /// Series `i`: its line, its points, its entry in the legend.
+    fn series(&self, out: &mut String, frame: &Frame, i: usize) {
+        let (s, colour) = (&self.series[i], COLOURS[i % COLOURS.len()]);
+        let at = |&(x, y): &(f64, f64)| (frame.px(x), frame.py(y));
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(at)
+            .map(|(x, y)| format!("{x:.1},{y:.1}"))
+            .collect();
+        let path = path.join(" ");
+        let _ = writeln!(
+            out,
+            "<polyline points=\"{path}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>"
+        );
+        for (x, y) in s.points.iter().map(at) {
             let _ = writeln!(
                 out,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
-                path.join(" ")
+                "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/>"
             );
-            for &(x, y) in &s.points {
-                let _ = writeln!(
-                    out,
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>",
-                    px(x),
-                    py(y)
-                );
-            }
-            let ly = top + 10.0 + 18.0 * i as f64;
-            let lx = left + w + 12.0;
-            let _ = writeln!(
-                out,
-                "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-                lx + 18.0,
-                lx + 24.0,
-                ly + 4.0,
-                escape(&s.name)
-            );
+        }
+        let (lx, ly) = (AREA.0 + AREA.2 + 12.0, AREA.1 + 10.0 + 18.0 * i as f64);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            lx + 18.0,
+            lx + 24.0,
+            ly + 4.0,
+            escape(&s.name)
+        );
+    }
+
+    /// The chart as an SVG document.
+    pub fn svg(&self) -> String {
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+             font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        let (frame, y_ticks) = self.frame();
+        self.axes(&mut out, &frame, &y_ticks);
+        for i in 0..self.series.len() {
+            self.series(&mut out, &frame, i);
         }
         out.push_str("</svg>\n");
         out

@@ -34,58 +34,27 @@ pub enum Json {
     Raw(String),
 }
 
-impl From<f64> for Json {
-    fn from(x: f64) -> Json {
-        Json::Num(x)
-    }
+/// `impl From<$type> for Json`, each value `v` becoming `$json`.
+macro_rules! json_from {
+    ($($type:ty => |$v:ident| $json:expr;)*) => {
+        $(impl From<$type> for Json {
+            fn from($v: $type) -> Json {
+                $json
+            }
+        })*
+    };
 }
 
-impl From<u64> for Json {
-    fn from(n: u64) -> Json {
-        Json::Int(i64::try_from(n).unwrap_or(i64::MAX))
-    }
-}
-
-impl From<usize> for Json {
-    fn from(n: usize) -> Json {
-        Json::from(n as u64)
-    }
-}
-
-impl From<i64> for Json {
-    fn from(n: i64) -> Json {
-        Json::Int(n)
-    }
-}
-
-impl From<i32> for Json {
-    fn from(n: i32) -> Json {
-        Json::Int(n.into())
-    }
-}
-
-impl From<bool> for Json {
-    fn from(b: bool) -> Json {
-        Json::Bool(b)
-    }
-}
-
-impl From<&str> for Json {
-    fn from(s: &str) -> Json {
-        Json::Str(s.to_owned())
-    }
-}
-
-impl From<String> for Json {
-    fn from(s: String) -> Json {
-        Json::Str(s)
-    }
-}
-
-impl From<&String> for Json {
-    fn from(s: &String) -> Json {
-        Json::Str(s.clone())
-    }
+json_from! {
+    f64 => |x| Json::Num(x);
+    u64 => |n| Json::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    usize => |n| Json::from(n as u64);
+    i64 => |n| Json::Int(n);
+    i32 => |n| Json::Int(n.into());
+    bool => |b| Json::Bool(b);
+    &str => |s| Json::Str(s.to_owned());
+    String => |s| Json::Str(s);
+    &String => |s| Json::Str(s.clone());
 }
 
 impl<T: Into<Json>> From<Option<T>> for Json {
@@ -376,6 +345,44 @@ fn paragraph(out: &mut String, lines: &[String]) {
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The figures of one run within a section: keys `KEY.k`, labels `NAME: label`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The run's JSON key.
+    pub key: &'a str,
+    /// The run's name, for people.
+    pub name: &'a str,
+}
+
+impl Scope<'_> {
+    /// A figure of this run, with no target.
+    pub fn metric(
+        &self,
+        k: &str,
+        label: &str,
+        value: impl Into<Json>,
+        shown: impl Into<String>,
+    ) -> Metric {
+        let (key, name) = (self.key, self.name);
+        Metric::info(
+            format!("{key}.{k}"),
+            format!("{name}: {label}"),
+            value,
+            shown,
+        )
+    }
+
+    /// A count, for information.
+    pub fn count(&self, k: &str, label: &str, n: u64) -> Metric {
+        self.metric(k, label, n, n.to_string())
+    }
+
+    /// A count whose target is 0.
+    pub fn zero(&self, k: &str, label: &str, n: u64) -> Metric {
+        self.count(k, label, n).target("0", n == 0)
+    }
 }
 
 /// Values with `decimals` decimals, joined by `, `.

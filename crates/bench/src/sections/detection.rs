@@ -19,8 +19,8 @@ use loadgen::Mode;
 use crate::lines::{Harvest, Log, field, line_unix_us, parsed};
 use crate::master::{Master, NO_MONITOR, Ready};
 use crate::measure::{Cpu, Spent, io, load, ms};
-use crate::report::{Json, Metric, Section, obj, quoted};
-use crate::sys::{self, Switches};
+use crate::report::{Json, Metric, Scope, Section, obj, quoted};
+use crate::sys;
 use crate::{Ctx, stats};
 
 const CONNECTIONS: usize = 8;
@@ -364,23 +364,18 @@ fn section(ctx: &Ctx, runs: &[Run], took: Duration) -> Section {
         took.as_secs_f64()
     ));
     for r in runs {
-        run_figures(&mut s, ctx, r);
+        run_figures(&mut s, r);
+        outcome_figures(&mut s, ctx, r);
         notes(&mut s, r);
         s.detail(run_key(r.loaded), details(r));
     }
     s
 }
 
-fn run_figures(s: &mut Section, ctx: &Ctx, r: &Run) {
+/// How soon the master saw the new workers serve, and what it cost it.
+fn run_figures(s: &mut Section, r: &Run) {
     let (key, name) = (run_key(r.loaded), run_name(r.loaded));
-    let metric = |k: &str, label: &str, value: Json, shown: String| {
-        Metric::info(
-            format!("{key}.{k}"),
-            format!("{name}: {label}"),
-            value,
-            shown,
-        )
-    };
+    let m = Scope { key, name: &name };
     let lat: Vec<f64> = r.samples.iter().map(Sample::latency_ms).collect();
     let (median, p90, p99) = (
         stats::median(&lat),
@@ -393,44 +388,35 @@ fn run_figures(s: &mut Section, ctx: &Ctx, r: &Run) {
     let shown = format!("{median:.2} / {p90:.2} / {p99:.2} / {max:.2} ms ({n} workers)");
     let label = "detection latency median / p90 / p99 / max";
     let target = format!("median <= {TARGET_MEDIAN_MS} ms");
-    s.push(metric("detection_ms", label, value, shown).target(target, median <= TARGET_MEDIAN_MS));
+    s.push(
+        m.metric("detection_ms", label, value, shown)
+            .target(target, median <= TARGET_MEDIAN_MS),
+    );
     let negative = r
         .samples
         .iter()
         .filter(|x| x.ready_us < x.waiting_us)
-        .count();
-    let label = "negative latencies (ready before the wait began)";
-    s.push(
-        metric("negative", label, negative.into(), negative.to_string()).target("0", negative == 0),
-    );
-    let (
-        cpu,
-        ticks_ms,
-        Switches {
-            voluntary,
-            involuntary,
-        },
-    ) = (r.spent.cpu_ms(), r.spent.ticks_ms(), r.spent.switches);
-    let per = |x: f64| x / r.done.max(1) as f64;
+        .count() as u64;
+    s.push(m.zero(
+        "negative",
+        "negative latencies (ready before the wait began)",
+        negative,
+    ));
+    let (cpu, ticks_ms, sw) = (r.spent.cpu_ms(), r.spent.ticks_ms(), r.spent.switches);
+    let (wall, per) = (r.wall.as_secs_f64(), |x: f64| x / r.done.max(1) as f64);
     let value = obj! {
-        "cpu_ms": cpu, "utime_stime_ms": ticks_ms, "reloads": r.done, "wall_s": r.wall.as_secs_f64(),
-        "per_reload_ms": per(cpu), "voluntary_switches": voluntary, "involuntary_switches": involuntary,
+        "cpu_ms": cpu, "utime_stime_ms": ticks_ms, "reloads": r.done, "wall_s": wall,
+        "per_reload_ms": per(cpu), "voluntary_switches": sw.voluntary,
+        "involuntary_switches": sw.involuntary,
     };
+    let (sleeps, preemptions) = (per(sw.voluntary as f64), per(sw.involuntary as f64));
     let shown = format!(
-        "{:.2} ms ({cpu:.1} ms for {} reloads in {:.2} s; {:.1} sleeps + {:.1} preemptions \
-         per reload; utime+stime {ticks_ms:.0} ms)",
+        "{:.2} ms ({cpu:.1} ms for {} reloads in {wall:.2} s; {sleeps:.1} sleeps + \
+         {preemptions:.1} preemptions per reload; utime+stime {ticks_ms:.0} ms)",
         per(cpu),
         r.done,
-        r.wall.as_secs_f64(),
-        per(voluntary as f64),
-        per(involuntary as f64),
     );
-    s.push(metric(
-        "cpu_per_reload_ms",
-        "master CPU per reload",
-        value,
-        shown,
-    ));
+    s.push(m.metric("cpu_per_reload_ms", "master CPU per reload", value, shown));
     let to_wait: Vec<f64> = r
         .samples
         .iter()
@@ -450,39 +436,34 @@ fn run_figures(s: &mut Section, ctx: &Ctx, r: &Run) {
     let shown =
         format!("{wait_median:.2} / {wait_max:.2} ms; {ready_median:.2} / {ready_max:.2} ms");
     let label = "`worker started` line to the worker's wait / to `worker ready`, median / max";
-    s.push(metric("spawn_ms", label, value, shown));
+    s.push(m.metric("spawn_ms", label, value, shown));
+}
+
+/// The reloads, the requests under load, and the master's wakeups when idle.
+fn outcome_figures(s: &mut Section, ctx: &Ctx, r: &Run) {
+    let (key, name) = (run_key(r.loaded), run_name(r.loaded));
+    let m = Scope { key, name: &name };
     let took = &r.log.took_ms;
     let (took_median, took_max, failed) = (stats::median(took), stats::max(took), r.failed.len());
-    let value = obj! {"done": r.done, "failed": failed, "took_ms_median": took_median, "took_ms_max": took_max};
+    let value = obj! {
+        "done": r.done, "failed": failed, "took_ms_median": took_median, "took_ms_max": took_max,
+    };
     let shown = format!("{} ({failed}); {took_median:.0} / {took_max:.0} ms", r.done);
     let label = "reloads done (failed); master's `took_ms` median / max";
-    s.push(
-        metric("reloads", label, value, shown).expect(format!("{} (0)", ctx.opts.detect_reloads)),
-    );
+    let expected = format!("{} (0)", ctx.opts.detect_reloads);
+    s.push(m.metric("reloads", label, value, shown).expect(expected));
     if let Some(load) = &r.load {
         let (failed, ok, total) = (load.failed(), load.ok, load.total());
         let value = obj! {"failed": failed, "ok": ok, "total": total};
         let shown = format!("{failed} ({ok} / {total})");
-        s.push(
-            metric(
-                "failed_requests",
-                "failed requests (ok / total)",
-                value,
-                shown,
-            )
-            .expect("0"),
-        );
+        let label = "failed requests (ok / total)";
+        s.push(m.metric("failed_requests", label, value, shown).expect("0"));
     }
     if let Some(idle) = &r.idle {
-        let (wakeups, ticks, runtime) = (
-            idle.spent.switches.total(),
-            idle.spent.ticks,
-            idle.spent.runtime_ms,
-        );
-        let label = format!(
-            "master wakeups (context switches) while idle for {} s",
-            ctx.opts.idle_secs
-        );
+        let spent = &idle.spent;
+        let (wakeups, ticks, runtime) = (spent.switches.total(), spent.ticks, spent.runtime_ms);
+        let idle_secs = ctx.opts.idle_secs;
+        let label = format!("master wakeups (context switches) while idle for {idle_secs} s");
         let value = obj! {"wakeups": wakeups, "cpu_ticks": ticks, "runtime_ms": runtime};
         let shown = match runtime {
             Some(ms) => format!("{wakeups} (CPU ticks {ticks}, runtime {ms:.3} ms)"),
@@ -582,25 +563,7 @@ fn notes(s: &mut Section, r: &Run) {
             .extend(load.errors.iter().map(|e| format!("  - `{e}`")));
     }
     if let Some(idle) = &r.idle {
-        if !idle.moved.is_empty() {
-            let moved: Vec<String> = idle
-                .moved
-                .iter()
-                .take(10)
-                .map(|(at, n)| format!("{at:.0} ms +{n}"))
-                .collect();
-            s.notes.push(format!(
-                "- {name}: the master's context switches moved while idle at (ms into the period, \
-                 by how many): {}",
-                moved.join(", ")
-            ));
-        }
-        if !idle.lines.is_empty() {
-            s.notes.push(format!(
-                "- {name}: lines logged while idle: {}",
-                quoted(&idle.lines, 5)
-            ));
-        }
+        idle_notes(s, &name, idle);
     }
     s.note_lines(
         &format!("{name}: the master logged"),
@@ -608,6 +571,29 @@ fn notes(s: &mut Section, r: &Run) {
         &r.log.warnings,
         5,
     );
+}
+
+/// When the master's context switches moved while it was idle, and what it logged then.
+fn idle_notes(s: &mut Section, name: &str, idle: &Idle) {
+    if !idle.moved.is_empty() {
+        let moved: Vec<String> = idle
+            .moved
+            .iter()
+            .take(10)
+            .map(|(at, n)| format!("{at:.0} ms +{n}"))
+            .collect();
+        s.notes.push(format!(
+            "- {name}: the master's context switches moved while idle at (ms into the period, \
+             by how many): {}",
+            moved.join(", ")
+        ));
+    }
+    if !idle.lines.is_empty() {
+        s.notes.push(format!(
+            "- {name}: lines logged while idle: {}",
+            quoted(&idle.lines, 5)
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //!   These replace "no wakeup when idle" with the monitor on; the `storm` and `detection`
 //!   sections run their masters with `--no-monitor`, so that their idle figures are the loop's.
 
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -229,8 +230,8 @@ fn child_line(line: &str) -> bool {
     line.starts_with("test-worker[") && line.contains("]: child ")
 }
 
-fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
-    let begun = Instant::now();
+/// Starts the master of `spec` and waits until every worker has started its child, if any.
+fn start(ctx: &Ctx, spec: &Spec) -> Result<Master, String> {
     let args = spec.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env: &[(&str, &str)] = if spec.children {
@@ -238,40 +239,52 @@ fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
     } else {
         &[]
     };
-    let mut master = Master::start(
+    let master = Master::start(
         ctx,
         spec.workers,
         Ready::Listening,
         &Extra { args: &args, env },
     )?;
-    let (pid, log) = (master.pid(), master.proc.log().clone());
+    let (pid, log, workers) = (master.pid(), master.proc.log(), spec.workers);
     let period = spec.period.as_secs_f64();
     eprintln!(
-        "bench: monitor {}: master pid {pid}, {} workers, {period:.0} s",
-        spec.name, spec.workers
+        "bench: monitor {}: master pid {pid}, {workers} workers, {period:.0} s",
+        spec.name
     );
-    let children =
-        |lines: &[String]| lines.iter().filter(|l| child_line(l)).count() >= spec.workers;
+    let children = |lines: &[String]| lines.iter().filter(|l| child_line(l)).count() >= workers;
     if spec.children && !log.wait_until(CHILD_WAIT, children) {
         return Err(format!(
             "not every worker said it started its child within {CHILD_WAIT:?}; last lines:{}",
             log.tail(10)
         ));
     }
+    Ok(master)
+}
+
+/// The trees as the monitor sees them: the master's children, and every process of their
+/// trees.
+fn trees(pid: i32) -> (Vec<i32>, Vec<i32>) {
+    let workers = sys::children(pid);
+    let tree = |&w: &i32| procfs::process_tree(w.unsigned_abs(), 4096);
+    let members = workers
+        .iter()
+        .flat_map(tree)
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect();
+    (workers, members)
+}
+
+fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
+    let begun = Instant::now();
+    let mut master = start(ctx, &spec)?;
+    let (pid, log) = (master.pid(), Arc::clone(master.proc.log()));
     thread::sleep(SETTLE);
     let (u0, before, t0) = (unix_us(), Cpu::read(pid)?, Instant::now());
     thread::sleep(spec.period);
     let spent = Cpu::read(pid)?.since(&before);
     let (wall, u1) = (t0.elapsed(), unix_us());
     let threads = sys::stat(pid).map_err(io("Threads"))?.threads;
-    // The trees as the monitor sees them: the master's children and their descendants.
-    let workers = sys::children(pid);
-    let tree = |&w: &i32| procfs::process_tree(w.unsigned_abs(), 4096);
-    let members: Vec<i32> = workers
-        .iter()
-        .flat_map(tree)
-        .filter_map(|p| i32::try_from(p).ok())
-        .collect();
+    let (workers, members) = trees(pid);
     let tree = members.len() as f64 / workers.len().max(1) as f64;
     if spec.verbose {
         // The last round's lines may still be in the pipe: wait for a later line.
@@ -288,13 +301,7 @@ fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
     ) = master.finish();
     let in_period = |l: &&String| line_unix_us(l).is_some_and(|u| (u0..=u1).contains(&u));
     let samples = || lines.iter().filter(|l| l.contains("monitor sample"));
-    let sample_lines = samples().filter(in_period).count();
-    // The last one: a worker's first sample has no CPU figure yet.
-    let example = samples().next_back().cloned();
-    let started = lines
-        .iter()
-        .filter(|l| l.contains("worker started") && parsed::<i32>(l, "pid").is_some());
-    let restarts = started.count().saturating_sub(spec.workers);
+    let with_pid = |l: &&String| l.contains("worker started") && parsed::<i32>(l, "pid").is_some();
     let replaced = lines
         .iter()
         .filter(|l| l.contains("replacing worker"))
@@ -302,33 +309,31 @@ fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
         .collect();
     // The master stops each worker's process group; a child left alive is a finding (and ours
     // to kill: we made its worker start it).
-    let leftovers = sweep(
-        members.into_iter().filter(|p| !workers.contains(p)),
-        "sleep",
-        "worker child",
-    );
-    let total = begun.elapsed();
+    let children = members.into_iter().filter(|p| !workers.contains(p));
     let run = Run {
         spec,
         wall,
         spent,
-        sample_lines,
+        sample_lines: samples().filter(in_period).count(),
         tree,
         threads,
-        restarts,
+        restarts: lines
+            .iter()
+            .filter(with_pid)
+            .count()
+            .saturating_sub(spec.workers),
         replaced,
         warnings,
-        leftovers,
-        example,
+        leftovers: sweep(children, "sleep", "worker child"),
+        // The last one: a worker's first sample has no CPU figure yet.
+        example: samples().next_back().cloned(),
         exit,
-        total,
+        total: begun.elapsed(),
     };
+    let (cpu, secs, wakeups) = (run.cpu_ms(), run.wall_s(), spent.switches.total());
     eprintln!(
-        "bench: monitor {}: CPU {:.3} ms in {:.1} s, {} wakeups",
-        spec.name,
-        run.cpu_ms(),
-        run.wall_s(),
-        spent.switches.total()
+        "bench: monitor {}: CPU {cpu:.3} ms in {secs:.1} s, {wakeups} wakeups",
+        spec.name
     );
     Ok(run)
 }
@@ -539,6 +544,11 @@ fn per_sample_figures(s: &mut Section, runs: &[Run], base_rate: f64) {
             shown,
         ));
     }
+    split_figure(s, runs, base_rate);
+}
+
+/// A round's CPU split into a fixed part and a part per worker, from 16 and 4 workers.
+fn split_figure(s: &mut Section, runs: &[Run], base_rate: f64) {
     let (Some(many), Some(few)) = (find(runs, "fast"), find(runs, "fast_few")) else {
         return;
     };
@@ -548,7 +558,9 @@ fn per_sample_figures(s: &mut Section, runs: &[Run], base_rate: f64) {
     let fixed = b - per_worker * n_few as f64;
     let label =
         format!("a round's CPU: fixed part + per worker (from {n_many} and {n_few} workers)");
-    let value = obj! {"fixed_us": fixed, "per_worker_us": per_worker, "round_us_many": a, "round_us_few": b};
+    let value = obj! {
+        "fixed_us": fixed, "per_worker_us": per_worker, "round_us_many": a, "round_us_few": b,
+    };
     let shown = format!(
         "{fixed:.1} µs + {per_worker:.1} µs per worker ({a:.1} µs per round with {n_many}, \
          {b:.1} µs with {n_few})"

@@ -15,7 +15,7 @@ use loadgen::Mode;
 use crate::lines::{Harvest, Log, Reloads, live_workers, settle};
 use crate::master::{Master, NO_MONITOR, Ready};
 use crate::measure::{Cpu, Spent, io, load, mode_key, mode_name, ms};
-use crate::report::{Json, Metric, Section, obj, quoted};
+use crate::report::{Json, Scope, Section, obj, quoted};
 use crate::storm::{self, EXIT_WAIT, Request, Target};
 use crate::{Ctx, stats, sys};
 
@@ -173,24 +173,8 @@ fn storm_section(ctx: &Ctx, storms: &[Storm]) -> Section {
 
 fn storm_figures(s: &mut Section, st: &Storm) {
     let (key, name, r) = (mode_key(st.mode), mode_name(st.mode), &st.load);
-    let metric = |k: &str, label: &str, value: Json, shown: String| {
-        Metric::info(
-            format!("{key}.{k}"),
-            format!("{name}: {label}"),
-            value,
-            shown,
-        )
-    };
-    let failed = r.failed();
-    s.push(
-        metric(
-            "failed",
-            "failed requests",
-            failed.into(),
-            failed.to_string(),
-        )
-        .target("0", failed == 0),
-    );
+    let m = Scope { key, name };
+    s.push(m.zero("failed", "failed requests", r.failed()));
     let by_kind = obj! {
         "refused": r.refused, "reset": r.reset, "closed_early": r.closed_early,
         "timeout": r.timeout, "bad_status": r.bad_status, "other": r.other,
@@ -199,24 +183,19 @@ fn storm_figures(s: &mut Section, st: &Storm) {
         "refused {}, reset {}, closed early {}, timeout {}, non-2xx {}, other {}",
         r.refused, r.reset, r.closed_early, r.timeout, r.bad_status, r.other
     );
-    s.push(metric("failed_by_kind", "failed by kind", by_kind, shown));
+    s.push(m.metric("failed_by_kind", "failed by kind", by_kind, shown));
+    let (rate, secs) = (r.requests_per_sec(), r.elapsed.as_secs_f64());
     let shown = format!(
-        "{} / {} ({:.0} req/s over {:.1} s)",
+        "{} / {} ({rate:.0} req/s over {secs:.1} s)",
         r.ok,
-        r.total(),
-        r.requests_per_sec(),
-        r.elapsed.as_secs_f64()
+        r.total()
     );
-    s.push(metric(
-        "requests",
-        "requests (ok / total)",
-        obj! {"ok": r.ok, "total": r.total()},
-        shown,
-    ));
+    let value = obj! {"ok": r.ok, "total": r.total()};
+    s.push(m.metric("requests", "requests (ok / total)", value, shown));
     let (p50, p99, max) = (ms(r.latency_p50), ms(r.latency_p99), ms(r.latency_max));
     let shown = format!("{p50:.2} / {p99:.2} / {max:.1} ms");
     let value = obj! {"p50": p50, "p99": p99, "max": max};
-    s.push(metric(
+    s.push(m.metric(
         "request_latency_ms",
         "request latency p50 / p99 / max",
         value,
@@ -226,42 +205,26 @@ fn storm_figures(s: &mut Section, st: &Storm) {
     let in_flight = st.hups.iter().filter(|h| h.in_flight == Some(true)).count();
     let label = "SIGHUPs sent (of which during a reload in flight)";
     let value = obj! {"sent": sent, "during_reload": in_flight};
-    s.push(metric(
-        "sighups",
-        label,
-        value,
-        format!("{sent} ({in_flight})"),
-    ));
+    s.push(m.metric("sighups", label, value, format!("{sent} ({in_flight})")));
     let Reloads {
         started,
         done,
         failed,
         queued,
     } = st.log.reloads;
+    let coalesced = sent.saturating_sub(started);
     let shown = format!(
-        "{done} of {started} started; {queued} queued, {} SIGHUP(s) coalesced away",
-        sent.saturating_sub(started)
+        "{done} of {started} started; {queued} queued, {coalesced} SIGHUP(s) coalesced away"
     );
     let label = "reloads completed (`reload done` lines)";
+    let expected = "one per SIGHUP unless coalesced";
     s.push(
-        metric("reloads_done", label, done.into(), shown).expect("one per SIGHUP unless coalesced"),
+        m.metric("reloads_done", label, done, shown)
+            .expect(expected),
     );
-    s.push(
-        metric(
-            "reloads_failed",
-            "failed reloads",
-            failed.into(),
-            failed.to_string(),
-        )
-        .target("0", failed == 0),
-    );
-    let pids = r.by_pid.len();
-    s.push(metric(
-        "pids_served",
-        "distinct worker pids that answered",
-        pids.into(),
-        pids.to_string(),
-    ));
+    s.push(m.zero("reloads_failed", "failed reloads", failed as u64));
+    let pids = r.by_pid.len() as u64;
+    s.push(m.count("pids_served", "distinct worker pids that answered", pids));
     if r.failed() > 0 {
         s.notes.push(format!(
             "- {name}: first failures (seconds since the load started; the first SIGHUP \
@@ -270,10 +233,11 @@ fn storm_figures(s: &mut Section, st: &Storm) {
         s.notes
             .extend(r.errors.iter().map(|e| format!("  - `{e}`")));
     }
+    let warnings = &st.log.warnings;
     s.note_lines(
         &format!("{name}: the master logged"),
         "warning/error line(s)",
-        &st.log.warnings,
+        warnings,
         5,
     );
     let detail = obj! {
@@ -282,7 +246,7 @@ fn storm_figures(s: &mut Section, st: &Storm) {
         "reloads_done": done,
         "reloads_failed": failed,
         "reloads_queued": queued,
-        "master_warnings": Json::arr(&st.log.warnings),
+        "master_warnings": Json::arr(warnings),
         "master_exit": &st.exit,
     };
     s.detail(key, detail);
@@ -300,42 +264,28 @@ fn latency_section(storms: &[Storm]) -> Section {
     );
     for st in storms {
         let (key, name) = (mode_key(st.mode), mode_name(st.mode));
+        let m = Scope { key, name };
         let lat = storm::latencies(&st.hups);
-        let (median, p90, max) = (
+        let (median, p90, max, n) = (
             stats::median(&lat),
             stats::percentile(&lat, 90.0),
             stats::max(&lat),
+            lat.len(),
         );
-        let value = obj! {"median": median, "p90": p90, "max": max, "samples": lat.len()};
-        let shown = format!(
-            "{median:.0} / {p90:.0} / {max:.0} ms ({} samples)",
-            lat.len()
-        );
-        let label = format!("{name}: SIGHUP to last old worker exit, median / p90 / max");
-        s.push(Metric::info(
-            format!("{key}.sighup_to_old_exit_ms"),
-            label,
-            value,
-            shown,
-        ));
-        let missing = st.hups.len() - lat.len();
+        let value = obj! {"median": median, "p90": p90, "max": max, "samples": n};
+        let shown = format!("{median:.0} / {p90:.0} / {max:.0} ms ({n} samples)");
+        let label = "SIGHUP to last old worker exit, median / p90 / max";
+        s.push(m.metric("sighup_to_old_exit_ms", label, value, shown));
+        let missing = (st.hups.len() - n) as u64;
         if missing > 0 {
-            let label =
-                format!("{name}: SIGHUPs whose old workers did not exit within {EXIT_WAIT:?}");
-            let metric = Metric::info(
-                format!("{key}.old_not_exited"),
-                label,
-                missing,
-                missing.to_string(),
-            );
-            s.push(metric.target("0", false));
+            let label = format!("SIGHUPs whose old workers did not exit within {EXIT_WAIT:?}");
+            s.push(m.zero("old_not_exited", &label, missing));
         }
         let took = &st.log.took_ms;
-        let (median, max) = (stats::median(took), stats::max(took));
-        let value = obj! {"median": median, "max": max, "samples": took.len()};
-        let shown = format!("{median:.0} / {max:.0} ms ({} reloads)", took.len());
-        let label = format!("{name}: master's `took_ms`, median / max");
-        s.push(Metric::info(format!("{key}.took_ms"), label, value, shown));
+        let (median, max, n) = (stats::median(took), stats::max(took), took.len());
+        let value = obj! {"median": median, "max": max, "samples": n};
+        let shown = format!("{median:.0} / {max:.0} ms ({n} reloads)");
+        s.push(m.metric("took_ms", "master's `took_ms`, median / max", value, shown));
         let hup = |h: &Request| {
             obj! {
                 "at_ms": ms(h.at),
@@ -344,103 +294,83 @@ fn latency_section(storms: &[Storm]) -> Section {
                 "latency_ms": h.latency.map(ms),
             }
         };
-        s.detail(key, obj! {"sighups": Json::arr(st.hups.iter().map(hup)), "took_ms": Json::arr(took.iter().copied())});
+        let hups = Json::arr(st.hups.iter().map(hup));
+        s.detail(
+            key,
+            obj! {"sighups": hups, "took_ms": Json::arr(took.iter().copied())},
+        );
     }
     s
 }
 
 fn resources_section(ctx: &Ctx, storms: &[Storm]) -> Section {
     let mut s = Section::new("master_resources", "Master process: memory and CPU");
-    let idle_secs = ctx.opts.idle_secs;
     s.intro.push(format!(
         "Read from /proc/PID/status and /proc/PID/stat of the master of each storm: memory right \
          after the storm; CPU from the first SIGHUP until every reload had ended (the scheduler's \
          `se.sum_exec_runtime` from /proc/PID/task/*/sched, exact; utime + stime from \
-         /proc/PID/stat only move by whole ticks); then {idle_secs} s idle with its {WORKERS} workers \
+         /proc/PID/stat only move by whole ticks); then {} s idle with its {WORKERS} workers \
          running and no load (clock tick = {} ms; wakeups: voluntary + involuntary context \
          switches summed over /proc/PID/task/*/status). The master runs with `--no-monitor`: \
          the idle figures are its loop's; with the monitor on (the default) it also wakes once \
          per `--monitor-interval` (2 s), measured in the `monitor` section.",
+        ctx.opts.idle_secs,
         1000 / sys::procfs::clock_ticks_per_second()
     ));
     for st in storms {
-        let (key, name) = (mode_key(st.mode), mode_name(st.mode));
-        let metric = |k: &str, label: &str, value: Json, shown: String| {
-            Metric::info(
-                format!("{key}.{k}"),
-                format!("{name}: {label}"),
-                value,
-                shown,
-            )
-        };
-        let target = "<= 3072 kB (3 MiB)";
-        let (rss, hwm) = (st.rss_kb, st.hwm_kb);
-        s.push(
-            metric(
-                "vm_rss_kb",
-                "VmRSS after the storm",
-                rss.into(),
-                format!("{rss} kB"),
-            )
-            .target(target, rss <= RSS_TARGET_KB),
-        );
-        s.push(
-            metric(
-                "vm_hwm_kb",
-                "VmHWM (peak RSS)",
-                hwm.into(),
-                format!("{hwm} kB"),
-            )
-            .target(target, hwm <= RSS_TARGET_KB),
-        );
-        let wall = st.wall.as_secs_f64();
-        // Prefer the scheduler's exact runtime; utime + stime move by whole ticks.
-        let (cpu, ticks_ms, done) = (st.cpu.cpu_ms(), st.cpu.ticks_ms(), st.log.reloads.done);
-        let value =
-            obj! {"cpu_ms": cpu, "utime_stime_ms": ticks_ms, "wall_s": wall, "reloads": done};
-        let shown = format!(
-            "{cpu:.1} ms in {wall:.1} s ({:.3}% of a CPU; {:.2} ms per reload; utime+stime {ticks_ms:.0} ms)",
-            cpu / (wall * 10.0),
-            cpu / done.max(1) as f64,
-        );
-        s.push(metric("storm_cpu_ms", "CPU during the storm", value, shown));
-        let ticks = st.idle.ticks;
-        let shown = match st.idle.runtime_ms {
-            Some(ms) => format!("{ticks} (runtime {ms:.3} ms)"),
-            None => ticks.to_string(),
-        };
-        let label = format!("CPU ticks while idle for {idle_secs} s");
-        s.push(metric("idle_cpu_ticks", &label, ticks.into(), shown).target("0", ticks == 0));
-        let wakeups = st.idle.switches.total();
-        let label = format!("wakeups (context switches) while idle for {idle_secs} s");
-        s.push(
-            metric("idle_wakeups", &label, wakeups.into(), wakeups.to_string())
-                .target("0", wakeups == 0),
-        );
-        s.push(metric(
-            "threads",
-            "threads",
-            st.threads.into(),
-            st.threads.to_string(),
-        ));
-        s.push(metric(
-            "fds",
-            "open file descriptors",
-            st.fds.into(),
-            st.fds.to_string(),
-        ));
-        s.push(metric(
-            "exit",
-            "master's exit on SIGTERM",
-            Json::from(&st.exit),
-            st.exit.clone(),
-        ));
-        if !st.idle_lines.is_empty() {
-            s.notes.push(format!(
-                "- {name}: lines logged while idle: {}",
-                quoted(&st.idle_lines, 5)
-            ));
-        }
+        resources(&mut s, st, ctx.opts.idle_secs);
     }
     s
+}
+
+/// The master's memory, CPU and wakeups in one storm, and after it while idle.
+fn resources(s: &mut Section, st: &Storm, idle_secs: u64) {
+    let (key, name) = (mode_key(st.mode), mode_name(st.mode));
+    let m = Scope { key, name };
+    let target = "<= 3072 kB (3 MiB)";
+    let (rss, hwm) = (st.rss_kb, st.hwm_kb);
+    let metric = m.metric(
+        "vm_rss_kb",
+        "VmRSS after the storm",
+        rss,
+        format!("{rss} kB"),
+    );
+    s.push(metric.target(target, rss <= RSS_TARGET_KB));
+    let metric = m.metric("vm_hwm_kb", "VmHWM (peak RSS)", hwm, format!("{hwm} kB"));
+    s.push(metric.target(target, hwm <= RSS_TARGET_KB));
+    let wall = st.wall.as_secs_f64();
+    // Prefer the scheduler's exact runtime; utime + stime move by whole ticks.
+    let (cpu, ticks_ms, done) = (st.cpu.cpu_ms(), st.cpu.ticks_ms(), st.log.reloads.done);
+    let value = obj! {"cpu_ms": cpu, "utime_stime_ms": ticks_ms, "wall_s": wall, "reloads": done};
+    let (share, per_reload) = (cpu / (wall * 10.0), cpu / done.max(1) as f64);
+    let shown = format!(
+        "{cpu:.1} ms in {wall:.1} s ({share:.3}% of a CPU; {per_reload:.2} ms per reload; \
+         utime+stime {ticks_ms:.0} ms)"
+    );
+    s.push(m.metric("storm_cpu_ms", "CPU during the storm", value, shown));
+    let ticks = st.idle.ticks;
+    let shown = match st.idle.runtime_ms {
+        Some(ms) => format!("{ticks} (runtime {ms:.3} ms)"),
+        None => ticks.to_string(),
+    };
+    let label = format!("CPU ticks while idle for {idle_secs} s");
+    s.push(
+        m.metric("idle_cpu_ticks", &label, ticks, shown)
+            .target("0", ticks == 0),
+    );
+    let label = format!("wakeups (context switches) while idle for {idle_secs} s");
+    s.push(m.zero("idle_wakeups", &label, st.idle.switches.total()));
+    s.push(m.count("threads", "threads", st.threads));
+    s.push(m.count("fds", "open file descriptors", st.fds as u64));
+    s.push(m.metric(
+        "exit",
+        "master's exit on SIGTERM",
+        &st.exit,
+        st.exit.clone(),
+    ));
+    if !st.idle_lines.is_empty() {
+        let lines = quoted(&st.idle_lines, 5);
+        s.notes
+            .push(format!("- {name}: lines logged while idle: {lines}"));
+    }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::master::{Bare, Extra, Master, Ready};
-use crate::report::{Json, Metric, Section, list, obj, quoted};
+use crate::report::{Json, Scope, Section, list, obj, quoted};
 use crate::wrk::{self, CONNECTIONS, THREADS, WrkRun};
 use crate::{Ctx, stats};
 
@@ -124,27 +124,19 @@ fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
 
 /// The figures, notes and details of one mode.
 fn mode_figures(s: &mut Section, mode: &ModeRuns) {
-    let (name, key) = (mode.name, if mode.close { "close" } else { "keepalive" });
+    let key = if mode.close { "close" } else { "keepalive" };
+    let m = Scope {
+        key,
+        name: mode.name,
+    };
     let (bare, master) = (wrk::rps(&mode.bare), wrk::rps(&mode.master));
     let pair_ratios: Vec<f64> = master.iter().zip(&bare).map(|(m, b)| m / b).collect();
     let (mb, mm) = (stats::median(&bare), stats::median(&master));
     let ratio = mm / mb;
-    let shown = format!("{mb:.0}");
-    s.push(Metric::info(
-        format!("{key}.bare_rps"),
-        format!("{name}: bare, median req/s"),
-        mb,
-        shown,
-    ));
-    let label = format!("{name}: under the master, median req/s");
-    s.push(Metric::info(
-        format!("{key}.master_rps"),
-        label,
-        mm,
-        format!("{mm:.0}"),
-    ));
-    let label = format!("{name}: ratio master / bare");
-    let metric = Metric::info(format!("{key}.ratio"), label, ratio, format!("{ratio:.3}"));
+    s.push(m.metric("bare_rps", "bare, median req/s", mb, format!("{mb:.0}")));
+    let label = "under the master, median req/s";
+    s.push(m.metric("master_rps", label, mm, format!("{mm:.0}")));
+    let metric = m.metric("ratio", "ratio master / bare", ratio, format!("{ratio:.3}"));
     s.push(match mode.close {
         true => metric.target(format!(">= {RATIO_TARGET}"), ratio >= RATIO_TARGET),
         false => metric.expect(format!("about 1, no target; >= {RATIO_TARGET} expected")),
@@ -152,34 +144,36 @@ fn mode_figures(s: &mut Section, mode: &ModeRuns) {
     let pair_median = stats::median(&pair_ratios);
     let (lo, hi) = (stats::min(&pair_ratios), stats::max(&pair_ratios));
     let shown = format!("{pair_median:.3} (range {lo:.3}..{hi:.3})");
-    let label = format!("{name}: median of the per-pair ratios");
-    let metric = Metric::info(
-        format!("{key}.pair_ratio_median"),
-        label,
-        pair_median,
-        shown,
-    );
+    let label = "median of the per-pair ratios";
+    let metric = m.metric("pair_ratio_median", label, pair_median, shown);
     s.push(metric.expect("robust to drift between pairs"));
     let errors = |runs: &[WrkRun]| runs.iter().map(WrkRun::errors).sum::<u64>();
     let (eb, em) = (errors(&mode.bare), errors(&mode.master));
-    let label = format!("{name}: wrk socket errors + non-2xx, all runs (bare / master)");
+    let label = "wrk socket errors + non-2xx, all runs (bare / master)";
     let value = obj! {"bare": eb, "master": em};
-    s.push(Metric::info(
-        format!("{key}.wrk_errors"),
-        label,
-        value,
-        format!("{eb} / {em}"),
-    ));
+    s.push(m.metric("wrk_errors", label, value, format!("{eb} / {em}")));
+    mode_notes(s, mode, &bare, &master, &pair_ratios);
+    let runs = |r: &[WrkRun]| Json::arr(r.iter().map(WrkRun::json));
+    let (bare, master) = (runs(&mode.bare), runs(&mode.master));
+    s.detail(
+        key,
+        obj! {"bare": bare, "master": master, "pair_ratios": Json::arr(pair_ratios)},
+    );
+}
+
+/// Every run's req/s, and the runs that stand out (far from the median, or with errors).
+fn mode_notes(s: &mut Section, mode: &ModeRuns, bare: &[f64], master: &[f64], pairs: &[f64]) {
+    let name = mode.name;
     s.notes.push(format!(
         "- {name}: bare req/s {}; master req/s {}; per-pair ratios {}; \
          spread (max-min)/median: bare {:.1}%, master {:.1}%.",
-        list(&bare, 0),
-        list(&master, 0),
-        list(&pair_ratios, 3),
-        stats::spread(&bare) * 100.0,
-        stats::spread(&master) * 100.0,
+        list(bare, 0),
+        list(master, 0),
+        list(pairs, 3),
+        stats::spread(bare) * 100.0,
+        stats::spread(master) * 100.0,
     ));
-    for (side, values) in [("bare", &bare), ("master", &master)] {
+    for (side, values) in [("bare", bare), ("master", master)] {
         let odd = stats::outliers(values, |i, v| format!("run {} ({v:.0} req/s)", i + 1));
         if !odd.is_empty() {
             s.notes.push(format!(
@@ -196,12 +190,8 @@ fn mode_figures(s: &mut Section, mode: &ModeRuns) {
             .enumerate()
             .filter(|(_, r)| r.errors() > 0)
             .map(|(i, r)| {
-                let [c, rd, w, t] = r.socket_errors;
-                let n = r.non2xx;
-                format!(
-                    "run {}: connect {c}, read {rd}, write {w}, timeout {t}, non-2xx {n}",
-                    i + 1
-                )
+                let ([c, rd, w, t], n, i) = (r.socket_errors, r.non2xx, i + 1);
+                format!("run {i}: connect {c}, read {rd}, write {w}, timeout {t}, non-2xx {n}")
             })
             .collect();
         if !with_errors.is_empty() {
@@ -212,9 +202,4 @@ fn mode_figures(s: &mut Section, mode: &ModeRuns) {
             ));
         }
     }
-    let runs = |r: &[WrkRun]| Json::arr(r.iter().map(WrkRun::json));
-    let detail = obj! {
-        "bare": runs(&mode.bare), "master": runs(&mode.master), "pair_ratios": Json::arr(pair_ratios),
-    };
-    s.detail(key, detail);
 }
