@@ -21,7 +21,9 @@
 //! every child (cleanup on every path), [`lines`] reads their logs, [`measure`] a process's CPU
 //! and a loadgen load, [`storm`] a reload storm under any manager, [`wrk`] steady throughput,
 //! [`report`] the figures, [`plot`] an SVG chart. A new benchmark is a module under
-//! `sections/` with a `run(&Ctx) -> Result<Vec<Section>, String>`, added to [`SECTIONS`].
+//! `sections/` with a `run(&Ctx) -> Result<Vec<Section>, String>`, added to [`SECTIONS`] (and
+//! to `--only` in `opts.rs`' help); a figure that grows with the work gets a chart with
+//! `Section::plot`, written next to `report.md` and shown in it.
 //!
 //! It is a measurement, not a test: it exits 0 even when a target is missed (the report says
 //! MISS), 1 if a section could not run, 2 for a usage error or a missing tool.
@@ -155,7 +157,9 @@ fn write(ctx: &Ctx, report: &Report, took: Duration) {
     let markdown = report.markdown();
     print!("{markdown}");
     let dir = &ctx.bins.out_dir;
+    let mut plots = report.sections.iter().flat_map(|s| &s.plots);
     let written = fs::create_dir_all(dir)
+        .and_then(|()| plots.try_for_each(|(file, chart)| fs::write(dir.join(file), chart.svg())))
         .and_then(|()| fs::write(dir.join("report.md"), &markdown))
         .and_then(|()| fs::write(dir.join("report.json"), report.json()));
     match written {

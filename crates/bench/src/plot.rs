@@ -1,8 +1,6 @@
 //! A small SVG line chart, without dependencies: for figures that grow with the work (reload
 //! time against workers, RSS against listeners), which people would rather look at than read.
-//! The report embeds the files a section writes next to `report.md`.
-// The scale section (issue 16) is its first user.
-#![cfg_attr(not(test), expect(dead_code, reason = "no section plots yet"))]
+//! A section adds one with `Section::plot`; bench writes it next to `report.md`, which shows it.
 
 use std::fmt::Write as _;
 

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use crate::plot::Chart;
+
 /// A JSON object from `"key": value` pairs, each value converted with [`Json::from`].
 macro_rules! obj {
     ($($key:literal : $value:expr),* $(,)?) => {
@@ -248,6 +250,8 @@ pub struct Section {
     pub errors: Vec<String>,
     /// Raw data for the JSON only.
     pub details: Vec<(String, Json)>,
+    /// Charts, each written next to the report under its file name and shown after the table.
+    pub plots: Vec<(String, Chart)>,
 }
 
 impl Section {
@@ -270,6 +274,15 @@ impl Section {
     /// Adds a figure.
     pub fn push(&mut self, metric: Metric) {
         self.metrics.push(metric);
+    }
+
+    /// Adds a chart, written to `file` (`NAME.svg`) next to the report.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "no section plots yet (issue 16)")
+    )]
+    pub fn plot(&mut self, file: &str, chart: Chart) {
+        self.plots.push((file.to_owned(), chart));
     }
 
     /// Adds a JSON detail.
@@ -312,6 +325,9 @@ impl Section {
             }
             out.push('\n');
         }
+        for (file, chart) in &self.plots {
+            let _ = writeln!(out, "![{}]({file})\n", chart.title);
+        }
         paragraph(out, &self.notes);
     }
 
@@ -322,14 +338,23 @@ impl Section {
                 "target": m.target.as_ref(), "status": m.status.json(),
             }
         });
-        obj! {
+        let mut json = obj! {
             "id": &self.id,
             "title": &self.title,
             "metrics": Json::arr(metrics),
             "notes": Json::arr(&self.notes),
             "errors": Json::arr(&self.errors),
             "details": Json::Obj(self.details.clone()),
+        };
+        if let Json::Obj(pairs) = &mut json
+            && !self.plots.is_empty()
+        {
+            pairs.push((
+                "plots".to_owned(),
+                Json::arr(self.plots.iter().map(|(f, _)| f)),
+            ));
         }
+        json
     }
 }
 
@@ -519,6 +544,15 @@ mod tests {
         assert!(md.contains("**MISS**"));
         assert!(md.contains("1 PASS, 1 MISS"));
         assert!(md.contains("- MISS: Test: x = 1 (target 0)"));
+        assert!(!md.contains("![") && !r.json().contains("\"plots\""));
         assert_eq!(r.tally(), (1, 1, 0));
+        let mut r = r;
+        let chart = Chart {
+            title: "RSS".into(),
+            ..Chart::default()
+        };
+        r.sections[0].plot("rss.svg", chart);
+        assert!(r.markdown().contains("| PASS |\n\n![RSS](rss.svg)\n"));
+        assert!(r.json().contains("\"plots\": [\"rss.svg\"]"));
     }
 }
