@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// The lines a process wrote on one stream, as they arrive.
 #[derive(Debug, Default)]
@@ -153,29 +153,8 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
 /// Microseconds since the epoch of a log line's leading RFC 3339 UTC timestamp
 /// (`2026-11-25T16:45:38.598799Z  INFO ...`).
 pub fn line_unix_us(line: &str) -> Option<i64> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // The fraction as microseconds: padded or cut to 6 digits.
-    let micros: i64 = format!("{frac:0<6}")[..6].parse().ok()?;
-    // Howard Hinnant's days_from_civil.
-    let y = year - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + m * 60 + s) * 1_000_000) + micros)
+    let at = humantime::parse_rfc3339(line.split_whitespace().next()?).ok()?;
+    i64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_micros()).ok()
 }
 
 /// The master's reload lines, counted.

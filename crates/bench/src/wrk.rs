@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::Ctx;
 use crate::process::Proc;
 use crate::report::{Json, obj};
+use crate::{Ctx, sys};
 
 /// wrk's threads.
 pub const THREADS: u32 = 2;
@@ -110,6 +110,65 @@ pub fn run(ctx: &Ctx, addr: SocketAddr, close: bool, secs: u64) -> Result<WrkRun
         ));
     }
     parse(&text)
+}
+
+/// The two modes of a steady comparison: (name, `Connection: close`).
+pub const MODES: [(&str, bool); 2] = [("new connection", true), ("keep-alive", false)];
+
+/// What an interleaved comparison gave one server, per mode (index 0: new connection,
+/// 1: keep-alive).
+#[derive(Debug, Default)]
+pub struct Steady {
+    /// Every run.
+    pub runs: [Vec<WrkRun>; 2],
+    /// CPU ticks of the server's process (its manager's) during its own runs.
+    pub ticks: [u64; 2],
+}
+
+impl Steady {
+    /// The median requests/s of a mode.
+    pub fn median(&self, mode: usize) -> f64 {
+        crate::stats::median(&rps(&self.runs[mode]))
+    }
+}
+
+/// wrk against every server (`(address, pid of the process whose CPU counts)`), interleaved:
+/// after a 1 s warm-up of each, per mode, `reps` repetitions that run each server once, the
+/// order rotating by one per repetition (bare, master, master, bare, ... for two), so that a
+/// position effect or a drift favours no server. After each repetition `after(mode, rep,
+/// runs)` gets that repetition's runs in order (server index, run): it checks that the servers
+/// still run and says how it went.
+pub fn interleaved(
+    ctx: &Ctx,
+    servers: &[(SocketAddr, i32)],
+    mut after: impl FnMut(usize, usize, &[(usize, &WrkRun)]) -> Result<(), String>,
+) -> Result<Vec<Steady>, String> {
+    let (secs, n) = (ctx.opts.duration_s, servers.len());
+    let mut out: Vec<Steady> = (0..n).map(|_| Steady::default()).collect();
+    // Warm-up, not counted: first connections, page faults, thread stacks.
+    for (_, close) in MODES {
+        for &(addr, _) in servers {
+            run(ctx, addr, close, 1)?;
+        }
+    }
+    for (mi, (_, close)) in MODES.into_iter().enumerate() {
+        for rep in 0..ctx.opts.reps {
+            let order: Vec<usize> = (0..n).map(|k| (k + rep) % n).collect();
+            for &i in &order {
+                let (addr, pid) = servers[i];
+                let t0 = sys::cpu_ticks(pid).unwrap_or(0);
+                let r = run(ctx, addr, close, secs)?;
+                out[i].ticks[mi] += sys::cpu_ticks(pid).unwrap_or(0).saturating_sub(t0);
+                out[i].runs[mi].push(r);
+            }
+            let done: Vec<(usize, &WrkRun)> = order
+                .iter()
+                .filter_map(|&i| Some((i, out[i].runs[mi].last()?)))
+                .collect();
+            after(mi, rep, &done)?;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

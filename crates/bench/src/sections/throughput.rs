@@ -11,23 +11,23 @@ use std::time::Duration;
 
 use crate::master::{Bare, Extra, Master, Ready};
 use crate::report::{Json, Scope, Section, list, obj, quoted};
-use crate::wrk::{self, CONNECTIONS, THREADS, WrkRun};
+use crate::wrk::{self, CONNECTIONS, MODES, THREADS, WrkRun};
 use crate::{Ctx, stats};
 
 /// The ratio master/bare that new-connection mode must reach.
 const RATIO_TARGET: f64 = 0.97;
 
 /// The two sides' runs in one mode.
-struct ModeRuns {
+struct ModeRuns<'a> {
     name: &'static str,
     close: bool,
-    bare: Vec<WrkRun>,
-    master: Vec<WrkRun>,
+    bare: &'a [WrkRun],
+    master: &'a [WrkRun],
 }
 
 /// Runs the section.
 pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
-    let (secs, reps) = (ctx.opts.duration_s, ctx.opts.reps);
+    let reps = ctx.opts.reps;
     let mut bare = Bare::start(&ctx.bins.worker, ctx.opts.verbose)?;
     let mut master = Master::start(ctx, 1, Ready::Notify, &Extra::default())?;
     let worker = master.workers_seen().into_iter().next();
@@ -39,43 +39,35 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
         master.addr,
         master.pid()
     );
-    // Warm-up, not counted: first connections, page faults, thread stacks.
-    for close in [true, false] {
-        wrk::run(ctx, bare.addr, close, 1)?;
-        wrk::run(ctx, master.addr, close, 1)?;
-    }
     let master_lines = master.proc.log().len();
-    let mode = |name, close| ModeRuns {
-        name,
-        close,
-        bare: Vec::new(),
-        master: Vec::new(),
-    };
-    let mut modes = [mode("new connection", true), mode("keep-alive", false)];
-    for mode in &mut modes {
-        for rep in 1..=reps {
-            // Alternate which side goes first (bare, master, master, bare, ...), so that a
-            // position effect or a drift does not favour one side.
-            let (b, m) = if rep % 2 == 1 {
-                let b = wrk::run(ctx, bare.addr, mode.close, secs)?;
-                (b, wrk::run(ctx, master.addr, mode.close, secs)?)
-            } else {
-                let m = wrk::run(ctx, master.addr, mode.close, secs)?;
-                (wrk::run(ctx, bare.addr, mode.close, secs)?, m)
-            };
-            bare.proc.check_alive("the bare test-worker")?;
-            master.proc.check_alive("the master")?;
-            eprintln!(
-                "bench: throughput {} {rep}/{reps}: bare {:.0} req/s, master {:.0} req/s ({:.3})",
-                mode.name,
-                b.rps,
-                m.rps,
-                m.rps / b.rps
-            );
-            mode.bare.push(b);
-            mode.master.push(m);
+    let sides = [(bare.addr, bare.proc.pid()), (master.addr, master.pid())];
+    let steady = wrk::interleaved(ctx, &sides, |mi, rep, runs| {
+        bare.proc.check_alive("the bare test-worker")?;
+        master.proc.check_alive("the master")?;
+        let rps = |side: usize| {
+            runs.iter()
+                .find(|(i, _)| *i == side)
+                .map_or(f64::NAN, |r| r.1.rps)
+        };
+        let (b, m, name) = (rps(0), rps(1), MODES[mi].0);
+        eprintln!(
+            "bench: throughput {name} {}/{reps}: bare {b:.0} req/s, master {m:.0} req/s ({:.3})",
+            rep + 1,
+            m / b
+        );
+        Ok(())
+    })?;
+    let [bare_runs, master_runs] = [&steady[0], &steady[1]];
+    let modes: [ModeRuns<'_>; 2] = std::array::from_fn(|mi| {
+        let (name, close) = MODES[mi];
+        let (bare, master) = (&bare_runs.runs[mi][..], &master_runs.runs[mi][..]);
+        ModeRuns {
+            name,
+            close,
+            bare,
+            master,
         }
-    }
+    });
     // The master must not have done anything while it only held the socket.
     let lines = master.proc.log().lines();
     let unexpected: Vec<String> = lines[master_lines..]
@@ -88,7 +80,7 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
     Ok(vec![section(ctx, &modes, &unexpected)])
 }
 
-fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
+fn section(ctx: &Ctx, modes: &[ModeRuns<'_>], unexpected: &[String]) -> Section {
     let title = format!(
         "Throughput: bare test-worker vs under the master (wrk -t{THREADS} -c{CONNECTIONS} -d{}s)",
         ctx.opts.duration_s
@@ -123,13 +115,13 @@ fn section(ctx: &Ctx, modes: &[ModeRuns], unexpected: &[String]) -> Section {
 }
 
 /// The figures, notes and details of one mode.
-fn mode_figures(s: &mut Section, mode: &ModeRuns) {
+fn mode_figures(s: &mut Section, mode: &ModeRuns<'_>) {
     let key = if mode.close { "close" } else { "keepalive" };
     let m = Scope {
         key,
         name: mode.name,
     };
-    let (bare, master) = (wrk::rps(&mode.bare), wrk::rps(&mode.master));
+    let (bare, master) = (wrk::rps(mode.bare), wrk::rps(mode.master));
     let pair_ratios: Vec<f64> = master.iter().zip(&bare).map(|(m, b)| m / b).collect();
     let (mb, mm) = (stats::median(&bare), stats::median(&master));
     let ratio = mm / mb;
@@ -148,13 +140,13 @@ fn mode_figures(s: &mut Section, mode: &ModeRuns) {
     let metric = m.metric("pair_ratio_median", label, pair_median, shown);
     s.push(metric.expect("robust to drift between pairs"));
     let errors = |runs: &[WrkRun]| runs.iter().map(WrkRun::errors).sum::<u64>();
-    let (eb, em) = (errors(&mode.bare), errors(&mode.master));
+    let (eb, em) = (errors(mode.bare), errors(mode.master));
     let label = "wrk socket errors + non-2xx, all runs (bare / master)";
     let value = obj! {"bare": eb, "master": em};
     s.push(m.metric("wrk_errors", label, value, format!("{eb} / {em}")));
     mode_notes(s, mode, &bare, &master, &pair_ratios);
     let runs = |r: &[WrkRun]| Json::arr(r.iter().map(WrkRun::json));
-    let (bare, master) = (runs(&mode.bare), runs(&mode.master));
+    let (bare, master) = (runs(mode.bare), runs(mode.master));
     s.detail(
         key,
         obj! {"bare": bare, "master": master, "pair_ratios": Json::arr(pair_ratios)},
@@ -162,7 +154,7 @@ fn mode_figures(s: &mut Section, mode: &ModeRuns) {
 }
 
 /// Every run's req/s, and the runs that stand out (far from the median, or with errors).
-fn mode_notes(s: &mut Section, mode: &ModeRuns, bare: &[f64], master: &[f64], pairs: &[f64]) {
+fn mode_notes(s: &mut Section, mode: &ModeRuns<'_>, bare: &[f64], master: &[f64], pairs: &[f64]) {
     let name = mode.name;
     s.notes.push(format!(
         "- {name}: bare req/s {}; master req/s {}; per-pair ratios {}; \
@@ -184,7 +176,7 @@ fn mode_notes(s: &mut Section, mode: &ModeRuns, bare: &[f64], master: &[f64], pa
             ));
         }
     }
-    for (side, runs) in [("bare", &mode.bare), ("master", &mode.master)] {
+    for (side, runs) in [("bare", mode.bare), ("master", mode.master)] {
         let with_errors: Vec<String> = runs
             .iter()
             .enumerate()

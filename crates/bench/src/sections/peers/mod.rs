@@ -34,8 +34,8 @@ use crate::lines::Reloads;
 use crate::measure::{load, mode_name};
 use crate::report::Section;
 use crate::storm::{self, Storm};
-use crate::wrk::{self, WrkRun};
-use crate::{Ctx, stats, sys};
+use crate::wrk::{self, Steady};
+use crate::{Ctx, sys};
 use install::Tools;
 use server::Server;
 
@@ -141,20 +141,6 @@ impl Kind {
             Kind::MasterNode | Kind::MasterGunicorn => "SIGHUP to the master",
             _ => "none",
         }
-    }
-}
-
-/// One run's wrk results, per mode (index 0: new connection, 1: keep-alive).
-#[derive(Debug, Default)]
-struct Steady {
-    runs: [Vec<WrkRun>; 2],
-    /// The manager's CPU ticks during its own wrk runs.
-    manager_ticks: [u64; 2],
-}
-
-impl Steady {
-    fn median(&self, mode: usize) -> f64 {
-        stats::median(&wrk::rps(&self.runs[mode]))
     }
 }
 
@@ -339,43 +325,27 @@ fn storms(ctx: &Ctx, server: &mut Server, row: &mut Row) {
     row.exit = server.stop();
 }
 
-/// wrk against every server, interleaved: in each repetition every server once, the order
-/// rotating by one per repetition.
+/// wrk against every server, interleaved (see [`wrk::interleaved`]).
 fn steady(ctx: &Ctx, servers: &mut [Server]) -> Result<Vec<Steady>, String> {
-    let (secs, reps, n) = (ctx.opts.duration_s, ctx.opts.reps, servers.len());
-    let mut out: Vec<Steady> = (0..n).map(|_| Steady::default()).collect();
-    // Warm-up, not counted.
-    for (_, close) in MODES {
-        for s in servers.iter() {
-            wrk::run(ctx, s.addr, close, 1)?;
+    let sides: Vec<_> = servers.iter().map(|s| (s.addr, s.manager_pid())).collect();
+    let app = servers.first().map_or("", |s| s.kind.app().key());
+    wrk::interleaved(ctx, &sides, |mi, rep, runs| {
+        for s in servers.iter_mut() {
+            s.check_alive()?;
+            s.workers();
         }
-    }
-    for (mi, (mode, close)) in MODES.into_iter().enumerate() {
-        for rep in 0..reps {
-            let mut line = Vec::new();
-            for i in (0..n).map(|k| (k + rep) % n) {
-                let pid = servers[i].manager_pid();
-                let t0 = sys::cpu_ticks(pid).unwrap_or(0);
-                let r = wrk::run(ctx, servers[i].addr, close, secs)?;
-                let t1 = sys::cpu_ticks(pid).unwrap_or(0);
-                line.push(format!("{} {:.0}", servers[i].kind.key(), r.rps));
-                out[i].manager_ticks[mi] += t1.saturating_sub(t0);
-                out[i].runs[mi].push(r);
-            }
-            for s in servers.iter_mut() {
-                s.check_alive()?;
-                s.workers();
-            }
-            eprintln!(
-                "bench: peers {} {} {}/{reps}: {}",
-                servers[0].kind.app().key(),
-                mode_name(mode),
-                rep + 1,
-                line.join(", ")
-            );
-        }
-    }
-    Ok(out)
+        let line: Vec<String> = runs
+            .iter()
+            .map(|(i, r)| format!("{} {:.0}", servers[*i].kind.key(), r.rps))
+            .collect();
+        let (mode, reps) = (mode_name(MODES[mi].0), ctx.opts.reps);
+        eprintln!(
+            "bench: peers {app} {mode} {}/{reps}: {}",
+            rep + 1,
+            line.join(", ")
+        );
+        Ok(())
+    })
 }
 
 /// One storm on a manager, under loadgen.

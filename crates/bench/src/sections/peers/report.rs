@@ -93,7 +93,7 @@ fn row_json(row: &Row, base: Option<&Row>) -> Json {
             "rps": Json::arr(rps),
             "median_rps": median,
             "ratio_to_baseline": base.map(|b| median / b.steady.median(mi)),
-            "manager_cpu_ms": sys::ticks_ms(row.steady.manager_ticks[mi]),
+            "manager_cpu_ms": sys::ticks_ms(row.steady.ticks[mi]),
             "wrk": Json::arr(runs.iter().map(wrk_json)),
         }
     };
@@ -208,7 +208,7 @@ fn steady_note(row: &Row, base: Option<&Row>, mi: usize, mode: Mode) -> String {
     }
     let requests: u64 = runs.iter().map(|r| r.requests).sum();
     if !row.kind.baseline() && requests > 0 {
-        let cpu = sys::ticks_ms(row.steady.manager_ticks[mi]);
+        let cpu = sys::ticks_ms(row.steady.ticks[mi]);
         let per = cpu * 1000.0 / requests as f64;
         line.push_str(&format!(
             "; manager CPU {cpu:.0} ms over its wrk runs ({per:.1} µs per request)"
@@ -513,9 +513,10 @@ pub(super) fn section(ctx: &Ctx, tools: &Tools, apps: &[AppRun], took: Duration)
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Kind, Steady};
+    use super::super::Kind;
     use super::*;
     use crate::storm::Storm;
+    use crate::wrk::Steady;
 
     #[test]
     fn cells() {
