@@ -39,6 +39,7 @@ const WORKERS: usize = 16;
 const FEW_WORKERS: usize = 4;
 /// `--monitor-interval` of the per-sample runs.
 const FAST_INTERVAL: Duration = Duration::from_millis(100);
+const FAST: Sampling = Sampling::Every(FAST_INTERVAL);
 /// The master's default `--monitor-interval`.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 /// Target on the master's CPU at the default interval, in % of one core.
@@ -338,61 +339,49 @@ fn measure(ctx: &Ctx, spec: Spec) -> Result<Run, String> {
     Ok(run)
 }
 
-/// The masters to measure, in order: the baseline first.
-fn specs(ctx: &Ctx) -> Vec<Spec> {
+/// How long a master is measured: half of `--monitor-secs` (the 100 ms runs), all of it, or
+/// all of it but within the default grace period (no worker is due for a sample yet).
+#[derive(Debug, Clone, Copy)]
+enum Period {
+    Short,
+    Long,
+    InGrace,
+}
+
+/// The masters to measure, in order, the baseline first: key, name, workers, sampling, `-v`, a
+/// child per worker, period.
+#[rustfmt::skip]
+const SPECS: [(&str, &str, usize, Sampling, bool, bool, Period); 8] = [
+    ("off", "no monitor", WORKERS, Sampling::Off, false, false, Period::Short),
+    ("fast", "every 100 ms", WORKERS, FAST, false, false, Period::Short),
+    ("fast_verbose", "every 100 ms, -v", WORKERS, FAST, true, false, Period::Short),
+    ("fast_children", "every 100 ms, a child per worker", WORKERS, FAST, false, true, Period::Short),
+    ("fast_few", "every 100 ms", FEW_WORKERS, FAST, false, false, Period::Short),
+    ("default", "default interval", WORKERS, Sampling::Default, false, false, Period::Long),
+    ("default_few", "default interval", FEW_WORKERS, Sampling::Default, false, false, Period::Long),
+    ("grace", "all defaults, within the grace period", WORKERS, Sampling::Defaults, false, false, Period::InGrace),
+];
+
+fn specs(ctx: &Ctx) -> impl Iterator<Item = Spec> {
     let long = Duration::from_secs(ctx.opts.monitor_secs);
-    let short = long / 2;
-    let fast = Sampling::Every(FAST_INTERVAL);
-    let spec = |key, name, workers, sampling, period| Spec {
-        key,
-        name,
-        workers,
-        sampling,
-        verbose: false,
-        children: false,
-        period,
-    };
-    vec![
-        spec("off", "no monitor", WORKERS, Sampling::Off, short),
-        spec("fast", "every 100 ms", WORKERS, fast, short),
-        Spec {
-            verbose: true,
-            ..spec("fast_verbose", "every 100 ms, -v", WORKERS, fast, short)
+    SPECS.into_iter().map(
+        move |(key, name, workers, sampling, verbose, children, period)| {
+            let period = match period {
+                Period::Short => long / 2,
+                Period::Long => long,
+                Period::InGrace => long.min(DEFAULT_GRACE - Duration::from_secs(5)),
+            };
+            Spec {
+                key,
+                name,
+                workers,
+                sampling,
+                verbose,
+                children,
+                period,
+            }
         },
-        Spec {
-            children: true,
-            ..spec(
-                "fast_children",
-                "every 100 ms, a child per worker",
-                WORKERS,
-                fast,
-                short,
-            )
-        },
-        spec("fast_few", "every 100 ms", FEW_WORKERS, fast, short),
-        spec(
-            "default",
-            "default interval",
-            WORKERS,
-            Sampling::Default,
-            long,
-        ),
-        spec(
-            "default_few",
-            "default interval",
-            FEW_WORKERS,
-            Sampling::Default,
-            long,
-        ),
-        // Within the grace period from start to end: no worker is due for a sample yet.
-        spec(
-            "grace",
-            "all defaults, within the grace period",
-            WORKERS,
-            Sampling::Defaults,
-            long.min(DEFAULT_GRACE - Duration::from_secs(5)),
-        ),
-    ]
+    )
 }
 
 /// Runs the monitor section.
