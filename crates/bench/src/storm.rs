@@ -3,7 +3,7 @@
 //! before the request, so no pid can be reused under us, and watched with poll).
 //!
 //! The caller runs the load around it; the manager is a [`Target`]: how to list its workers,
-//! ask for a reload, and wait for the reloads to end.
+//! ask for a reload, and wait for the reloads to end. [`Sighup`] is master-process's.
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::lines::{Log, Reloads, live_workers, settle};
+use crate::master::Master;
 use crate::process::{pidfds, wait_gone};
+use crate::sys;
 
 /// Longest wait for the old workers of one reload request.
 pub const EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -75,6 +78,45 @@ pub fn latencies<'a>(requests: impl IntoIterator<Item = &'a Request>) -> Vec<f64
     accepted
         .filter_map(|r| Some(crate::measure::ms(r.latency?)))
         .collect()
+}
+
+/// master-process under SIGHUPs: its workers from its log and /proc, its reloads from its log.
+pub struct Sighup<'a> {
+    master: &'a Master,
+    log: Arc<Log>,
+    /// How long the reloads may take to end after the last SIGHUP.
+    settle: Duration,
+}
+
+impl<'a> Sighup<'a> {
+    /// `master`, its reloads given `settle` to end after the last SIGHUP.
+    pub fn new(master: &'a Master, settle: Duration) -> Sighup<'a> {
+        Sighup {
+            master,
+            log: Arc::clone(master.proc.log()),
+            settle,
+        }
+    }
+}
+
+impl Target for Sighup<'_> {
+    fn workers(&mut self) -> BTreeSet<i32> {
+        let mut old = live_workers(&self.log.lines());
+        old.extend(sys::children(self.master.pid()));
+        old
+    }
+
+    fn in_flight(&mut self) -> Option<bool> {
+        Some(Reloads::count(&self.log.lines()).in_flight())
+    }
+
+    fn reload(&mut self, _: usize, _: Instant) -> Result<(), String> {
+        self.master.proc.signal(libc::SIGHUP)
+    }
+
+    fn settle(&mut self) -> bool {
+        settle(&self.log, 0, self.settle)
+    }
 }
 
 /// One storm.

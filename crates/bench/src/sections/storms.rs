@@ -5,18 +5,17 @@
 //! that its idle wakeups are those of its loop alone (the `monitor` section measures the
 //! resource monitor).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loadgen::Mode;
 
-use crate::lines::{Harvest, Log, Reloads, live_workers, settle};
+use crate::lines::{Harvest, Reloads};
 use crate::master::{Master, NO_MONITOR, Ready};
 use crate::measure::{Cpu, Spent, io, load, mode_key, mode_name, ms};
 use crate::report::{Json, Scope, Section, obj, quoted};
-use crate::storm::{self, EXIT_WAIT, Request, Target};
+use crate::storm::{self, EXIT_WAIT, Request, Sighup};
 use crate::{Ctx, stats, sys};
 
 const WORKERS: usize = 2;
@@ -44,32 +43,6 @@ struct Storm {
     exit: String,
 }
 
-/// The master under SIGHUPs: its workers from its log and /proc, its reloads from its log.
-struct Sighup<'a> {
-    master: &'a Master,
-    log: Arc<Log>,
-}
-
-impl Target for Sighup<'_> {
-    fn workers(&mut self) -> BTreeSet<i32> {
-        let mut old = live_workers(&self.log.lines());
-        old.extend(sys::children(self.master.pid()));
-        old
-    }
-
-    fn in_flight(&mut self) -> Option<bool> {
-        Some(Reloads::count(&self.log.lines()).in_flight())
-    }
-
-    fn reload(&mut self, _: usize, _: Instant) -> Result<(), String> {
-        self.master.proc.signal(libc::SIGHUP)
-    }
-
-    fn settle(&mut self) -> bool {
-        settle(&self.log, 0, SETTLE_TIMEOUT)
-    }
-}
-
 fn storm(ctx: &Ctx, mode: Mode) -> Result<Storm, String> {
     let secs = ctx.opts.storm_secs;
     let mut master = Master::start(ctx, WORKERS, Ready::Notify, &NO_MONITOR)?;
@@ -81,14 +54,7 @@ fn storm(ctx: &Ctx, mode: Mode) -> Result<Storm, String> {
     );
     let load = load(master.addr, CONNECTIONS, mode)?;
     let cpu0 = Cpu::read(pid)?;
-    let run = storm::run(
-        &mut Sighup {
-            master: &master,
-            log: Arc::clone(&log),
-        },
-        secs,
-        EXIT_WAIT,
-    )?;
+    let run = storm::run(&mut Sighup::new(&master, SETTLE_TIMEOUT), secs, EXIT_WAIT)?;
     let cpu = Cpu::read(pid)?.since(&cpu0);
     let report = load.stop();
     if !run.settled {
