@@ -133,6 +133,16 @@ pub mod __fuzz {
         let _ = crate::upgrade::Handover::decode(&text);
     }
 }
+
+/// Internals the workspace's own tools reuse (the benchmark, `crates/bench`): not part of the
+/// API, no stability promised.
+#[doc(hidden)]
+pub mod __internal {
+    /// `/proc` parsing: stat fields, children and trees, pidfds.
+    pub mod procfs {
+        pub use crate::procfs::*;
+    }
+}
 pub use error::{Error, Result};
 pub use library::{Builder, Listener, ListenerKey, Standalone, Stop, Worker, init};
 pub use readiness::{Coverage, ReadyMode};
