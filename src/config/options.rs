@@ -46,8 +46,10 @@ pub enum Takes {
     Switch(&'static str),
 }
 
-/// What every option has, whatever its type.
+/// What every option has, whatever its type. (The library reads only the environment
+/// twins; the rest is for the command line.)
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub struct Meta {
     /// The long flag, without `--`.
     pub long: &'static str,
