@@ -41,6 +41,9 @@ pub const EXEC: &str = "__MASTER_PROCESS_EXEC";
 pub const UPGRADE_STATE: &str = "__MASTER_PROCESS_UPGRADE";
 /// The descriptor of the previous executable, for the way back.
 pub const UPGRADE_FROM: &str = "__MASTER_PROCESS_UPGRADE_FROM";
+/// The previous image's own arguments, percent-encoded and space-separated: what the way
+/// back runs it with (the new image may have been started with others).
+pub const UPGRADE_ARGV: &str = "__MASTER_PROCESS_UPGRADE_ARGV";
 /// Set when the image resuming from [`UPGRADE_STATE`] is the previous one, back after a
 /// failed upgrade: why the upgrade failed.
 pub const UPGRADE_ROLLBACK: &str = "__MASTER_PROCESS_ROLLBACK";
@@ -49,9 +52,10 @@ pub const PREFLIGHT: &str = "__MASTER_PROCESS_PREFLIGHT";
 
 /// Variables of the master's own environment that must not reach workers: the master's
 /// socket activation, service manager and upgrade settings are its own.
-pub const MASTER_ONLY: [&str; 11] = [
+pub const MASTER_ONLY: [&str; 12] = [
     UPGRADE_STATE,
     UPGRADE_FROM,
+    UPGRADE_ARGV,
     UPGRADE_ROLLBACK,
     PREFLIGHT,
     PARENT_PID,

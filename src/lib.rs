@@ -84,11 +84,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[allow(dead_code)] // Not wired into the master yet.
+mod adopt;
 #[doc(hidden)]
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
 mod control;
+mod credentials;
 mod env;
 mod error;
 mod library;
@@ -128,6 +131,16 @@ pub mod __fuzz {
         let _ = crate::readiness::listening::parse_syscall(&text);
         let _ = crate::readiness::listening::epoll_input_inodes(&text);
         let _ = crate::upgrade::Handover::decode(&text);
+    }
+}
+
+/// Internals the workspace's own tools reuse (the benchmark, `crates/bench`): not part of the
+/// API, no stability promised.
+#[doc(hidden)]
+pub mod __internal {
+    /// `/proc` parsing: stat fields, children and trees, pidfds.
+    pub mod procfs {
+        pub use crate::procfs::*;
     }
 }
 pub use error::{Error, Result};

@@ -53,6 +53,11 @@ pub trait Os {
     fn readiness_problem(&self, _pid: Pid) -> Option<String> {
         None
     }
+    /// What may make workers crash in a loop, if the OS side knows a likely cause (said once
+    /// per crash loop).
+    fn crash_hint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a worker could not be started.
@@ -736,6 +741,29 @@ impl Supervisor {
         }
     }
 
+    /// Worker `pid` (or a process of its tree) asked for a listening address in a way the
+    /// master refuses to serve (`reason`, one line). A new worker of a reload fails it: the
+    /// old workers keep serving; a replacement is dropped. A serving worker is left to what
+    /// its app does with the error (most exit, and are restarted with the backoff).
+    pub fn refuse(&mut self, os: &mut dyn Os, pid: Pid, reason: &str, now: Instant) {
+        let Some(pos) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let w = &self.workers[pos];
+        match w.role {
+            Role::Candidate => {
+                let why = format!(
+                    "worker {} (pid {pid}) cannot be given its socket: {reason}",
+                    w.index
+                );
+                self.fail_reload(os, why, now);
+            }
+            Role::Replacement => self.retire(os, pos, now),
+            Role::Serving | Role::Retired => {}
+        }
+        self.settle(os, now);
+    }
+
     /// Time passed: act on every deadline that is due.
     pub fn on_tick(&mut self, os: &mut dyn Os, now: Instant) {
         for pos in 0..self.workers.len() {
@@ -1209,6 +1237,11 @@ impl Supervisor {
                     delay_ms,
                     "worker is crash-looping; restarting it with a backoff"
                 );
+                if slot.crashes == CRASH_LOOP {
+                    if let Some(hint) = os.crash_hint() {
+                        warn!(index, "worker is crash-looping: {hint}");
+                    }
+                }
             } else {
                 info!(index, delay_ms, "restarting worker");
             }

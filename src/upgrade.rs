@@ -39,7 +39,7 @@ use crate::socket::{Listener, ListenerSpec, Origin, is_open};
 use crate::supervisor::{
     ReloadCounts, ReloadOutcome, Serving, SlotSnapshot, Snapshot, StateSnapshot, WorkerSnapshot,
 };
-use crate::worker::Role;
+use crate::worker::{Pid, Role};
 
 /// How long the new executable may take to answer the preflight.
 pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,6 +59,17 @@ pub struct HandedListener {
     pub origin: Origin,
     /// The unix socket file we created for it.
     pub file: Option<Identity>,
+    /// The `O_NONBLOCK` mode its adopters fixed, if any.
+    pub nonblock: Option<bool>,
+}
+
+/// The adoption filter's notify fd of a worker tree, handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandedNotifier {
+    /// The worker heading the tree.
+    pub worker: Pid,
+    /// The descriptor.
+    pub fd: RawFd,
 }
 
 /// The control socket handed over.
@@ -90,6 +101,8 @@ pub struct Handover {
     pub control: Option<HandedControl>,
     /// The notify socket.
     pub notify: HandedNotify,
+    /// The adoption filters' notify fds.
+    pub notifiers: Vec<HandedNotifier>,
     /// The control client waiting for the upgrade's outcome.
     pub client: Option<RawFd>,
     /// The old executable, to go back to if the new image cannot resume.
@@ -107,6 +120,10 @@ pub struct Adopted {
     pub control: Option<(OwnedFd, SocketFile)>,
     /// The notify socket.
     pub notify: (OwnedFd, HandedNotify),
+    /// The `O_NONBLOCK` mode of each listener's adopters, by listener.
+    pub nonblock: Vec<Option<bool>>,
+    /// The adoption filters' notify fds, with the worker heading each tree.
+    pub notifiers: Vec<(Pid, OwnedFd)>,
     /// The control client waiting for the upgrade's outcome.
     pub client: Option<OwnedFd>,
     /// The supervisor's state.
@@ -119,6 +136,7 @@ impl Handover {
         let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
         fds.extend(self.control.as_ref().map(|c| c.fd));
         fds.push(self.notify.fd);
+        fds.extend(self.notifiers.iter().map(|n| n.fd));
         fds.extend(self.client);
         fds.extend(self.old_exe);
         fds
@@ -145,6 +163,12 @@ impl Handover {
         // The old executable was only needed to go back: this image resumed.
         drop(self.old_exe.map(own));
         Ok(Adopted {
+            nonblock: self.listeners.iter().map(|l| l.nonblock).collect(),
+            notifiers: self
+                .notifiers
+                .iter()
+                .map(|n| (n.worker, own(n.fd)))
+                .collect(),
             listeners: self
                 .listeners
                 .into_iter()
@@ -191,11 +215,21 @@ impl Handover {
             if let Some(name) = &l.name {
                 r = r.with("name", name);
             }
-            r = match &l.origin {
-                Origin::Bound(spec) => r.with("origin", "bound").with("spec", spec),
-                Origin::Activated => r.with("origin", "activated"),
-            };
+            r = r.with("origin", l.origin.name());
+            if let Some(spec) = l.origin.spec() {
+                r = r.with("spec", spec);
+            }
+            if let Some(nonblock) = l.nonblock {
+                r = r.with("nonblock", nonblock);
+            }
             lines.push(with_file(r, l.file.as_ref()));
+        }
+        for n in &self.notifiers {
+            lines.push(
+                Record::new("notifier")
+                    .with("worker", n.worker)
+                    .with("fd", n.fd),
+            );
         }
         for w in &s.workers {
             let mut r = Record::new("worker")
@@ -272,6 +306,7 @@ impl Handover {
             ..Snapshot::default()
         };
         let mut listeners = Vec::new();
+        let mut notifiers = Vec::new();
         let mut control = None;
         let mut notify = None;
         for r in rest {
@@ -293,16 +328,22 @@ impl Handover {
                 "listener" => listeners.push(HandedListener {
                     fd: num(r, "fd")?,
                     name: r.get("name").map(str::to_string),
-                    origin: match r.get("origin") {
-                        Some("bound") => Origin::Bound(
-                            text_field(r, "spec")?
-                                .parse::<ListenerSpec>()
-                                .map_err(|e| format!("listener record: {e}"))?,
-                        ),
-                        Some("activated") => Origin::Activated,
-                        other => return Err(format!("listener record: origin {other:?}")),
+                    origin: {
+                        let spec = r
+                            .get("spec")
+                            .map(str::parse::<ListenerSpec>)
+                            .transpose()
+                            .map_err(|e| format!("listener record: {e}"))?;
+                        let name = text_field(r, "origin")?;
+                        Origin::from_name(name, spec)
+                            .ok_or_else(|| format!("listener record: origin {name:?}"))?
                     },
                     file: file(r)?,
+                    nonblock: opt_num(r, "nonblock")?,
+                }),
+                "notifier" => notifiers.push(HandedNotifier {
+                    worker: num(r, "worker")?,
+                    fd: num(r, "fd")?,
                 }),
                 "worker" => snapshot.workers.push(worker(r)?),
                 "slot" => snapshot.slots.push(SlotSnapshot {
@@ -318,6 +359,7 @@ impl Handover {
             listeners,
             control,
             notify: notify.ok_or("no notify record")?,
+            notifiers,
             client: opt_num(head, "client_fd")?,
             old_exe: opt_num(head, "old_exe_fd")?,
             snapshot,
@@ -635,6 +677,7 @@ pub fn exec(program: &Path, argv: &[OsString], handover: &Handover) -> std::io::
         cmd.arg0(argv0).args(args);
     }
     cmd.env(env::UPGRADE_STATE, handover.encode())
+        .env(env::UPGRADE_ARGV, encode_argv(argv))
         .env_remove(env::PREFLIGHT)
         .env_remove(env::UPGRADE_ROLLBACK);
     match handover.old_exe {
@@ -678,16 +721,66 @@ pub fn abandon_if_resuming(why: &str) {
         "master-process: error: cannot resume after the upgrade ({why}); going back to the \
          previous master"
     );
-    let argv: Vec<OsString> = std::env::args_os().collect();
+    // The previous image's own arguments: this image may have been started with others.
+    let argv: Vec<OsString> = std::env::var(env::UPGRADE_ARGV)
+        .ok()
+        .and_then(|v| decode_argv(&v))
+        .unwrap_or_else(|| std::env::args_os().collect());
     let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
     if let Some((argv0, args)) = argv.split_first() {
         cmd.arg0(argv0).args(args);
     }
     cmd.env(env::UPGRADE_STATE, state)
         .env(env::UPGRADE_ROLLBACK, why)
-        .env_remove(env::UPGRADE_FROM);
+        .env_remove(env::UPGRADE_FROM)
+        .env_remove(env::UPGRADE_ARGV);
     let err = cmd.exec();
     eprintln!("master-process: cannot go back to the previous master: {err}");
+}
+
+/// Arguments as one environment value: each percent-encoded (any byte but a few safe ones),
+/// separated by spaces.
+fn encode_argv(argv: &[OsString]) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"._/=:+,@-".contains(&b);
+    argv.iter()
+        .map(|a| {
+            a.as_bytes()
+                .iter()
+                .map(|&b| {
+                    if safe(b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The arguments [`encode_argv`] wrote; `None` if the value is not such a list.
+fn decode_argv(text: &str) -> Option<Vec<OsString>> {
+    use std::os::unix::ffi::OsStringExt;
+    text.split(' ')
+        .map(|word| {
+            let bytes = word.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            Some(OsString::from_vec(out))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -702,6 +795,7 @@ mod tests {
                     name: Some("web".into()),
                     origin: Origin::Bound("web=127.0.0.1:8080".parse().unwrap()),
                     file: None,
+                    nonblock: Some(true),
                 },
                 HandedListener {
                     fd: 4,
@@ -712,6 +806,7 @@ mod tests {
                         dev: 2049,
                         ino: 77,
                     }),
+                    nonblock: None,
                 },
             ],
             control: Some(HandedControl {
@@ -727,6 +822,10 @@ mod tests {
                 dir: "/tmp/master-process.1.0".into(),
                 path: "/tmp/master-process.1.0/notify".into(),
             },
+            notifiers: vec![HandedNotifier {
+                worker: 1234,
+                fd: 9,
+            }],
             client: Some(7),
             old_exe: Some(8),
             snapshot: Snapshot {
@@ -777,7 +876,7 @@ mod tests {
     fn a_handover_survives_encoding() {
         let h = sample();
         assert_eq!(Handover::decode(&h.encode()), Ok(h.clone()));
-        assert_eq!(h.fds(), vec![3, 4, 5, 6, 7, 8]);
+        assert_eq!(h.fds(), vec![3, 4, 5, 6, 9, 7, 8]);
     }
 
     #[test]
@@ -803,9 +902,25 @@ mod tests {
     }
 
     #[test]
+    fn arguments_survive_the_environment() {
+        use std::os::unix::ffi::OsStringExt;
+        let argv: Vec<OsString> = vec![
+            "/usr/bin/master-process".into(),
+            "-l".into(),
+            "web=[::]:8080".into(),
+            "a b %".into(),
+            "".into(),
+            OsString::from_vec(vec![0xff, b'\n']),
+        ];
+        assert_eq!(decode_argv(&encode_argv(&argv)), Some(argv));
+        assert_eq!(decode_argv("%zz"), None);
+    }
+
+    #[test]
     fn descriptors_that_are_not_open_are_not_taken() {
         let mut h = sample();
         h.listeners.clear();
+        h.notifiers.clear();
         h.control = None;
         h.client = None;
         h.old_exe = None;

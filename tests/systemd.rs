@@ -258,7 +258,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// Copies the master binary into `dir` (as `name`), atomically: what a deploy does.
-fn install_master(dir: &Path, name: &str) -> std::path::PathBuf {
+pub(crate) fn install_master(dir: &Path, name: &str) -> std::path::PathBuf {
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.new"));
     std::fs::copy(master_bin(), &tmp).unwrap();

@@ -31,10 +31,14 @@ pub struct Config {
     pub socket_mode: u32,
     /// `--backlog`: each listener's accept queue; `None`: the kernel's `somaxconn`.
     pub backlog: Option<u32>,
+    /// `--adopt`: an app's own `bind()` of a held address gets the master's socket.
+    pub adopt: bool,
     /// What the supervisor decides with: workers, timeouts, readiness, reloads.
     pub supervisor: Settings,
     /// `--max-surge`, kept for `--reload` (the strategy holds it once rolling).
     pub max_surge: usize,
+    /// `--user`: who workers run as.
+    pub user: Option<crate::credentials::Credentials>,
     /// `--no-subreaper`: reap (and, at exit, stop) the orphaned descendants of workers.
     pub subreaper: bool,
     /// `--on-version-change`.
@@ -123,6 +127,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the one listener is `PORT` alone (no `--listen`), a TCP port: the master does
+    /// not know which address the app binds.
+    pub fn port_alone(&self) -> bool {
+        self.listen.is_empty()
+            && self
+                .port
+                .as_ref()
+                .is_some_and(|p| matches!(p.addr, crate::socket::ListenAddr::Port(_)))
     }
 
     /// The listeners: `--listen`, or else `PORT`.

@@ -15,6 +15,7 @@ use super::values::{
     DAY, duration, duration_within, mode, number_within, percent, whole, word, workers,
 };
 use super::{Config, ControlSocket};
+use crate::credentials::Credentials;
 use crate::policy::{
     OnCrash, OnMasterChange, OnVersionChange, ReadyMode, Reload, Strategy, Toggle,
 };
@@ -45,8 +46,10 @@ pub enum Takes {
     Switch(&'static str),
 }
 
-/// What every option has, whatever its type.
+/// What every option has, whatever its type. (The library reads only the environment
+/// twins; the rest is for the command line.)
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub struct Meta {
     /// The long flag, without `--`.
     pub long: &'static str,
@@ -206,6 +209,23 @@ pub const BACKLOG: Opt<u32> = Opt {
     set: |c, v| c.backlog = Some(v),
 };
 
+/// `--adopt`.
+pub const ADOPT: Opt<bool> = Opt {
+    meta: Meta {
+        long: "adopt",
+        env: &["MASTER_PROCESS_ADOPT"],
+        takes: Takes::Value("on|off"),
+        default: Some("on"),
+        heading: SOCKETS,
+        help: "An app that binds its port itself gets the master's socket instead (seccomp \
+               user notification; Linux 5.9): `on` where the kernel allows it, or `off`",
+        ..Meta::NONE
+    },
+    parse: toggle,
+    check: any,
+    set: |c, v| c.adopt = v,
+};
+
 /// `--workers` / `WORKERS`.
 pub const WORKER_COUNT: Opt<usize> = Opt {
     meta: Meta {
@@ -344,6 +364,23 @@ pub const ON_VERSION_CHANGE: Opt<OnVersionChange> = Opt {
     parse: word,
     check: any,
     set: |c, v| c.on_version_change = v,
+};
+
+/// `--user`.
+pub const USER: Opt<Credentials> = Opt {
+    meta: Meta {
+        long: "user",
+        short: Some('u'),
+        env: &["MASTER_PROCESS_USER"],
+        takes: Takes::Value("USER[:GROUP]"),
+        heading: WORKERS,
+        help: "Run the workers as this user (and group; default: the user's own), set by the \
+               master between fork and exec so that they still die with it; needs root",
+        ..Meta::NONE
+    },
+    parse: word,
+    check: any,
+    set: |c, v| c.user = Some(v),
 };
 
 /// `--no-subreaper`.
@@ -612,6 +649,7 @@ pub static ALL: &[&dyn Declared] = &[
     &PORT,
     &SOCKET_MODE,
     &BACKLOG,
+    &ADOPT,
     &WORKER_COUNT,
     &READY,
     &READY_TIMEOUT,
@@ -620,6 +658,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_CRASH,
     &ON_VERSION_CHANGE,
     &MAX_BACKOFF,
+    &USER,
     &SUBREAPER,
     &RELOAD,
     &MAX_SURGE,

@@ -242,6 +242,9 @@ pub fn status_table(records: &[Record]) -> String {
         if let Some(backlog) = l.get("backlog") {
             let _ = write!(out, ", backlog {backlog}");
         }
+        if l.get("workers_get_it") == Some("adopted") {
+            out.push_str(", adopted from the app's own bind");
+        }
         if l.get("alive") == Some("false") {
             out.push_str(", DEAD");
         }

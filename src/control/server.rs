@@ -119,6 +119,11 @@ impl Server {
         Some(self.clients.remove(pos).stream)
     }
 
+    /// The socket's path.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.identity().map(|f| f.path.as_path())
+    }
+
     /// The listener and its file, to hand over.
     pub fn handover(&self) -> (BorrowedFd<'_>, Option<&Identity>) {
         (self.listener.as_fd(), self.file.identity())

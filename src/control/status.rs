@@ -5,14 +5,16 @@ use std::time::Instant;
 use super::Record;
 use crate::monitor::Monitor;
 use crate::procfs;
-use crate::socket::{ListenerSet, Origin};
+use crate::socket::ListenerSet;
 use crate::supervisor::{CRASH_LOOP, Canary, ReloadOutcome, Supervisor};
 
-/// What the master says about itself, its listeners and its workers.
+/// What the master says about itself, its listeners and its workers. `adopted` gives, per
+/// listener, how many binds of an app were adopted so far (`None`: adoption is off).
 pub fn status_records(
     sup: &Supervisor,
     monitor: Option<&Monitor>,
     listeners: &ListenerSet,
+    adopted: Option<&dyn Fn(usize) -> u64>,
     started: Instant,
     now: Instant,
 ) -> Vec<Record> {
@@ -28,7 +30,8 @@ pub fn status_records(
         .with("reload_strategy", settings.strategy)
         .with("generation", sup.generation())
         .with("reloads_done", reloads.done)
-        .with("reloads_failed", reloads.failed);
+        .with("reloads_failed", reloads.failed)
+        .with("adopt", if adopted.is_some() { "on" } else { "off" });
     if let Some(r) = sup.reload() {
         let stage = match r.canary {
             Canary::Starting(_) | Canary::Watching { .. } => "canary",
@@ -54,21 +57,26 @@ pub fn status_records(
         }
     }
     let mut records = vec![master];
-    for l in listeners.iter() {
+    for (i, l) in listeners.iter().enumerate() {
         let mut r = Record::new("listener");
         if let Some(name) = l.name() {
             r = r.with("name", name);
         }
-        let origin = match l.origin() {
-            Origin::Bound(_) => "bound",
-            Origin::Activated => "activated",
-        };
-        records.push(
-            r.with("addr", l.local())
-                .with("origin", origin)
-                .with("backlog", listeners.backlog())
-                .with("alive", l.alive()),
-        );
+        // How workers got it: their own bind, adopted, or inherited (LISTEN_FDS).
+        let binds = adopted.map_or(0, |f| f(i));
+        r = r
+            .with("addr", l.local())
+            .with("origin", l.origin().name())
+            .with("backlog", listeners.backlog())
+            .with("alive", l.alive())
+            .with(
+                "workers_get_it",
+                if binds > 0 { "adopted" } else { "inherited" },
+            );
+        if adopted.is_some() {
+            r = r.with("adopted_binds", binds);
+        }
+        records.push(r);
     }
     if let Some(last) = sup.last_reload() {
         records.push(outcome_record("last_reload", last));

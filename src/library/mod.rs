@@ -61,8 +61,10 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         let mut config = Config::defaults();
-        // Library workers say when they are ready: `Worker::ready`.
+        // Library workers say when they are ready (`Worker::ready`), and take their sockets
+        // with LISTEN_FDS: they need no adoption of their own bind.
         config.supervisor.ready = ReadyMode::Notify;
+        config.adopt = false;
         Builder {
             config,
             refused: None,

@@ -15,7 +15,7 @@ use crate::notify::NotifySocket;
 use crate::signals::SignalPipe;
 use crate::socket::{ListenerSet, Origin, somaxconn};
 use crate::supervisor::Supervisor;
-use crate::upgrade::{self, HandedControl, HandedListener, HandedNotify, Handover};
+use crate::upgrade::{self, HandedControl, HandedListener, HandedNotifier, HandedNotify, Handover};
 
 impl Master {
     /// Upgrades the master in place; returns only if it could not, after telling the client
@@ -46,13 +46,25 @@ impl Master {
             .os
             .listeners()
             .iter()
-            .map(|l| HandedListener {
+            .enumerate()
+            .map(|(i, l)| HandedListener {
                 fd: l.fd().as_raw_fd(),
                 name: l.name().map(str::to_string),
                 origin: l.origin().clone(),
                 file: l.file().cloned(),
+                nonblock: self.os.adoption().and_then(|a| a.nonblock(i)),
             })
             .collect();
+        let notifiers = self
+            .os
+            .adoption()
+            .map(|a| {
+                a.handover()
+                    .into_iter()
+                    .map(|(worker, fd)| HandedNotifier { worker, fd })
+                    .collect()
+            })
+            .unwrap_or_default();
         let control = self.control.as_ref().and_then(|c| {
             let (fd, file) = c.handover();
             file.map(|file| HandedControl {
@@ -83,6 +95,7 @@ impl Master {
                 dir: self.notify.dir().to_path_buf(),
                 path: self.notify.path().to_path_buf(),
             },
+            notifiers,
             client: stream.as_ref().map(AsRawFd::as_raw_fd),
             old_exe: old_exe.as_ref().map(AsRawFd::as_raw_fd),
             snapshot,
@@ -192,7 +205,14 @@ fn prepare(config: &Config) -> std::result::Result<Prepared, String> {
         .map(|(fd, file)| control::Server::adopt(fd, file));
     let (fd, HandedNotify { dir, path, .. }) = adopted.notify;
     let notify = NotifySocket::adopt(fd, dir, path);
-    let os = real_os(config, listeners, &notify).map_err(|e| e.to_string())?;
+    let mut os = real_os(config, listeners, &notify).map_err(|e| e.to_string())?;
+    match os.adoption_mut() {
+        Some(adoption) => adoption.restore(adopted.notifiers, &adopted.nonblock),
+        None if !adopted.notifiers.is_empty() => {
+            warn!("adoption is off in this image: the workers' filters are not watched any more")
+        }
+        None => {}
+    }
     Ok((
         os,
         notify,

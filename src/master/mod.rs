@@ -12,6 +12,7 @@
 //! an orphan to reap), and a pid is never reused before we reap it, so signalling a live
 //! worker by pid is race-free.
 
+mod adoption;
 mod handover;
 mod manager;
 mod os;
@@ -64,6 +65,13 @@ pub fn run(config: Config) -> Result<i32> {
         return handover::resume(config, signals);
     }
     crate::config::resolve_program(&config.command[0])?;
+    if let Some(user) = config.user.as_ref().filter(|u| !u.can_switch()) {
+        return Err(Error::invalid(
+            "--user",
+            user.name.clone(),
+            "starting workers as another user needs root (or CAP_SETUID and CAP_SETGID)",
+        ));
+    }
     if let ReadyMode::Listening(_) = config.supervisor.ready {
         listening::check_access().map_err(|reason| {
             let fix = "use --ready notify or --ready delay:DURATION";
@@ -74,6 +82,9 @@ pub fn run(config: Config) -> Result<i32> {
             )
         })?;
     }
+    // The control socket first: an unsafe folder or a master of the same name stops us
+    // before anything is bound.
+    let control = bind_control(&config)?;
     let backlog = config.backlog.unwrap_or_else(somaxconn);
     let listeners = match ListenerSet::from_activation(backlog, config.socket_mode)? {
         Some(set) => {
@@ -87,21 +98,29 @@ pub fn run(config: Config) -> Result<i32> {
             set
         }
         None => {
-            let set = ListenerSet::bind(&config.listeners(), config.socket_mode, backlog)?;
+            let mut set = ListenerSet::bind(&config.listeners(), config.socket_mode, backlog)?;
+            if config.port_alone() && config.adopt {
+                set.mark_port(0);
+            }
             for l in set.iter() {
                 info!(name = l.name(), backlog, "listening on {}", l.local());
             }
             set
         }
     };
-    let control = bind_control(&config)?;
+    if let Some(path) = control.as_ref().and_then(control::Server::path) {
+        info!("control socket at {}", path.display());
+    }
     if config.subreaper || std::process::id() == 1 {
         become_subreaper()?;
     }
-    let notify = NotifySocket::bind()?;
+    let notify = NotifySocket::bind(config.user.as_ref().map(|u| (u.uid, u.gid)))?;
     let os = real_os(&config, listeners, &notify)?;
     info!(pid = std::process::id(), workers = config.supervisor.workers, ready = %config.supervisor.ready,
           "master started: {}", os.program());
+    if let Some(user) = &config.user {
+        info!("workers run as {user}");
+    }
     let now = Instant::now();
     let sup = Supervisor::new(config.supervisor.clone());
     let mut master = Master::new(&config, sup, os, signals, notify, control, now)?;
@@ -119,9 +138,7 @@ fn bind_control(config: &Config) -> Result<Option<control::Server>> {
             control::paths::default_path(&config.name())
         }
     };
-    let server = control::Server::bind(&path)?;
-    info!("control socket at {}", path.display());
-    Ok(Some(server))
+    control::Server::bind(&path).map(Some)
 }
 
 /// The OS the supervisor acts through: `listeners` inherited by workers of `config`'s
@@ -135,10 +152,11 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         _ => None,
     };
     Ok(RealOs::new(
-        Spawner::new(config.command.clone()),
+        Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
         probe,
+        config.adopt,
     ))
 }
 
@@ -260,6 +278,7 @@ impl Master {
                     Source::Listener(i) => self.listener_died(i, now),
                     Source::Control => control = true,
                     Source::Client(id) => clients.push(id),
+                    Source::Adoption(worker) => self.on_adoption(worker, now),
                 }
             }
             self.probe(now);
@@ -269,6 +288,7 @@ impl Master {
                 self.os.listeners().assert_backlog();
             }
             self.sup.on_tick(&mut self.os, now);
+            self.settle_port();
             self.sample(now);
             if let Some(manager) = self.manager.as_mut() {
                 manager.tick(now);
@@ -290,9 +310,8 @@ impl Master {
 
     /// Sleeps until something happens or is due; returns what happened.
     fn wait(&self) -> Result<Vec<Source>> {
-        // While a worker starts under `--ready listening`, wake up often to look at it.
-        let probe_at = (self.os.probing() && self.any_starting())
-            .then(|| Instant::now() + listening::PROBE_INTERVAL);
+        // While a worker starts under `--ready listening`, wake up to look at it.
+        let probe_at = self.os.probe_due(&self.starting());
         let due = [
             self.sup.next_deadline(),
             probe_at,
@@ -317,6 +336,9 @@ impl Master {
             if l.alive() {
                 set.add_for(Source::Listener(i), l.fd(), PollFlags::empty());
             }
+        }
+        for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
+            set.add(Source::Adoption(worker), fd);
         }
         set.wait(due.into_iter().flatten().min())
             .map_err(|e| Error::io("poll failed", e))
@@ -349,6 +371,29 @@ impl Master {
         debug!("notify: more datagrams waiting; handling them on the next turn");
     }
 
+    /// Handles the calls worker tree `worker` made through its adoption filter. A refused
+    /// bind fails the worker if it is new (its reload fails, saying why).
+    fn on_adoption(&mut self, worker: Pid, now: Instant) {
+        for (pid, reason) in self.os.on_adoption(worker) {
+            self.sup.refuse(&mut self.os, pid, &reason, now);
+        }
+    }
+
+    /// Once a worker served, the address of `PORT` is settled: later binds of another one
+    /// are refused rather than claimed.
+    fn settle_port(&mut self) {
+        let served = self
+            .sup
+            .workers()
+            .iter()
+            .any(|w| matches!(w.state, WorkerState::Ready { .. }));
+        if let Some(adoption) = self.os.adoption_mut().filter(|a| a.unsettled()) {
+            if served {
+                adoption.settle();
+            }
+        }
+    }
+
     /// Whether some worker is starting.
     fn any_starting(&self) -> bool {
         self.sup
@@ -357,15 +402,19 @@ impl Master {
             .any(|w| matches!(w.state, WorkerState::Starting { .. }))
     }
 
-    /// Looks in /proc for starting workers that serve (`--ready listening`).
-    fn probe(&mut self, now: Instant) {
-        let starting: Vec<Pid> = self
-            .sup
+    /// The workers that are starting, with their start times.
+    fn starting(&self) -> Vec<(Pid, Instant)> {
+        self.sup
             .workers()
             .iter()
             .filter(|w| matches!(w.state, WorkerState::Starting { .. }))
-            .map(|w| w.pid)
-            .collect();
+            .map(|w| (w.pid, w.started))
+            .collect()
+    }
+
+    /// Looks in /proc for starting workers that serve (`--ready listening`).
+    fn probe(&mut self, now: Instant) {
+        let starting = self.starting();
         if starting.is_empty() {
             return;
         }
@@ -620,10 +669,15 @@ impl Master {
         };
         match request {
             Request::Status => {
+                let adoption = self.os.adoption();
+                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
                 let records = control::status_records(
                     &self.sup,
                     self.monitor.as_ref(),
                     self.os.listeners(),
+                    adoption
+                        .is_some()
+                        .then_some(&adopted as &dyn Fn(usize) -> u64),
                     self.started,
                     now,
                 );

@@ -9,6 +9,7 @@ use nix::sys::signal::killpg;
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, warn};
 
+use super::adoption::{Adoption, Event as AdoptionEvent};
 use crate::env;
 use crate::readiness::listening::ListenProbe;
 use crate::signals::Signal;
@@ -26,6 +27,10 @@ pub struct RealOs {
     notify_path: String,
     /// With `--ready listening`.
     probe: Option<ListenProbe>,
+    /// With `--adopt on`, where the kernel allows it.
+    adoption: Option<Adoption>,
+    /// Why adoption is off, if it is.
+    adoption_off: Option<String>,
 }
 
 impl RealOs {
@@ -36,12 +41,61 @@ impl RealOs {
         listeners: ListenerSet,
         notify_path: String,
         probe: Option<ListenProbe>,
+        adopt: bool,
     ) -> RealOs {
+        let (adoption, adoption_off) = if adopt {
+            match Adoption::new(&listeners) {
+                Ok(a) => (Some(a), None),
+                Err(why) => (None, Some(why)),
+            }
+        } else {
+            (None, Some("--adopt off".to_string()))
+        };
         RealOs {
             spawner,
             listeners,
             notify_path,
             probe,
+            adoption,
+            adoption_off,
+        }
+    }
+
+    /// Adoption of the apps' own binds, when on.
+    pub fn adoption(&self) -> Option<&Adoption> {
+        self.adoption.as_ref()
+    }
+
+    /// Adoption of the apps' own binds, when on.
+    pub fn adoption_mut(&mut self) -> Option<&mut Adoption> {
+        self.adoption.as_mut()
+    }
+
+    /// Handles what worker tree `worker` asks through its filter; returns the refusals
+    /// (each as the worker and one line). A claimed `PORT` takes its listener's place here.
+    pub fn on_adoption(&mut self, worker: Pid) -> Vec<(Pid, String)> {
+        let Some(adoption) = self.adoption.as_mut() else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        for event in adoption.handle(worker) {
+            match event {
+                AdoptionEvent::Claimed { listener, fd, addr } => {
+                    self.listeners.claimed(listener, fd, addr);
+                    self.refresh_probe();
+                }
+                AdoptionEvent::Refused { worker, reason } => refused.push((worker, reason)),
+            }
+        }
+        refused
+    }
+
+    fn refresh_probe(&mut self) {
+        if let Some(probe) = self.probe.as_mut() {
+            match ListenProbe::new(self.listeners.fds(), probe.coverage()) {
+                Ok(new) => *probe = new,
+                Err(e) => warn!("cannot watch the new listener for readiness: {e}"),
+            }
         }
     }
 
@@ -60,9 +114,9 @@ impl RealOs {
         self.probe.as_mut()
     }
 
-    /// Whether readiness is seen in `/proc`.
-    pub fn probing(&self) -> bool {
-        self.probe.is_some()
+    /// When the readiness probe is next due to look at `starting` (pid, start time).
+    pub fn probe_due(&self, starting: &[(Pid, std::time::Instant)]) -> Option<std::time::Instant> {
+        self.probe.as_ref()?.next_due(starting)
     }
 
     /// Listener `i` stopped listening: binds it again if it is ours, and looks for
@@ -72,10 +126,10 @@ impl RealOs {
     /// Why it cannot be bound again.
     pub fn rebind(&mut self, i: usize) -> Result<String, String> {
         let local = self.listeners.rebind(i)?.local().to_string();
-        if let Some(probe) = self.probe.as_mut() {
-            match ListenProbe::new(self.listeners.fds(), probe.coverage()) {
-                Ok(new) => *probe = new,
-                Err(e) => warn!("cannot watch the new listener for readiness: {e}"),
+        self.refresh_probe();
+        if let Some(adoption) = self.adoption.as_mut() {
+            if let Err(e) = adoption.hold(i, &self.listeners) {
+                warn!("adoption: cannot hold {local} again: {e}");
             }
         }
         Ok(local)
@@ -94,9 +148,23 @@ impl Os for RealOs {
             fds,
             names,
         ];
-        self.spawner
-            .spawn(self.listeners.fds(), &vars)
-            .map_err(spawn_error)
+        let filter = match self.adoption.as_ref().map(Adoption::filter) {
+            Some(Ok(filter)) => Some(filter),
+            Some(Err(e)) => {
+                warn!("adoption: cannot prepare the filter ({e}); this worker runs without");
+                None
+            }
+            None => None,
+        };
+        let (filter, channel) = filter.unzip();
+        let pid = self
+            .spawner
+            .spawn(self.listeners.fds(), &vars, filter)
+            .map_err(spawn_error)?;
+        if let (Some(adoption), Some(channel)) = (self.adoption.as_mut(), channel) {
+            adoption.spawned(pid, channel);
+        }
+        Ok(pid)
     }
 
     fn signal(&mut self, target: Target, signal: Signal) {
@@ -121,6 +189,17 @@ impl Os for RealOs {
 
     fn readiness_problem(&self, pid: Pid) -> Option<String> {
         self.probe.as_ref()?.problem(pid).map(str::to_string)
+    }
+
+    fn crash_hint(&self) -> Option<String> {
+        let why = self.adoption_off.as_ref()?;
+        let ports: Vec<&str> = self.listeners.iter().map(|l| l.local()).collect();
+        Some(format!(
+            "if the app binds {} itself, it fails with EADDRINUSE: the master holds it, and \
+             adoption of the app's own bind is off ({why}); turn --adopt on, or make the app \
+             take its socket from LISTEN_FDS (fd 3)",
+            ports.join(", ")
+        ))
     }
 }
 

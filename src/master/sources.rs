@@ -20,6 +20,8 @@ pub enum Source {
     Control,
     /// A control client still sending its request.
     Client(ClientId),
+    /// The adoption filter's notify fd of the tree headed by this worker.
+    Adoption(crate::worker::Pid),
     /// Listener `i`, watched for a hang-up only (a worker shut it down), never for the
     /// connections that arrive on it.
     Listener(usize),

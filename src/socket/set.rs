@@ -23,8 +23,45 @@ pub const UNNAMED: &str = "unknown";
 pub enum Origin {
     /// Bound by the master from this spec (a port 0 replaced by the port the kernel chose).
     Bound(ListenerSpec),
+    /// `PORT` alone: bound `[::]` dual-stack by the master, which does not know yet which
+    /// address the app binds; the first worker's bind of another address of the port claims
+    /// it (see [`crate::adopt`]).
+    Port(ListenerSpec),
+    /// The address the first worker bound for `PORT`, bound by the master as the app asked.
+    Adopted(ListenerSpec),
     /// Passed by the service manager (socket activation): not ours to bind.
     Activated,
+}
+
+impl Origin {
+    /// Its name in status and the upgrade handover.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Origin::Bound(_) => "bound",
+            Origin::Port(_) => "port",
+            Origin::Adopted(_) => "adopted",
+            Origin::Activated => "activated",
+        }
+    }
+
+    /// The origin of this [`Origin::name`], with its spec (none for `activated`).
+    pub fn from_name(name: &str, spec: Option<ListenerSpec>) -> Option<Origin> {
+        match (name, spec) {
+            ("bound", Some(spec)) => Some(Origin::Bound(spec)),
+            ("port", Some(spec)) => Some(Origin::Port(spec)),
+            ("adopted", Some(spec)) => Some(Origin::Adopted(spec)),
+            ("activated", None) => Some(Origin::Activated),
+            _ => None,
+        }
+    }
+
+    /// What binds it again, if it is ours to bind.
+    pub fn spec(&self) -> Option<&ListenerSpec> {
+        match self {
+            Origin::Bound(spec) | Origin::Port(spec) | Origin::Adopted(spec) => Some(spec),
+            Origin::Activated => None,
+        }
+    }
 }
 
 /// One listening socket held by the master.
@@ -284,12 +321,9 @@ impl ListenerSet {
         let Some(old) = self.listeners.get_mut(i) else {
             return Err(format!("no listener #{i}"));
         };
-        let spec = match &old.origin {
-            Origin::Bound(spec) => spec.clone(),
-            Origin::Activated => {
-                old.alive = false;
-                return Err("it was passed by socket activation: it is not ours to bind".into());
-            }
+        let Some(spec) = old.origin.spec().cloned() else {
+            old.alive = false;
+            return Err("it was passed by socket activation: it is not ours to bind".into());
         };
         // The dead socket no longer listens, so its address can be bound again
         // (SO_REUSEADDR) while old workers still hold it; a unix socket file is found stale
@@ -297,8 +331,10 @@ impl ListenerSet {
         if let Some(file) = old.file.as_mut() {
             file.keep();
         }
+        let origin = old.origin.clone();
         match Listener::bind(&spec, self.socket_mode, self.backlog) {
-            Ok(new) => {
+            Ok(mut new) => {
+                new.origin = origin;
                 self.listeners[i] = new;
                 Ok(&self.listeners[i])
             }
@@ -306,6 +342,26 @@ impl ListenerSet {
                 self.listeners[i].alive = false;
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// Listener `i` is `PORT` alone (see [`Origin::Port`]).
+    pub fn mark_port(&mut self, i: usize) {
+        if let Some(l) = self.listeners.get_mut(i) {
+            if let Origin::Bound(spec) = &l.origin {
+                l.origin = Origin::Port(spec.clone());
+            }
+        }
+    }
+
+    /// Listener `i` was claimed by a worker's bind of `addr`: `fd` is the socket bound to it.
+    pub fn claimed(&mut self, i: usize, fd: OwnedFd, addr: SocketAddr) {
+        if let Some(l) = self.listeners.get_mut(i) {
+            let spec = ListenerSpec {
+                name: l.name.clone(),
+                addr: ListenAddr::Tcp(addr),
+            };
+            *l = Listener::adopt(l.name.clone(), fd, Origin::Adopted(spec));
         }
     }
 }

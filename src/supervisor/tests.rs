@@ -1087,3 +1087,46 @@ fn request_reload_returns_the_generation_that_will_carry_the_request() {
         Err("the master is stopping")
     );
 }
+
+#[test]
+fn time_arithmetic_never_overflows() {
+    let now = Instant::now();
+    assert!(later(now, Duration::MAX) > now);
+    assert_eq!(
+        later(now, Duration::from_secs(1)),
+        now + Duration::from_secs(1)
+    );
+}
+
+/// A worker that was starting with `--ready delay:` when the master upgraded becomes ready
+/// at its time in the new image.
+#[test]
+fn a_restored_starting_worker_keeps_its_delay_and_becomes_ready() {
+    let mut s = settings(1);
+    s.ready = ReadyMode::Delay(Duration::from_millis(500));
+    let mut h = Harness::new(s.clone());
+    let pid = h.spawned()[0];
+    h.at(200);
+    let snap = h.sup.snapshot(h.now).unwrap();
+    assert!(matches!(
+        snap.workers[0].state,
+        StateSnapshot::Starting {
+            ready_in: Some(d),
+            ..
+        } if d == Duration::from_millis(300)
+    ));
+    let t0 = h.now;
+    let mut os = FakeOs::default();
+    let mut restored = Supervisor::restore(&mut os, s, snap, t0);
+    assert_eq!(restored.phase(), Phase::Starting);
+    let due = restored.next_deadline().unwrap();
+    assert_eq!(due, t0 + Duration::from_millis(300));
+    restored.on_tick(&mut os, due);
+    assert!(matches!(
+        restored.workers()[0].state,
+        WorkerState::Ready { .. }
+    ));
+    assert_eq!(restored.workers()[0].pid, pid);
+    assert_eq!(restored.phase(), Phase::Running);
+    assert!(os.calls.is_empty(), "nothing restarted: {:?}", os.calls);
+}
