@@ -352,13 +352,72 @@ impl MasterCmd {
         };
         let reader = Arc::clone(&log);
         std::thread::spawn(move || reader.read_from(stderr));
+        let control = self.control_at();
+        let runtime = self
+            .env_value("XDG_RUNTIME_DIR")
+            .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
         Master {
             child,
             log,
             stderr_fd,
             cursor: 0,
             dir: self.dir,
+            runtime,
+            control,
             reports,
+        }
+    }
+
+    /// The last value given to environment variable `key`, if any.
+    fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Where the master will have its control socket, by its options.
+    fn control_at(&self) -> ControlAt {
+        let mut control = self.env_value("MASTER_PROCESS_CONTROL").map(str::to_string);
+        let mut args = self.args.iter().map(|a| a.to_string_lossy());
+        while let Some(a) = args.next() {
+            if a == "--control" {
+                control = args.next().map(|v| v.into_owned());
+            } else if let Some(v) = a.strip_prefix("--control=") {
+                control = Some(v.to_string());
+            }
+        }
+        match control.as_deref() {
+            Some("off") => ControlAt::Off,
+            Some(path) => ControlAt::Path(self.dir.path().join(path)),
+            None => ControlAt::Folder(
+                self.env_value("XDG_RUNTIME_DIR")
+                    .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from)
+                    .join("master-process"),
+            ),
+        }
+    }
+}
+
+/// Where a master's control socket is.
+#[derive(Debug, Clone)]
+enum ControlAt {
+    /// The one socket in this folder (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
+    Folder(PathBuf),
+    /// This path (`--control PATH`).
+    Path(PathBuf),
+    /// None (`--control off`).
+    Off,
+}
+
+impl ControlAt {
+    /// The socket, if it is there.
+    fn find(&self) -> Option<PathBuf> {
+        match self {
+            ControlAt::Folder(folder) => find_control_socket(folder),
+            ControlAt::Path(path) => path.exists().then(|| path.clone()),
+            ControlAt::Off => None,
         }
     }
 }
@@ -378,6 +437,10 @@ pub struct Master {
     stderr_fd: i32,
     cursor: usize,
     dir: TempDir,
+    /// The `XDG_RUNTIME_DIR` the master was given (its temp dir unless the test set one).
+    runtime: PathBuf,
+    /// Where its control socket is.
+    control: ControlAt,
     reports: PathBuf,
 }
 
@@ -525,7 +588,7 @@ impl Master {
     }
 
     /// The address of the first TCP listener, as status gives it.
-    pub fn tcp_addr(&self) -> std::net::SocketAddr {
+    pub fn tcp_addr(&mut self) -> std::net::SocketAddr {
         let tcp = |s: &Status| {
             s.listeners()
                 .find_map(|l| l.get("addr").parse::<std::net::SocketAddr>().ok())
@@ -866,7 +929,7 @@ pub fn run_bounded(mut cmd: Command, within: Duration) -> Output {
 
 /// The control socket of the one master whose `XDG_RUNTIME_DIR` is `dir`.
 pub fn control_socket_in(dir: &Path) -> PathBuf {
-    find_control_socket(dir).unwrap_or_else(|| {
+    find_control_socket(&dir.join("master-process")).unwrap_or_else(|| {
         panic!(
             "expected one control socket in {}",
             dir.join("master-process").display()
@@ -874,10 +937,10 @@ pub fn control_socket_in(dir: &Path) -> PathBuf {
     })
 }
 
-/// The one socket in `dir`'s control folder (`<dir>/master-process/*.sock`), if there is
-/// exactly one.
-fn find_control_socket(dir: &Path) -> Option<PathBuf> {
-    let sockets: Vec<PathBuf> = std::fs::read_dir(dir.join("master-process"))
+/// The one socket in control folder `folder` (`$XDG_RUNTIME_DIR/master-process`), if there
+/// is exactly one.
+fn find_control_socket(folder: &Path) -> Option<PathBuf> {
+    let sockets: Vec<PathBuf> = std::fs::read_dir(folder)
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -1010,15 +1073,17 @@ pub fn records(answer: &[u8]) -> Vec<Record> {
 }
 
 impl Master {
-    /// The master's control socket: the one socket in its control folder
-    /// (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
+    /// The master's control socket: by default the one socket in its control folder
+    /// (`$XDG_RUNTIME_DIR/master-process/NAME.sock`), else its `--control` path.
     pub fn control_path(&self) -> PathBuf {
-        control_socket_in(self.dir())
+        self.control
+            .find()
+            .unwrap_or_else(|| panic!("no control socket at {:?}", self.control))
     }
 
     /// Runs `master-process <args>` (a control command) against this master, to completion.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        run_bounded(control_command(self.dir(), args), DEADLINE)
+        run_bounded(control_command(&self.runtime, args), DEADLINE)
     }
 
     /// The master's status, asked over the control socket directly (no client process: cheap
@@ -1035,7 +1100,7 @@ impl Master {
     /// any more).
     fn try_status(&self) -> Option<Status> {
         use std::io::{Read, Write};
-        let path = find_control_socket(self.dir())?;
+        let path = self.control.find()?;
         let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
         s.set_read_timeout(Some(DEADLINE)).ok()?;
         s.write_all(b"MP/1 status\n").ok()?;
@@ -1119,6 +1184,14 @@ impl std::ops::Deref for Status {
     type Target = [Record];
     fn deref(&self) -> &[Record] {
         &self.0
+    }
+}
+
+impl IntoIterator for Status {
+    type Item = Record;
+    type IntoIter = std::vec::IntoIter<Record>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 
