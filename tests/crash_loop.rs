@@ -2,7 +2,7 @@
 //! WORKER_THROTTLE up to --max-backoff, the master never spins while it waits, and a worker
 //! that stays up --max-backoff resets the count.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::support::{Ev, Master, cpu_time, field, get, num};
 

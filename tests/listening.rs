@@ -85,6 +85,7 @@ fn late_server_is_not_ready_early(command: &[&str], late_env: (&str, &str), serv
     let addr = m.tcp_addr();
     let mut cfg = loadgen::Config::new(loadgen::Target::Tcp(addr));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     assert!(load.wait_for_requests(50, crate::support::DEADLINE));
     m.set_knobs(&[late_env]);
@@ -146,7 +147,9 @@ fn undetectable_worker_fails_the_reload_after_the_timeout_and_the_old_one_keeps_
         .start();
     let old = m.wait_ready()[0];
     let addr = m.tcp_addr();
-    let load = loadgen::start(loadgen::Config::new(loadgen::Target::Tcp(addr)));
+    let mut cfg = loadgen::Config::new(loadgen::Target::Tcp(addr));
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
+    let load = loadgen::start(cfg);
     assert!(load.wait_for_requests(50, crate::support::DEADLINE));
     m.set_knobs(&[("TW_NEVER_READY", "1")]);
     m.signal(libc::SIGHUP);

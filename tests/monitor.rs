@@ -46,6 +46,7 @@ fn memory_over_the_limit_replaces_the_worker_after_exactly_n_samples_with_no_fai
     m.set_knobs(&[]);
     let mut cfg = loadgen::Config::new(Target::Tcp(m.tcp_addr()));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     for _ in &fat {
         let replacing = m.expect_ev(Ev::Replacing);

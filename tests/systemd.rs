@@ -49,6 +49,7 @@ fn a_socket_activated_master_serves_its_named_socket_through_reloads() {
     m.expect("Listening on");
     let mut cfg = loadgen::Config::new(Target::Unix(sock.clone()));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     let pids = m.wait_ready();
     let s = m.status();

@@ -815,6 +815,11 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// How long a request of a test load may take before it counts as lost: far above any
+/// answer a worker gives (milliseconds), yet what a request may wait on a 2-core machine
+/// that runs other suites at once (seconds, when the load average passes 20).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A load of `mode` on `connections` connections to `target`, once it has answered 200
 /// requests (so that what follows happens under load, not before it).
 pub fn start_load(
@@ -825,6 +830,7 @@ pub fn start_load(
     let mut cfg = loadgen::Config::new(target);
     cfg.connections = connections;
     cfg.mode = mode;
+    cfg.request_timeout = REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     assert!(
         load.wait_for_requests(200, DEADLINE),
