@@ -18,6 +18,7 @@ mod listening;
 mod monitor;
 mod node;
 mod notify;
+mod observability;
 mod reload;
 mod rolling;
 mod soak;
