@@ -353,6 +353,8 @@ impl MasterCmd {
         let reader = Arc::clone(&log);
         std::thread::spawn(move || reader.read_from(stderr));
         let control = self.control_at();
+        // The master is the child itself unless another program starts it (or is it).
+        let master_pid = self.program.is_none().then(|| child.id());
         let runtime = self
             .env_value("XDG_RUNTIME_DIR")
             .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
@@ -364,6 +366,7 @@ impl MasterCmd {
             dir: self.dir,
             runtime,
             control,
+            master_pid,
             reports,
         }
     }
@@ -380,22 +383,31 @@ impl MasterCmd {
     /// Where the master will have its control socket, by its options.
     fn control_at(&self) -> ControlAt {
         let mut control = self.env_value("MASTER_PROCESS_CONTROL").map(str::to_string);
+        let mut name = self.env_value("MASTER_PROCESS_NAME").map(str::to_string);
         let mut args = self.args.iter().map(|a| a.to_string_lossy());
         while let Some(a) = args.next() {
-            if a == "--control" {
-                control = args.next().map(|v| v.into_owned());
-            } else if let Some(v) = a.strip_prefix("--control=") {
-                control = Some(v.to_string());
+            for (flag, value) in [("--control", &mut control), ("--name", &mut name)] {
+                if a == flag {
+                    *value = args.next().map(|v| v.into_owned());
+                    break;
+                } else if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+                    *value = Some(v.to_string());
+                }
             }
         }
         match control.as_deref() {
             Some("off") => ControlAt::Off,
             Some(path) => ControlAt::Path(self.dir.path().join(path)),
-            None => ControlAt::Folder(
-                self.env_value("XDG_RUNTIME_DIR")
+            None => {
+                let folder = self
+                    .env_value("XDG_RUNTIME_DIR")
                     .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from)
-                    .join("master-process"),
-            ),
+                    .join("master-process");
+                match name {
+                    Some(name) => ControlAt::Path(folder.join(format!("{name}.sock"))),
+                    None => ControlAt::Folder(folder),
+                }
+            }
         }
     }
 }
@@ -405,7 +417,7 @@ impl MasterCmd {
 enum ControlAt {
     /// The one socket in this folder (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
     Folder(PathBuf),
-    /// This path (`--control PATH`).
+    /// This path (`--control PATH`, or `NAME.sock` in the folder with `--name NAME`).
     Path(PathBuf),
     /// None (`--control off`).
     Off,
@@ -441,6 +453,9 @@ pub struct Master {
     runtime: PathBuf,
     /// Where its control socket is.
     control: ControlAt,
+    /// The master's pid, when the harness knows it (it started the master binary itself):
+    /// a status answer from another master is not this one's.
+    master_pid: Option<u32>,
     reports: PathBuf,
 }
 
@@ -1112,9 +1127,11 @@ impl Master {
         s.write_all(b"MP/1 status\n").ok()?;
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).ok()?;
-        answer
-            .ends_with(b"\nend\n")
-            .then(|| Status(records(&answer)))
+        let status = Status(records(answer.ends_with(b"\nend\n").then_some(&answer)?));
+        match self.master_pid {
+            Some(pid) if status.master().num("pid") != u64::from(pid) => None,
+            _ => Some(status),
+        }
     }
 
     /// Waits until the master's status satisfies `pred`, within [`DEADLINE`]; returns it.
