@@ -129,6 +129,7 @@ impl Log {
                 break;
             }
             let mut g = self.lines.lock().unwrap();
+            let first = g.0.len();
             let eof = loop {
                 // SAFETY: `buf` is valid for `buf.len()` bytes.
                 let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -136,9 +137,7 @@ impl Log {
                     pending.extend_from_slice(&buf[..n as usize]);
                     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                         let bytes: Vec<u8> = pending.drain(..=end).collect();
-                        let line = String::from_utf8_lossy(&bytes[..end]).into_owned();
-                        eprintln!("| {line}");
-                        g.0.push(line);
+                        g.0.push(String::from_utf8_lossy(&bytes[..end]).into_owned());
                     }
                     continue;
                 }
@@ -151,17 +150,23 @@ impl Log {
                     _ => break true,
                 }
             };
+            if eof && !pending.is_empty() {
+                g.0.push(String::from_utf8_lossy(&pending).into_owned());
+            }
+            // Echoed for the test's output, out of the lock (that output may be slow).
+            let new: Vec<String> = g.0[first..].to_vec();
             if eof {
-                if !pending.is_empty() {
-                    g.0.push(String::from_utf8_lossy(&pending).into_owned());
-                }
                 // Closed under the lock, before the descriptor is (when `stderr` drops).
                 g.1 = true;
-                self.changed.notify_all();
-                return;
             }
             drop(g);
             self.changed.notify_all();
+            for line in new {
+                eprintln!("| {line}");
+            }
+            if eof {
+                return;
+            }
         }
         self.lines.lock().unwrap().1 = true;
         self.changed.notify_all();
