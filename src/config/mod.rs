@@ -57,6 +57,8 @@ pub struct Config {
     pub monitor_on: bool,
     /// `-v`: debug lines.
     pub verbose: bool,
+    /// `--log-format`.
+    pub log_format: crate::policy::LogFormat,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }

@@ -659,6 +659,23 @@ pub const VERBOSE: Opt<bool> = Opt {
     set: |c, v| c.verbose = v,
 };
 
+/// `--log-format`.
+pub const LOG_FORMAT: Opt<crate::policy::LogFormat> = Opt {
+    meta: Meta {
+        long: "log-format",
+        env: &["MASTER_PROCESS_LOG_FORMAT"],
+        takes: Takes::Value("FORMAT"),
+        default: Some("text"),
+        heading: LOGGING,
+        help: "`text` for people, or `json`: one object per line with time, level, message and \
+               every field",
+        ..Meta::NONE
+    },
+    parse: word,
+    check: any,
+    set: |c, v| c.log_format = v,
+};
+
 /// Every option, in the order of `--help`.
 pub static ALL: &[&dyn Declared] = &[
     &LISTEN,
@@ -691,4 +708,5 @@ pub static ALL: &[&dyn Declared] = &[
     &MONITOR_GRACE,
     &MONITOR_SWITCH,
     &VERBOSE,
+    &LOG_FORMAT,
 ];

@@ -268,7 +268,7 @@ impl Builder {
             return Worker::alone(why, &config);
         }
         crate::upgrade::preflight_if_requested(&config);
-        crate::logging::init(config.verbose);
+        crate::logging::init(config.verbose, config.log_format);
         warn_if_threads();
         let code = crate::master::run(config)?;
         std::process::exit(code);

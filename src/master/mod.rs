@@ -349,9 +349,14 @@ impl Master {
         set.add(Source::Signals, self.signals.fd());
         set.add(Source::Notify, self.notify.fd());
         if let Some(server) = &self.control {
-            for (client, fd) in server.poll_fds(Instant::now()) {
+            for (client, fd, write) in server.poll_fds(Instant::now()) {
                 let source = client.map_or(Source::Control, Source::Client);
-                set.add(source, fd);
+                let events = if write {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                set.add_for(source, fd, events);
             }
         }
         for (i, l) in self.os.listeners().iter().enumerate() {
@@ -781,6 +786,14 @@ impl Master {
                 }
             }
             Request::Upgrade { wait } => self.upgrade(Some((id, wait)), now),
+            Request::Events => {
+                // First the state it starts from, then every event.
+                server.wait(id, Wait::Events);
+                let hello = control::event("subscribed", self.sup.at_ms_now())
+                    .with("generation", self.sup.generation())
+                    .with("phase", self.sup.phase().name());
+                server.send(id, &hello);
+            }
             Request::Signal(signal) => {
                 let workers = self.sup.workers().len();
                 self.sup.forward(&mut self.os, signal);
@@ -800,6 +813,9 @@ impl Master {
 
     fn on_notice(&mut self, notice: Notice) {
         self.counters.on_notice(&notice);
+        if let Some(server) = self.control.as_mut() {
+            server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
+        }
         if let Some(manager) = self.manager.as_mut() {
             manager.on_notice(&notice, &summary(&self.sup, &notice));
         }
@@ -818,10 +834,7 @@ impl Master {
                     server.fail(id, "the master is stopping");
                 }
             }
-            Notice::Running
-            | Notice::ReloadStarted(_)
-            | Notice::WorkerReady(_)
-            | Notice::Crashed => {}
+            Notice::Running | Notice::ReloadStarted(_) | Notice::Worker(_) => {}
         }
     }
 }
@@ -878,7 +891,7 @@ fn summary(sup: &Supervisor, notice: &Notice) -> String {
             ),
         },
         Notice::Stopping => "stopping".to_string(),
-        Notice::WorkerReady(_) | Notice::Crashed => String::new(),
+        Notice::Worker(_) => String::new(),
     }
 }
 
