@@ -17,6 +17,8 @@ mod listening;
 mod monitor;
 mod node;
 mod notify;
+mod npm_drain;
+mod npm_support;
 mod reload;
 mod rolling;
 mod soak;
