@@ -18,6 +18,8 @@ mod monitor;
 mod node;
 mod notify;
 mod npm_drain;
+mod npm_e2e;
+mod npm_package;
 mod npm_support;
 mod reload;
 mod rolling;
