@@ -283,9 +283,49 @@ fn init_runs_the_master_and_sighup_to_the_pid_the_user_started_reloads_under_loa
     );
     assert!(m.count("app code runs in") >= 8, "in every worker");
 
-    m.signal(libc::SIGTERM);
+    // Ctrl-C: one SIGINT reaches the master (a second one would kill at once), which stops
+    // the workers gracefully.
+    m.signal(libc::SIGINT);
+    m.expect(r#"stop requested signal="SIGINT""#);
+    m.expect("master exiting code=0");
     assert_eq!(m.wait_exit(), 0);
     assert!(wait_gone(master, DEADLINE), "the master is gone");
     assert!(!alive(master));
-    m.expect("master exiting code=0");
+}
+
+/// The process the user started ends as its master does: with its exit code (a usage error
+/// here), or killed by the same signal.
+#[test]
+fn the_process_the_user_started_exits_with_the_masters_code_or_its_signal() {
+    let p = Project::new();
+    let app = p.write(
+        "app.js",
+        &format!(
+            "require('master-process').init();\nrequire({:?});\n",
+            fixture("app.js")
+        ),
+    );
+    // Nothing to listen on (no PORT): the master's usage error, code 2.
+    let out = node_once(p.path(), &[&app], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("nothing to listen on"),
+        "{}",
+        out.stderr
+    );
+
+    let mut m = node(&[app])
+        .env("MASTER_PROCESS_LISTEN", "127.0.0.1:0")
+        .start();
+    let master = num(&m.expect("master started"), "pid") as u32;
+    let mut leftovers = KillOnDrop::default();
+    leftovers.add(master);
+    m.wait_ready();
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(master as i32, libc::SIGKILL) };
+    assert_eq!(
+        m.wait_exit(),
+        128 + libc::SIGKILL,
+        "died of the master's signal"
+    );
 }
