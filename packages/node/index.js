@@ -74,6 +74,8 @@ function standaloneReason(env) {
   if (underDebugger()) return 'a debugger is attached';
   const runner = testRunner(env);
   if (runner) return `under a test runner (${runner})`;
+  // node --watch restarts its child on every change: a master there only slows that down.
+  if (env.WATCH_REPORT_DEPENDENCIES) return 'under node --watch';
   if (process.platform !== 'linux') return `${process.platform} is not supported (Linux only)`;
   if (process.argv.length < 2 && !process.execArgv.some((a) => /^(-e|--eval|-p|--print)/.test(a))) {
     return 'no script to run as workers (REPL or stdin)';
