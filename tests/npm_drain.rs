@@ -135,7 +135,7 @@ fn a_second_sigterm_kills_at_once() {
 #[test]
 fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too() {
     // multi.js: http, https and http2 servers listen, then it loads the drain, then opens an
-    // idle keep-alive connection to each HTTP/1 server and an HTTP/2 session of its own.
+    // idle and a busy keep-alive connection to each HTTP/1 server, and an HTTP/2 session.
     let mut m = node(&[fixture("multi.js")])
         .env("DRAIN_JS", drain_js())
         .env("MAX_KILL_TIMEOUT", "20s")
@@ -144,7 +144,11 @@ fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too
     let asked = Instant::now();
     m.signal(libc::SIGTERM);
     m.expect("SIGTERM: draining 3 server(s)");
-    m.expect("http2 client: GOAWAY");
+    m.expect_each(&[
+        "http2 client: GOAWAY".to_string(),
+        "http busy client: Connection: close".to_string(),
+        "https busy client: Connection: close".to_string(),
+    ]);
     assert_eq!(m.wait_exit(), 0, "drained: exit code 0");
     let took = asked.elapsed();
     assert!(
@@ -152,6 +156,7 @@ fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too
         "exited {took:?} after SIGTERM"
     );
     m.expect("drained in");
+    assert!(!m.logged("busy client error"), "a busy connection was cut");
 }
 
 /// `master-process -w 2 -- node [--require drain.js] app.js`: the app serves fd 3 and has no

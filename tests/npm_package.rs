@@ -150,7 +150,11 @@ fn a_fresh_install_finds_the_binary_in_the_platform_package_or_falls_back_loudly
             "under a test runner (node --test)",
         ),
         (&["--inspect=127.0.0.1:0"], &[], "a debugger is attached"),
-        (&[], &[("WATCH_REPORT_DEPENDENCIES", "1")], "under node --watch"),
+        (
+            &[],
+            &[("WATCH_REPORT_DEPENDENCIES", "1")],
+            "under node --watch",
+        ),
     ];
     for (flags, env, reason) in cases {
         let mut args = flags.to_vec();

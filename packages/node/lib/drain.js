@@ -132,7 +132,7 @@ function install() {
 
     const idle = new Map(); // HTTP/1 socket -> { bytes, since }
     state.watch = (socket) => {
-      if (socket.parser) idle.set(socket, { bytes: socket.bytesRead, since: Date.now() });
+      if (socket.parser) idle.set(socket, { bytes: received(socket), since: Date.now() });
     };
 
     const done = () => {
@@ -165,8 +165,8 @@ function install() {
       for (const [socket, seen] of idle) {
         if (socket.destroyed) {
           idle.delete(socket);
-        } else if (socket._httpMessage || socket.bytesRead !== seen.bytes || !socket.parser) {
-          seen.bytes = socket.bytesRead;
+        } else if (socket._httpMessage || received(socket) !== seen.bytes || !socket.parser) {
+          seen.bytes = received(socket);
           seen.since = now;
           if (!socket.parser) idle.delete(socket); // upgraded (WebSocket...): not ours
         } else if (now - seen.since >= IDLE_MS) {
@@ -192,6 +192,13 @@ function install() {
   process.on('SIGTERM', onSigterm);
   debug(`loaded from ${__filename}`);
   return state;
+}
+
+// Bytes received so far on a server connection. A TLSSocket's own count stops after the
+// handshake: the TCP socket under it (`_parent`) counts on.
+function received(socket) {
+  const parent = socket._parent;
+  return socket.bytesRead + (parent && typeof parent.bytesRead === 'number' ? parent.bytesRead : 0);
 }
 
 function noKeepAlive(req, res) {
