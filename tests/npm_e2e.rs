@@ -393,9 +393,14 @@ fn express_unchanged_under_the_cli_connection_per_request() {
 /// Node.js without process.execve: the master is the child of the process the user started,
 /// and must die with it (MASTER_PROCESS_PARENT_PID), workers included.
 #[test]
-#[ignore = "needs MASTER_PROCESS_PARENT_PID in the master (PR_SET_PDEATHSIG, getppid check), and issue 11"]
+#[ignore = "needs MASTER_PROCESS_PARENT_PID in the master (PR_SET_PDEATHSIG, getppid check)"]
 fn the_master_dies_with_the_process_the_user_started() {
-    let dir = app_dir("parent-death", &[("app.js", REFERENCE_APP)]);
+    // An app that serves the inherited socket: this test needs no adoption.
+    let app = format!(
+        "require('master-process').init();\nrequire({:?});\n",
+        crate::npm_support::fixture("app.js")
+    );
+    let dir = app_dir("parent-death", &[("app.js", &app)]);
     let mut s = Started::new(&dir, "node", &["app.js"], 2);
     if s.master == s.m.pid() {
         return; // process.execve: one process, nothing to test
