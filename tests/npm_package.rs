@@ -9,7 +9,7 @@ use loadgen::Mode;
 use tempfile::TempDir;
 
 use crate::npm_support::{fixture, install, node, node_once, pack, package_dir, require_tool};
-use crate::support::{DEADLINE, KillOnDrop, alive, master_bin, num, parent_of, wait_gone};
+use crate::support::{DEADLINE, KillOnDrop, alive, get_pid, master_bin, num, parent_of, wait_gone};
 use crate::zero_downtime::reloads_under_load;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -298,15 +298,23 @@ fn init_runs_the_master_and_sighup_to_the_pid_the_user_started_reloads_under_loa
     assert!(!alive(master));
 }
 
-/// The process the user started ends as its master does: with its exit code (a usage error
-/// here), or killed by the same signal.
+/// The reference README's recommended start (`if (cluster.isMaster ...) { init(); return; }`)
+/// works: in our workers, which are not cluster workers, `cluster.isMaster` is false, so the
+/// app runs there. And the process the user started ends as its master does: with its exit
+/// code (a usage error here), or killed by the same signal.
 #[test]
-fn the_process_the_user_started_exits_with_the_masters_code_or_its_signal() {
+fn the_reference_guard_works_and_the_process_the_user_started_ends_as_its_master() {
     let p = Project::new();
     let app = p.write(
         "app.js",
         &format!(
-            "require('master-process').init();\nrequire({:?});\n",
+            "const cluster = require('cluster');\n\
+             if (cluster.isMaster && typeof v8debug !== 'object' && process.env.NODE_ENV !== 'test') {{\n\
+             \x20 var mp = require('master-process');\n\
+             \x20 mp.init();\n\
+             \x20 return;\n\
+             }}\n\
+             require({:?});\n",
             fixture("app.js")
         ),
     );
@@ -325,7 +333,9 @@ fn the_process_the_user_started_exits_with_the_masters_code_or_its_signal() {
     let master = num(&m.expect("master started"), "pid") as u32;
     let mut leftovers = KillOnDrop::default();
     leftovers.add(master);
-    m.wait_ready();
+    let workers = m.wait_ready();
+    let addr = m.tcp_addr();
+    assert_eq!(vec![get_pid(addr)], workers, "the app runs in the worker");
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(master as i32, libc::SIGKILL) };
     assert_eq!(
