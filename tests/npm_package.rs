@@ -214,7 +214,10 @@ fn a_fresh_install_finds_the_binary_in_the_platform_package_or_falls_back_loudly
 
     // No binary anywhere (no platform package, none on PATH): one process, one warning.
     std::fs::remove_dir_all(dir.join("node_modules/@master-process")).unwrap();
-    let node_dir = which("node").parent().unwrap().display().to_string();
+    // PATH: a folder with node alone (a master-process installed beside node must not count).
+    let node_only = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(which("node"), node_only.path().join("node")).unwrap();
+    let node_dir = node_only.path().display().to_string();
     let out = node_once(dir, &["-e", print], &[("PATH", &node_dir)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -224,10 +227,32 @@ fn a_fresh_install_finds_the_binary_in_the_platform_package_or_falls_back_loudly
         "{}",
         out.stderr
     );
-    let out = node_once(dir, &[shim, "--version"], &[("PATH", &node_dir)]);
+    // The npm command does not take itself for the binary (node_modules/.bin is on PATH
+    // under `npm run`)...
+    let bin_dir = dir.join("node_modules/.bin").display().to_string();
+    let path = format!("{bin_dir}:{node_dir}");
+    let out = node_once(dir, &[shim, "--version"], &[("PATH", &path)]);
     assert_eq!(out.code, 2, "the npm command without a binary: {out:?}");
     assert!(
         out.stderr.contains("no binary for linux-x64-gnu"),
+        "{}",
+        out.stderr
+    );
+    // ...and finds a master-process on PATH, last.
+    let on_path = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(master_bin(), on_path.path().join("master-process")).unwrap();
+    let path = format!("{path}:{}", on_path.path().display());
+    let out = node_once(
+        dir,
+        &[shim, "--version"],
+        &[("PATH", &path), ("DEBUG", "master-process")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "using {}/master-process (PATH)",
+            on_path.path().display()
+        )),
         "{}",
         out.stderr
     );
