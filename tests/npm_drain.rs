@@ -3,6 +3,7 @@
 //! what the package and the master do). Real Node.js, real sockets, real signals.
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loadgen::{Mode, Target};
@@ -202,4 +203,35 @@ fn without_the_drain_the_same_app_loses_keep_alive_requests() {
         report.failed() > 0,
         "the naive app lost nothing: this test cannot tell the drain's effect: {report}"
     );
+}
+
+/// MAX_KILL_TIMEOUT as the reference read it (the `ms` package): a bare number is
+/// milliseconds; units otherwise; anything else is the default, 5 s.
+#[test]
+fn max_kill_timeout_is_read_as_the_reference_read_it() {
+    require_tool("node");
+    let cases = [
+        ("5000", 5000),
+        ("250", 250),
+        ("5s", 5000),
+        ("5 seconds", 5000),
+        ("1.5s", 1500),
+        ("250ms", 250),
+        ("1m30s", 90000),
+        ("2 minutes", 120000),
+        ("1h", 3_600_000),
+        ("", 5000),
+        ("soon", 5000),
+        ("5 parsecs", 5000),
+        ("-1", 5000),
+    ];
+    let script = format!(
+        "const d = require({:?}); console.log(JSON.stringify({:?}.map((v) => d.killTimeoutMs(v))))",
+        drain_js(),
+        cases.iter().map(|(v, _)| *v).collect::<Vec<_>>()
+    );
+    let out = crate::npm_support::node_once(Path::new("."), &["-e", &script], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let want: Vec<String> = cases.iter().map(|(_, ms)| ms.to_string()).collect();
+    assert_eq!(out.stdout.trim(), format!("[{}]", want.join(",")));
 }
