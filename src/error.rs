@@ -70,6 +70,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A folder the master would listen in can be written to by someone else.
+    #[error(
+        "the control folder {path} is not safe: {reason}; remove it, or give --control PATH \
+         in a folder only you can write to"
+    )]
+    UnsafeFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A control command cannot tell which master it is for.
+    #[error("{reason}")]
+    NoMaster {
+        /// Why.
+        reason: String,
+    },
+
     /// A worker could not be started.
     #[error("cannot start worker {program:?}")]
     Spawn {
@@ -101,8 +120,20 @@ impl Error {
             | Error::NoListener
             | Error::Bind { .. }
             | Error::NotASocket { .. }
-            | Error::Activation { .. } => 2,
+            | Error::Activation { .. }
+            | Error::UnsafeFolder { .. }
+            | Error::NoMaster { .. } => 2,
             Error::Spawn { .. } | Error::Io { .. } => 1,
+        }
+    }
+
+    /// Prints the error and its causes on stderr, one line each.
+    pub fn report(&self) {
+        eprintln!("master-process: error: {self}");
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            eprintln!("  caused by: {cause}");
+            source = cause.source();
         }
     }
 

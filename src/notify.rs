@@ -47,17 +47,30 @@ pub struct Datagram {
 }
 
 impl NotifySocket {
-    /// Binds a new socket in a fresh directory, mode 0700, under `$XDG_RUNTIME_DIR` or `/tmp`.
-    pub fn bind() -> Result<NotifySocket> {
+    /// Binds a new socket in a fresh directory, mode 0700, under `$XDG_RUNTIME_DIR` or `/tmp`
+    /// (after removing what masters that died there left behind). With `worker_user` (uid,
+    /// gid), the socket is that user's to write to, in `/tmp`: the folder lets it through
+    /// (0711), no more.
+    ///
+    /// # Errors
+    /// The folder or the socket cannot be created.
+    pub fn bind(worker_user: Option<(u32, u32)>) -> Result<NotifySocket> {
+        // Another user cannot get through our runtime folder (0700): theirs goes in /tmp.
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
-            .filter(|p| p.is_dir())
+            .filter(|p| p.is_dir() && worker_user.is_none())
             .unwrap_or_else(std::env::temp_dir);
+        remove_stale_dirs(&base);
         let dir = private_dir(&base)?;
         let path = dir.join("notify");
         let bound = UnixDatagram::bind(&path).and_then(|sock| {
             sock.set_nonblocking(true)?;
             socket::setsockopt(&sock, sockopt::PassCred, &true)?;
+            if let Some((uid, gid)) = worker_user {
+                use std::os::unix::fs::PermissionsExt;
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+            }
             Ok(sock)
         });
         match bound {
@@ -158,12 +171,56 @@ impl Drop for NotifySocket {
     }
 }
 
+/// The prefix of the notify folders, `master-process.PID.N`.
+const DIR_PREFIX: &str = "master-process.";
+
+/// Removes the notify folders of masters that died without cleaning up (a SIGKILL): ours
+/// (same owner), holding nothing but a socket nobody is bound to any more. A folder with
+/// anything else in it, or whose socket answers, is left alone.
+fn remove_stale_dirs(base: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        if !rest
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let socket = dir.join("notify");
+        let is_socket = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
+        let alone = std::fs::read_dir(&dir).is_ok_and(|d| d.count() == 1);
+        if !ours || !is_socket || !alone {
+            continue;
+        }
+        let probe = UnixDatagram::unbound().and_then(|s| s.connect(&socket));
+        if !matches!(&probe, Err(e) if e.kind() == io::ErrorKind::ConnectionRefused) {
+            continue;
+        }
+        if std::fs::remove_file(&socket).is_ok() && std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(
+                "removed {}, left behind by a master that died",
+                dir.display()
+            );
+        }
+    }
+}
+
 /// Creates a new directory `master-process.PID.N` with mode 0700 under `base`.
 fn private_dir(base: &Path) -> Result<PathBuf> {
     let pid = std::process::id();
     let mut last = None;
     for n in 0..100u32 {
-        let dir = base.join(format!("master-process.{pid}.{n}"));
+        let dir = base.join(format!("{DIR_PREFIX}{pid}.{n}"));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
@@ -231,7 +288,7 @@ mod tests {
     #[test]
     fn datagrams_arrive_with_the_senders_pid_and_the_dir_is_private() {
         use std::os::unix::fs::PermissionsExt;
-        let s = NotifySocket::bind().unwrap();
+        let s = NotifySocket::bind(None).unwrap();
         let mode = std::fs::metadata(s.path().parent().unwrap())
             .unwrap()
             .permissions()
@@ -245,6 +302,33 @@ mod tests {
         let dir = s.path().parent().unwrap().to_path_buf();
         drop(s);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn folders_left_by_dead_masters_are_removed_and_nothing_else() {
+        let base = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        };
+        // Left by a master that died: a socket nobody is bound to.
+        let stale = make("master-process.999999.0");
+        drop(UnixDatagram::bind(stale.join("notify")).unwrap());
+        // A live master's.
+        let live = make("master-process.1.0");
+        let _live = UnixDatagram::bind(live.join("notify")).unwrap();
+        // Not ours to judge: something else inside, or another name.
+        let busy = make("master-process.999998.0");
+        drop(UnixDatagram::bind(busy.join("notify")).unwrap());
+        std::fs::write(busy.join("data"), "keep").unwrap();
+        let other = make("master-process.x.0");
+        drop(UnixDatagram::bind(other.join("notify")).unwrap());
+        remove_stale_dirs(base.path());
+        assert!(!stale.exists());
+        assert!(live.join("notify").exists());
+        assert!(busy.join("data").exists());
+        assert!(other.join("notify").exists());
     }
 
     #[test]

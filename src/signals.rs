@@ -44,6 +44,15 @@ pub enum Signal {
     TtyOut,
 }
 
+/// The signals the master handles (and blocks around an upgrade's exec).
+pub const MASTER_SIGNALS: [Signal; 5] = [
+    Signal::Child,
+    Signal::Terminate,
+    Signal::Interrupt,
+    Signal::Hangup,
+    Signal::User2,
+];
+
 const ALL: [Signal; 12] = [
     Signal::Hangup,
     Signal::Interrupt,

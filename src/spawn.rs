@@ -2,7 +2,7 @@
 //!
 //! A worker is started in two steps, so that `LISTEN_PID` is exactly the worker's pid:
 //!
-//! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`EXEC_ENV`] set. Between
+//! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`env::EXEC`] set. Between
 //!    fork and exec, the child (see [`child_setup`]) puts itself in its own process group,
 //!    resets every signal disposition to default and empties its signal mask, asks for
 //!    SIGKILL when the master dies (`PR_SET_PDEATHSIG`) and checks that the master did not
@@ -25,24 +25,10 @@ use std::process::{Command, Stdio};
 
 use command_fds::{CommandFdExt, FdMapping};
 
+use crate::adopt::ChildFilter;
+use crate::credentials::Credentials;
+use crate::env;
 use crate::worker::Pid;
-
-/// Set in the environment of the intermediate process that execs the worker command.
-pub const EXEC_ENV: &str = "__MASTER_PROCESS_EXEC";
-
-/// Variables of the master's own environment that must not reach workers: the master's
-/// socket activation and service manager settings are its own.
-const MASTER_ONLY_ENV: [&str; 9] = [
-    crate::upgrade::FROM_ENV,
-    crate::upgrade::STATE_ENV,
-    crate::upgrade::PREFLIGHT_ENV,
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-];
 
 /// How to start workers.
 #[derive(Debug)]
@@ -51,14 +37,17 @@ pub struct Spawner {
     command: Vec<OsString>,
     /// The master's pid, checked by the child against the PDEATHSIG race.
     master: Pid,
+    /// `--user`: who workers run as.
+    user: Option<Credentials>,
 }
 
 impl Spawner {
-    /// A spawner for `command` (program and arguments, not empty).
-    pub fn new(command: Vec<OsString>) -> Spawner {
+    /// A spawner for `command` (program and arguments, not empty), run as `user` if given.
+    pub fn new(command: Vec<OsString>, user: Option<Credentials>) -> Spawner {
         Spawner {
             command,
             master: std::process::id(),
+            user,
         }
     }
 
@@ -72,10 +61,16 @@ impl Spawner {
 
     /// Starts a worker that inherits `listeners` as fds 3, 4, ... with `env` added to the
     /// master's environment. Returns its pid (which is also its process group id).
+    ///
+    /// With `filter`, the worker runs under the adoption filter (see [`crate::adopt`]),
+    /// installed first thing after the fork: before the listeners are placed (so that no
+    /// listener lands on the filter's channel) and before `--user` drops privileges (so that
+    /// the tree needs no `no_new_privs` when the master is root).
     pub fn spawn<'a>(
         &self,
         listeners: impl IntoIterator<Item = std::os::fd::BorrowedFd<'a>>,
-        env: &[(&str, String)],
+        vars: &[(&str, String)],
+        filter: Option<ChildFilter>,
     ) -> io::Result<Pid> {
         let mut mappings = Vec::new();
         for (n, fd) in listeners.into_iter().enumerate() {
@@ -89,19 +84,40 @@ impl Spawner {
         cmd.arg0(&self.command[0])
             .args(&self.command)
             .stdin(Stdio::null());
-        for var in MASTER_ONLY_ENV {
+        for var in env::MASTER_ONLY {
             cmd.env_remove(var);
         }
-        cmd.envs(env.iter().map(|(k, v)| (k, v))).env(EXEC_ENV, "1");
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)))
+            .env(env::EXEC, "1");
+        let ids = self.user.as_ref().map(|u| {
+            cmd.env("USER", &u.name)
+                .env("LOGNAME", &u.name)
+                .env("HOME", &u.home);
+            Ids {
+                uid: u.uid,
+                gid: u.gid,
+                groups: u.groups.iter().map(|&g| g as libc::gid_t).collect(),
+            }
+        });
+        if let Some(filter) = filter {
+            // SAFETY: `ChildFilter::install` is async-signal-safe and does not allocate
+            // (everything it needs was built before the fork); it runs first of the
+            // closures, before command-fds maps the listeners.
+            unsafe {
+                cmd.pre_exec(move || filter.install());
+            }
+        }
+        let mappings_len = mappings.len() as u32;
         cmd.fd_mappings(mappings).map_err(io::Error::other)?;
         cmd.process_group(0);
         let master = self.master as libc::pid_t;
-        let first_unmapped = 3 + env_listen_count(env);
+        let first_unmapped = 3 + mappings_len;
         // SAFETY: `child_setup` only makes async-signal-safe calls (sigaction, sigprocmask,
-        // prctl, getppid, close_range) and does not allocate, as required between fork and
-        // exec. It runs after command-fds has placed the listeners (closures run in order).
+        // setgroups, setgid, setuid, prctl, getppid, close_range) and does not allocate (the
+        // groups were collected before the fork), as required between fork and exec. It runs
+        // after command-fds has placed the listeners (closures run in order).
         unsafe {
-            cmd.pre_exec(move || child_setup(master, first_unmapped));
+            cmd.pre_exec(move || child_setup(master, first_unmapped, ids.as_ref()));
         }
         let child = cmd.spawn()?;
         // The master reaps its children itself (waitpid in its loop); the handle is not needed.
@@ -109,17 +125,18 @@ impl Spawner {
     }
 }
 
-/// The number of listeners announced in `env` (`LISTEN_FDS`).
-fn env_listen_count(env: &[(&str, String)]) -> u32 {
-    env.iter()
-        .find(|(k, _)| *k == "LISTEN_FDS")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+/// The ids a worker runs as, ready for the calls after fork.
+struct Ids {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
 }
 
 /// Runs in the child between fork and exec: default signal handling, empty signal mask,
-/// SIGKILL when the master dies, and no inherited fd but 0, 1, 2 and the listeners.
-fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
+/// the `--user` credentials, then SIGKILL when the master dies (the kernel clears that
+/// request on a credential change: it must come after), and no inherited fd but 0, 1, 2 and
+/// the listeners.
+fn child_setup(master: libc::pid_t, first_unmapped: u32, ids: Option<&Ids>) -> io::Result<()> {
     // Descriptors the master itself inherited without close-on-exec must not reach workers.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors of this
     // (child) process; on kernels without it the call fails and nothing changes.
@@ -150,6 +167,19 @@ fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+    if let Some(ids) = ids {
+        // SAFETY: setgroups reads `groups.len()` ids from a buffer that lives in this
+        // process's copy of the closure; setgid and setuid take plain integers. All three
+        // are async-signal-safe; each failure stops the spawn.
+        unsafe {
+            if libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) != 0
+                || libc::setgid(ids.gid) != 0
+                || libc::setuid(ids.uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number has no memory effects.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
         return Err(io::Error::last_os_error());
@@ -167,19 +197,21 @@ fn child_setup(master: libc::pid_t, first_unmapped: u32) -> io::Result<()> {
 ///
 /// Call it first thing in `main` (the binary does; `master_process::init()` does).
 pub fn exec_if_requested() {
-    crate::upgrade::preflight_if_requested();
-    if std::env::var_os(EXEC_ENV).is_none() {
+    if std::env::var_os(env::EXEC).is_none() {
         return;
     }
     let mut args = std::env::args_os().skip(1);
     let Some(program) = args.next() else {
-        eprintln!("master-process: internal error: {EXEC_ENV} set without a command");
+        eprintln!(
+            "master-process: internal error: {} set without a command",
+            env::EXEC
+        );
         std::process::exit(127);
     };
     let mut cmd = Command::new(&program);
-    cmd.args(args).env_remove(EXEC_ENV);
-    if std::env::var_os("LISTEN_FDS").is_some() {
-        cmd.env("LISTEN_PID", std::process::id().to_string());
+    cmd.args(args).env_remove(env::EXEC);
+    if std::env::var_os(env::LISTEN_FDS).is_some() {
+        cmd.env(env::LISTEN_PID, std::process::id().to_string());
     }
     let err = cmd.exec();
     eprintln!(

@@ -36,15 +36,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, OnCrash};
-use crate::readiness::ReadyMode;
+use crate::policy::{OnCrash, ReadyMode, Strategy};
 use crate::signals::Signal;
 use crate::worker::{ExitStatus, Pid, Role, Worker, WorkerState};
 
 /// The effects the supervisor has on the world.
 pub trait Os {
     /// Starts a worker for slot `index` with `RELOAD_INDEX` = `generation`; returns its pid.
-    fn spawn(&mut self, index: usize, generation: u64) -> Result<Pid, String>;
+    fn spawn(&mut self, index: usize, generation: u64) -> Result<Pid, SpawnError>;
     /// Sends `signal` to a process or a process group. Failures are logged, not returned:
     /// the target may have exited already, which the supervisor learns from its exit event.
     fn signal(&mut self, target: Target, signal: Signal);
@@ -54,6 +53,26 @@ pub trait Os {
     fn readiness_problem(&self, _pid: Pid) -> Option<String> {
         None
     }
+    /// What may make workers crash in a loop, if the OS side knows a likely cause (said once
+    /// per crash loop).
+    fn crash_hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// Out of processes, memory or descriptors (`EAGAIN`, `ENOMEM`, `EMFILE`): it may work
+    /// later.
+    #[error("out of resources: {0}")]
+    Exhausted(String),
+    /// The command cannot be run (`ENOENT`, `EACCES`, `ENOEXEC`): it was removed or broken.
+    #[error("cannot run the command: {0}")]
+    Command(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Who a signal is for.
@@ -65,20 +84,8 @@ pub enum Target {
     Group(Pid),
 }
 
-/// How a reload replaces the workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Every slot at once, pairwise (the reference): up to twice the workers meanwhile.
-    Parallel,
-    /// A few slots at a time.
-    Rolling {
-        /// New workers, plus the old ones they replaced that still drain, at most.
-        max_surge: usize,
-    },
-}
-
 /// The settings the supervisor decides with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Number of slots.
     pub workers: usize,
@@ -99,22 +106,6 @@ pub struct Settings {
     pub strategy: Strategy,
     /// `--canary`: how long the first new worker must stay ready before the rest follow.
     pub canary: Option<Duration>,
-}
-
-impl From<&Config> for Settings {
-    fn from(c: &Config) -> Self {
-        Settings {
-            workers: c.workers,
-            throttle: c.throttle,
-            max_backoff: c.max_backoff,
-            kill_timeout: c.kill_timeout,
-            ready: c.ready,
-            ready_timeout: c.ready_timeout,
-            on_crash: c.on_crash,
-            strategy: c.strategy,
-            canary: c.canary,
-        }
-    }
 }
 
 /// The master's lifecycle.
@@ -187,8 +178,8 @@ pub struct ReloadOutcome {
     pub failure: Option<String>,
     /// How long it took.
     pub took: Duration,
-    /// Who serves now: (slot, pid, generation).
-    pub serving: Vec<(usize, Pid, u64)>,
+    /// Who serves now, by slot.
+    pub serving: Vec<Serving>,
 }
 
 /// Something the outside world may want to hear about.
@@ -217,6 +208,26 @@ pub struct Slot {
     pub restarts: u32,
 }
 
+/// A slot's serving worker, in a [`ReloadOutcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Serving {
+    /// The slot.
+    pub index: usize,
+    /// The worker.
+    pub pid: Pid,
+    /// Its `RELOAD_INDEX`.
+    pub generation: u64,
+}
+
+/// Reloads that ended, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReloadCounts {
+    /// Succeeded.
+    pub done: u64,
+    /// Failed (or abandoned).
+    pub failed: u64,
+}
+
 /// The supervisor's state, for a master upgraded in place: times are relative to the moment
 /// the snapshot was taken (ages in the past, delays to the future).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -224,13 +235,13 @@ pub struct Snapshot {
     /// The newest `RELOAD_INDEX`.
     pub generation: u64,
     /// Reloads done and failed.
-    pub reloads: (u64, u64),
-    /// The last reload: generation, failure, how long it took.
-    pub last_reload: Option<(u64, Option<String>, Duration)>,
+    pub reloads: ReloadCounts,
+    /// How the last reload ended.
+    pub last_reload: Option<ReloadOutcome>,
     /// Every worker.
     pub workers: Vec<WorkerSnapshot>,
-    /// Every slot: crashes in a row, restarts, age of its last start, delay to its restart.
-    pub slots: Vec<(u32, u32, Option<Duration>, Option<Duration>)>,
+    /// Every slot, by index.
+    pub slots: Vec<SlotSnapshot>,
 }
 
 /// A worker in a [`Snapshot`].
@@ -246,10 +257,43 @@ pub struct WorkerSnapshot {
     pub role: Role,
     /// How long ago it started.
     pub age: Duration,
-    /// Its state: `starting`, `ready`, `stopping` or `killed`.
-    pub state: &'static str,
-    /// Starting: time left to be ready. Stopping: time left before SIGKILL.
-    pub deadline_in: Option<Duration>,
+    /// Where it stands.
+    pub state: StateSnapshot,
+}
+
+/// A [`WorkerState`] with its deadlines as delays from the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSnapshot {
+    /// Starting: not ready within `deadline_in`, it fails; with `--ready delay:`, ready in
+    /// `ready_in` if still alive.
+    Starting {
+        /// Time left to be ready.
+        deadline_in: Duration,
+        /// Time left until the delay makes it ready.
+        ready_in: Option<Duration>,
+    },
+    /// Ready.
+    Ready,
+    /// Stopping: SIGKILL in `kill_in`.
+    Stopping {
+        /// Time left before SIGKILL.
+        kill_in: Duration,
+    },
+    /// SIGKILLed, not reaped yet.
+    Killed,
+}
+
+/// A [`Slot`] in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotSnapshot {
+    /// Crashes in a row.
+    pub crashes: u32,
+    /// Restarts after a crash, in all.
+    pub restarts: u32,
+    /// How long ago its last worker started.
+    pub last_start_ago: Option<Duration>,
+    /// Time left until its pending restart.
+    pub restart_in: Option<Duration>,
 }
 
 /// Crashes in a row from which a slot is said to be crash-looping.
@@ -273,8 +317,7 @@ struct Lingering {
 
 /// The state machine. See the [module documentation](self) for the rules.
 #[derive(Debug)]
-pub struct Supervisor<O> {
-    os: O,
+pub struct Supervisor {
     settings: Settings,
     phase: Phase,
     /// The `RELOAD_INDEX` of workers started now.
@@ -283,8 +326,7 @@ pub struct Supervisor<O> {
     slots: Vec<Slot>,
     reload: Option<Reload>,
     reload_queued: bool,
-    reloads_done: u64,
-    reloads_failed: u64,
+    reloads: ReloadCounts,
     last_reload: Option<ReloadOutcome>,
     lingering: Vec<Lingering>,
     notices: Vec<Notice>,
@@ -292,12 +334,11 @@ pub struct Supervisor<O> {
     epoch: Option<Instant>,
 }
 
-impl<O: Os> Supervisor<O> {
+impl Supervisor {
     /// A supervisor that has started nothing yet.
-    pub fn new(os: O, settings: Settings) -> Self {
+    pub fn new(settings: Settings) -> Self {
         let n = settings.workers;
         Supervisor {
-            os,
             settings,
             phase: Phase::Starting,
             generation: 0,
@@ -305,8 +346,7 @@ impl<O: Os> Supervisor<O> {
             slots: vec![Slot::default(); n],
             reload: None,
             reload_queued: false,
-            reloads_done: 0,
-            reloads_failed: 0,
+            reloads: ReloadCounts::default(),
             last_reload: None,
             lingering: Vec::new(),
             notices: Vec::new(),
@@ -315,13 +355,13 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Starts the first workers.
-    pub fn start(&mut self, now: Instant) {
+    pub fn start(&mut self, os: &mut dyn Os, now: Instant) {
         self.epoch = Some(now);
         for index in 0..self.settings.workers {
             // A failed start leaves the slot empty: `settle` schedules its retry.
-            let _ = self.spawn(index, Role::Serving, now);
+            let _ = self.spawn(os, index, Role::Serving, now);
         }
-        self.settle(now);
+        self.settle(os, now);
     }
 
     /// The master's phase.
@@ -350,8 +390,8 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Reloads that succeeded and that failed, so far.
-    pub fn reload_counts(&self) -> (u64, u64) {
-        (self.reloads_done, self.reloads_failed)
+    pub fn reload_counts(&self) -> ReloadCounts {
+        self.reloads
     }
 
     /// The `RELOAD_INDEX` of the newest generation.
@@ -369,27 +409,12 @@ impl<O: Os> Supervisor<O> {
         std::mem::take(&mut self.notices)
     }
 
-    /// The OS handle.
-    pub fn os(&self) -> &O {
-        &self.os
-    }
-
-    /// The OS handle, mutably.
-    pub fn os_mut(&mut self) -> &mut O {
-        &mut self.os
-    }
-
-    /// Gives the OS handle back.
-    pub fn into_os(self) -> O {
-        self.os
-    }
-
     /// The next time [`Supervisor::on_tick`] has work to do, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let stable_at = |w: &Worker| {
             let slot = &self.slots[w.index];
             (w.role == Role::Serving && slot.crashes > 0)
-                .then(|| w.started + self.settings.max_backoff)
+                .then(|| later(w.started, self.settings.max_backoff))
         };
         let workers = self.workers.iter().flat_map(|w| match w.state {
             WorkerState::Starting { deadline, ready_at } => [Some(deadline), ready_at],
@@ -430,43 +455,39 @@ impl<O: Os> Supervisor<O> {
         let workers = self
             .workers
             .iter()
-            .map(|w| {
-                let (state, deadline_in) = match w.state {
-                    WorkerState::Starting { deadline, .. } => ("starting", Some(until(deadline))),
-                    WorkerState::Ready { .. } => ("ready", None),
-                    WorkerState::Stopping { kill_at } => ("stopping", Some(until(kill_at))),
-                    WorkerState::Killed => ("killed", None),
-                };
-                WorkerSnapshot {
-                    pid: w.pid,
-                    index: w.index,
-                    generation: w.generation,
-                    role: w.role,
-                    age: ago(w.started),
-                    state,
-                    deadline_in,
-                }
+            .map(|w| WorkerSnapshot {
+                pid: w.pid,
+                index: w.index,
+                generation: w.generation,
+                role: w.role,
+                age: ago(w.started),
+                state: match w.state {
+                    WorkerState::Starting { deadline, ready_at } => StateSnapshot::Starting {
+                        deadline_in: until(deadline),
+                        ready_in: ready_at.map(until),
+                    },
+                    WorkerState::Ready { .. } => StateSnapshot::Ready,
+                    WorkerState::Stopping { kill_at } => StateSnapshot::Stopping {
+                        kill_in: until(kill_at),
+                    },
+                    WorkerState::Killed => StateSnapshot::Killed,
+                },
             })
             .collect();
         let slots = self
             .slots
             .iter()
-            .map(|s| {
-                (
-                    s.crashes,
-                    s.restarts,
-                    s.last_start.map(ago),
-                    s.restart_at.map(until),
-                )
+            .map(|s| SlotSnapshot {
+                crashes: s.crashes,
+                restarts: s.restarts,
+                last_start_ago: s.last_start.map(ago),
+                restart_in: s.restart_at.map(until),
             })
             .collect();
         Ok(Snapshot {
             generation: self.generation,
-            reloads: (self.reloads_done, self.reloads_failed),
-            last_reload: self
-                .last_reload
-                .as_ref()
-                .map(|r| (r.generation, r.failure.clone(), r.took)),
+            reloads: self.reloads,
+            last_reload: self.last_reload.clone(),
             workers,
             slots,
         })
@@ -474,19 +495,12 @@ impl<O: Os> Supervisor<O> {
 
     /// A supervisor that takes over from a [`Snapshot`] (a master upgraded in place): the
     /// workers it lists are adopted as they are, not restarted.
-    pub fn restore(os: O, settings: Settings, snap: Snapshot, now: Instant) -> Self {
-        let mut sup = Supervisor::new(os, settings);
+    pub fn restore(os: &mut dyn Os, settings: Settings, snap: Snapshot, now: Instant) -> Self {
+        let mut sup = Supervisor::new(settings);
         sup.epoch = Some(now);
         sup.generation = snap.generation;
-        (sup.reloads_done, sup.reloads_failed) = snap.reloads;
-        sup.last_reload = snap
-            .last_reload
-            .map(|(generation, failure, took)| ReloadOutcome {
-                generation,
-                failure,
-                took,
-                serving: Vec::new(),
-            });
+        sup.reloads = snap.reloads;
+        sup.last_reload = snap.last_reload;
         let back = |d: Duration| now.checked_sub(d).unwrap_or(now);
         for w in snap.workers {
             if w.index >= sup.slots.len() {
@@ -497,16 +511,19 @@ impl<O: Os> Supervisor<O> {
                     "adopted worker has no slot any more; stopping it"
                 );
             }
-            let state = match (w.state, w.deadline_in) {
-                ("starting", Some(left)) => WorkerState::Starting {
-                    deadline: now + left,
-                    ready_at: None,
+            let state = match w.state {
+                StateSnapshot::Starting {
+                    deadline_in,
+                    ready_in,
+                } => WorkerState::Starting {
+                    deadline: later(now, deadline_in),
+                    ready_at: ready_in.map(|d| later(now, d)),
                 },
-                ("stopping", Some(left)) => WorkerState::Stopping {
-                    kill_at: now + left,
+                StateSnapshot::Ready => WorkerState::Ready { since: now },
+                StateSnapshot::Stopping { kill_in } => WorkerState::Stopping {
+                    kill_at: later(now, kill_in),
                 },
-                ("killed", _) => WorkerState::Killed,
-                _ => WorkerState::Ready { since: now },
+                StateSnapshot::Killed => WorkerState::Killed,
             };
             let role = if w.index >= sup.slots.len() {
                 Role::Retired
@@ -522,13 +539,11 @@ impl<O: Os> Supervisor<O> {
                 started: back(w.age),
             });
         }
-        for (slot, (crashes, restarts, last_start, restart_in)) in
-            sup.slots.iter_mut().zip(snap.slots)
-        {
-            slot.crashes = crashes;
-            slot.restarts = restarts;
-            slot.last_start = last_start.map(back);
-            slot.restart_at = restart_in.map(|d| now + d);
+        for (slot, snap) in sup.slots.iter_mut().zip(snap.slots) {
+            slot.crashes = snap.crashes;
+            slot.restarts = snap.restarts;
+            slot.last_start = snap.last_start_ago.map(back);
+            slot.restart_at = snap.restart_in.map(|d| later(now, d));
         }
         sup.phase = if sup.all_slots_ready() {
             Phase::Running
@@ -541,36 +556,36 @@ impl<O: Os> Supervisor<O> {
             })
             .collect();
         for pos in retired {
-            sup.stop_worker(pos, now);
+            sup.stop_worker(os, pos, now);
         }
-        sup.settle(now);
+        sup.settle(os, now);
         sup
     }
 
     /// A signal reached the master.
-    pub fn on_signal(&mut self, signal: Signal, now: Instant) {
+    pub fn on_signal(&mut self, os: &mut dyn Os, signal: Signal, now: Instant) {
         match signal {
             Signal::Hangup => {
-                let _ = self.request_reload(now);
+                let _ = self.request_reload(os, now);
             }
             Signal::Terminate | Signal::Interrupt => {
                 info!(signal = signal.name(), "stop requested");
-                self.stop(0, now);
+                self.stop(os, 0, now);
             }
-            Signal::User2 => self.forward(Signal::User2),
+            Signal::User2 => self.forward(os, Signal::User2),
             other => debug!(signal = other.name(), "signal ignored"),
         }
-        self.settle(now);
+        self.settle(os, now);
     }
 
     /// Sends `signal` to every worker process (not yet killed).
-    pub fn forward(&mut self, signal: Signal) {
+    pub fn forward(&mut self, os: &mut dyn Os, signal: Signal) {
         for w in self
             .workers
             .iter()
             .filter(|w| w.state != WorkerState::Killed)
         {
-            self.os.signal(Target::Process(w.pid), signal);
+            os.signal(Target::Process(w.pid), signal);
         }
         debug!(
             workers = self.workers.len(),
@@ -585,7 +600,13 @@ impl<O: Os> Supervisor<O> {
     /// # Errors
     /// `pid` is not a ready serving worker, a reload is in flight (it replaces the worker
     /// anyway), or the slot is already being replaced.
-    pub fn replace(&mut self, pid: Pid, reason: &str, now: Instant) -> Result<Pid, String> {
+    pub fn replace(
+        &mut self,
+        os: &mut dyn Os,
+        pid: Pid,
+        reason: &str,
+        now: Instant,
+    ) -> Result<Pid, String> {
         if !matches!(self.phase, Phase::Running | Phase::Starting) {
             return Err("the master is stopping".into());
         }
@@ -610,7 +631,8 @@ impl<O: Os> Supervisor<O> {
             return Err(format!("worker {index} is already being replaced"));
         }
         warn!(pid, index, "replacing worker: {reason}");
-        self.spawn(index, Role::Replacement, now)
+        self.spawn(os, index, Role::Replacement, now)
+            .map_err(|e| e.to_string())
     }
 
     /// A reload was asked for: start it, or queue one more after the current one. Returns
@@ -618,7 +640,7 @@ impl<O: Os> Supervisor<O> {
     ///
     /// # Errors
     /// The master is stopping.
-    pub fn request_reload(&mut self, now: Instant) -> Result<u64, &'static str> {
+    pub fn request_reload(&mut self, os: &mut dyn Os, now: Instant) -> Result<u64, &'static str> {
         let generation = match self.phase {
             Phase::Stopping { .. } | Phase::Exited(_) => {
                 info!("reload ignored: the master is stopping");
@@ -632,23 +654,23 @@ impl<O: Os> Supervisor<O> {
                 self.generation + 1
             }
             _ => {
-                self.begin_reload(now);
+                self.begin_reload(os, now);
                 self.generation
             }
         };
-        self.settle(now);
+        self.settle(os, now);
         Ok(generation)
     }
 
     /// Worker `pid` was reaped with `status`.
-    pub fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+    pub fn on_exit(&mut self, os: &mut dyn Os, pid: Pid, status: ExitStatus, now: Instant) {
         let Some(pos) = self.workers.iter().position(|w| w.pid == pid) else {
             debug!(pid, %status, "reaped a process that is not a worker");
             return;
         };
         let w = self.workers.remove(pos);
         let lived = now.saturating_duration_since(w.started);
-        self.watch_group(&w, now);
+        self.watch_group(os, &w, now);
         match (w.role, w.state) {
             (Role::Retired, _) => {
                 info!(pid, index = w.index, generation = w.generation, %status, "worker stopped");
@@ -671,7 +693,7 @@ impl<O: Os> Supervisor<O> {
                         w.index
                     )
                 };
-                self.fail_reload(reason, now);
+                self.fail_reload(os, reason, now);
             }
             (Role::Serving, state) => {
                 let slot = &mut self.slots[w.index];
@@ -688,49 +710,72 @@ impl<O: Os> Supervisor<O> {
                 }
                 if self.settings.on_crash == OnCrash::Exit && !state.is_stopping() {
                     info!(code = status.code(), "--on-crash exit: stopping");
-                    self.stop(status.code(), now);
+                    self.stop(os, status.code(), now);
                 }
             }
         }
-        self.settle(now);
+        self.settle(os, now);
     }
 
     /// Worker `pid` sent `READY=1`. Only `--ready notify` takes it; under the other modes the
     /// mode decides. Some servers say `READY=1` before they can serve (gunicorn's arbiter does,
     /// before its workers have loaded the app): believing them would retire the old workers
     /// for a release that may never serve. Returns whether the message counted.
-    pub fn on_ready_message(&mut self, pid: Pid, now: Instant) -> bool {
+    pub fn on_ready_message(&mut self, os: &mut dyn Os, pid: Pid, now: Instant) -> bool {
         if self.settings.ready != ReadyMode::Notify {
             return false;
         }
-        self.on_ready(pid, now);
+        self.on_ready(os, pid, now);
         true
     }
 
     /// Worker `pid` is ready by the source of the configured mode: its `READY=1` under
     /// `--ready notify` ([`Supervisor::on_ready_message`]), the `/proc` probe under
     /// `--ready listening`.
-    pub fn on_ready(&mut self, pid: Pid, now: Instant) {
+    pub fn on_ready(&mut self, os: &mut dyn Os, pid: Pid, now: Instant) {
         if let Some(pos) = self.workers.iter().position(|w| w.pid == pid) {
             if matches!(self.workers[pos].state, WorkerState::Starting { .. }) {
-                self.mark_ready(pos, now);
-                self.settle(now);
+                self.mark_ready(os, pos, now);
+                self.settle(os, now);
             }
         }
     }
 
+    /// Worker `pid` (or a process of its tree) asked for a listening address in a way the
+    /// master refuses to serve (`reason`, one line). A new worker of a reload fails it: the
+    /// old workers keep serving; a replacement is dropped. A serving worker is left to what
+    /// its app does with the error (most exit, and are restarted with the backoff).
+    pub fn refuse(&mut self, os: &mut dyn Os, pid: Pid, reason: &str, now: Instant) {
+        let Some(pos) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let w = &self.workers[pos];
+        match w.role {
+            Role::Candidate => {
+                let why = format!(
+                    "worker {} (pid {pid}) cannot be given its socket: {reason}",
+                    w.index
+                );
+                self.fail_reload(os, why, now);
+            }
+            Role::Replacement => self.retire(os, pos, now),
+            Role::Serving | Role::Retired => {}
+        }
+        self.settle(os, now);
+    }
+
     /// Time passed: act on every deadline that is due.
-    pub fn on_tick(&mut self, now: Instant) {
+    pub fn on_tick(&mut self, os: &mut dyn Os, now: Instant) {
         for pos in 0..self.workers.len() {
             let w = &self.workers[pos];
             match w.state {
                 WorkerState::Starting {
                     ready_at: Some(at), ..
                 } if at <= now => {
-                    self.mark_ready(pos, now);
+                    self.mark_ready(os, pos, now);
                 }
                 WorkerState::Starting { deadline, .. } if deadline <= now => {
-                    self.ready_timeout(pos, now);
+                    self.ready_timeout(os, pos, now);
                 }
                 WorkerState::Stopping { kill_at } if kill_at <= now => {
                     let pid = w.pid;
@@ -742,13 +787,13 @@ impl<O: Os> Supervisor<O> {
                         at_ms = at_ms(self.epoch, now),
                         "worker still alive after MAX_KILL_TIMEOUT; sending SIGKILL to its process group"
                     );
-                    self.os.signal(Target::Group(pid), Signal::Kill);
+                    os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
                 }
                 WorkerState::Ready { .. }
                     if w.role == Role::Serving
                         && self.slots[w.index].crashes > 0
-                        && now >= w.started + self.settings.max_backoff =>
+                        && now >= later(w.started, self.settings.max_backoff) =>
                 {
                     info!(
                         index = w.index,
@@ -760,24 +805,24 @@ impl<O: Os> Supervisor<O> {
                 _ => {}
             }
         }
-        self.check_canary(now);
+        self.check_canary(os, now);
         for index in 0..self.slots.len() {
             if self.slots[index].restart_at.is_some_and(|at| at <= now) {
                 self.slots[index].restart_at = None;
-                self.restart(index, now);
+                self.restart(os, index, now);
             }
         }
-        self.check_lingering(now);
-        self.settle(now);
+        self.check_lingering(os, now);
+        self.settle(os, now);
     }
 
-    fn begin_reload(&mut self, now: Instant) {
+    fn begin_reload(&mut self, os: &mut dyn Os, now: Instant) {
         // The reload replaces every worker anyway: a replacement in progress is not needed.
         let replacing: Vec<usize> = (0..self.workers.len())
             .filter(|&p| self.workers[p].role == Role::Replacement)
             .collect();
         for pos in replacing {
-            self.retire(pos, now);
+            self.retire(os, pos, now);
         }
         self.generation += 1;
         let generation = self.generation;
@@ -799,11 +844,11 @@ impl<O: Os> Supervisor<O> {
             pending: (0..self.settings.workers).collect(),
             canary,
         });
-        self.advance_rollout(now);
+        self.advance_rollout(os, now);
     }
 
     /// Starts the candidates the strategy allows now.
-    fn advance_rollout(&mut self, now: Instant) {
+    fn advance_rollout(&mut self, os: &mut dyn Os, now: Instant) {
         loop {
             let Some(reload) = &self.reload else { return };
             if reload.failure.is_some() || reload.pending.is_empty() {
@@ -834,15 +879,15 @@ impl<O: Os> Supervisor<O> {
             };
             // The candidate fills the slot; a restart waiting out its backoff is not needed.
             self.slots[index].restart_at = None;
-            if let Err(e) = self.spawn(index, Role::Candidate, now) {
-                self.fail_reload(format!("cannot start worker {index}: {e}"), now);
+            if let Err(e) = self.spawn(os, index, Role::Candidate, now) {
+                self.fail_reload(os, format!("cannot start worker {index}: {e}"), now);
                 return;
             }
         }
     }
 
     /// Fails the reload in flight (the first failure wins) and stops its other candidates.
-    fn fail_reload(&mut self, reason: String, now: Instant) {
+    fn fail_reload(&mut self, os: &mut dyn Os, reason: String, now: Instant) {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
@@ -863,11 +908,11 @@ impl<O: Os> Supervisor<O> {
             })
             .collect();
         for pos in candidates {
-            self.retire(pos, now);
+            self.retire(os, pos, now);
         }
     }
 
-    fn mark_ready(&mut self, pos: usize, now: Instant) {
+    fn mark_ready(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
         let (pid, index, generation) = (w.pid, w.index, w.generation);
@@ -879,7 +924,7 @@ impl<O: Os> Supervisor<O> {
             "worker ready"
         );
         match w.role {
-            Role::Replacement => return self.promote(pos, now),
+            Role::Replacement => return self.promote(os, pos, now),
             Role::Candidate => {}
             Role::Serving | Role::Retired => return,
         }
@@ -893,16 +938,16 @@ impl<O: Os> Supervisor<O> {
                 );
                 reload.canary = Canary::Watching {
                     pid,
-                    until: now + d,
+                    until: later(now, d),
                 };
                 return;
             }
         }
-        self.promote(pos, now);
+        self.promote(os, pos, now);
     }
 
     /// A ready candidate takes its slot over; the slot's previous worker is retired.
-    fn promote(&mut self, pos: usize, now: Instant) {
+    fn promote(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         w.role = Role::Serving;
         let (pid, index) = (w.pid, w.index);
@@ -913,7 +958,7 @@ impl<O: Os> Supervisor<O> {
             })
             .collect();
         for pos in old {
-            self.retire(pos, now);
+            self.retire(os, pos, now);
         }
     }
 
@@ -924,7 +969,7 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Promotes a canary that stayed ready long enough.
-    fn check_canary(&mut self, now: Instant) {
+    fn check_canary(&mut self, os: &mut dyn Os, now: Instant) {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
@@ -941,21 +986,22 @@ impl<O: Os> Supervisor<O> {
             .position(|w| w.pid == pid && w.role == Role::Candidate)
         {
             info!(pid, "canary passed: the rest follow");
-            self.promote(pos, now);
+            self.promote(os, pos, now);
         }
     }
 
-    fn ready_timeout(&mut self, pos: usize, now: Instant) {
+    fn ready_timeout(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &self.workers[pos];
         let (pid, index, role) = (w.pid, w.index, w.role);
         let timeout = humantime::format_duration(self.settings.ready_timeout);
-        let hint = match self.os.readiness_problem(pid) {
+        let hint = match os.readiness_problem(pid) {
             Some(problem) => format!(" ({}; {problem})", self.settings.ready.timeout_hint()),
             None => format!(" ({})", self.settings.ready.timeout_hint()),
         };
         match role {
             Role::Candidate => {
                 self.fail_reload(
+                    os,
                     format!("worker {index} (pid {pid}) was not ready within {timeout}{hint}"),
                     now,
                 );
@@ -968,25 +1014,25 @@ impl<O: Os> Supervisor<O> {
                     "worker was not ready within {timeout}{hint}; stopping it"
                 );
                 if self.settings.on_crash == OnCrash::Exit && self.phase == Phase::Starting {
-                    self.stop(1, now);
+                    self.stop(os, 1, now);
                 } else {
-                    self.stop_worker(pos, now);
+                    self.stop_worker(os, pos, now);
                 }
             }
         }
     }
 
     /// Retires a worker: its exit is expected from now on, and a reload waits for it.
-    fn retire(&mut self, pos: usize, now: Instant) {
+    fn retire(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         self.workers[pos].role = Role::Retired;
         if let Some(reload) = self.reload.as_mut() {
             reload.retiring.push(self.workers[pos].pid);
         }
-        self.stop_worker(pos, now);
+        self.stop_worker(os, pos, now);
     }
 
     /// SIGTERM to the worker's process group; SIGKILL after `MAX_KILL_TIMEOUT`.
-    fn stop_worker(&mut self, pos: usize, now: Instant) {
+    fn stop_worker(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         if w.state.is_stopping() {
             return;
@@ -999,22 +1045,22 @@ impl<O: Os> Supervisor<O> {
             "stopping worker"
         );
         w.state = WorkerState::Stopping {
-            kill_at: now + self.settings.kill_timeout,
+            kill_at: later(now, self.settings.kill_timeout),
         };
-        self.os.signal(Target::Group(w.pid), Signal::Terminate);
+        os.signal(Target::Group(w.pid), Signal::Terminate);
     }
 
     /// Stops the master: SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`; the
     /// master then exits with `code`. A second call kills at once.
-    pub fn stop(&mut self, code: i32, now: Instant) {
+    pub fn stop(&mut self, os: &mut dyn Os, code: i32, now: Instant) {
         if let Phase::Stopping { .. } = self.phase {
             warn!("second stop request: killing every worker now");
             for w in &mut self.workers {
-                self.os.signal(Target::Group(w.pid), Signal::Kill);
+                os.signal(Target::Group(w.pid), Signal::Kill);
                 w.state = WorkerState::Killed;
             }
             for l in self.lingering.drain(..) {
-                self.os.signal(Target::Group(l.pgid), Signal::Kill);
+                os.signal(Target::Group(l.pgid), Signal::Kill);
             }
             return;
         }
@@ -1038,28 +1084,34 @@ impl<O: Os> Supervisor<O> {
         self.slots.iter_mut().for_each(|s| s.restart_at = None);
         for pos in 0..self.workers.len() {
             self.workers[pos].role = Role::Retired;
-            self.stop_worker(pos, now);
+            self.stop_worker(os, pos, now);
         }
-        self.settle(now);
+        self.settle(os, now);
     }
 
     /// Restarts a slot's worker after a crash (or a failed start).
-    fn restart(&mut self, index: usize, now: Instant) {
+    fn restart(&mut self, os: &mut dyn Os, index: usize, now: Instant) {
         self.slots[index].restarts += 1;
-        if self.spawn(index, Role::Serving, now).is_err() {
+        if self.spawn(os, index, Role::Serving, now).is_err() {
             let slot = &mut self.slots[index];
             slot.crashes += 1;
-            slot.restart_at = Some(now + self.settings.throttle.max(MIN_RETRY));
+            slot.restart_at = Some(later(now, self.settings.throttle.max(MIN_RETRY)));
         }
     }
 
-    fn spawn(&mut self, index: usize, role: Role, now: Instant) -> Result<Pid, String> {
+    fn spawn(
+        &mut self,
+        os: &mut dyn Os,
+        index: usize,
+        role: Role,
+        now: Instant,
+    ) -> Result<Pid, SpawnError> {
         let generation = self.generation;
         self.slots[index].last_start = Some(now);
-        match self.os.spawn(index, generation) {
+        match os.spawn(index, generation) {
             Ok(pid) => {
-                let deadline = now + self.settings.ready_timeout;
-                let ready_at = self.settings.ready.delay().map(|d| now + d);
+                let deadline = later(now, self.settings.ready_timeout);
+                let ready_at = self.settings.ready.delay().map(|d| later(now, d));
                 self.workers.push(Worker {
                     pid,
                     index,
@@ -1086,31 +1138,31 @@ impl<O: Os> Supervisor<O> {
 
     /// After a worker's leader exits, its process group may still hold processes (a shell
     /// that did not exec, a helper): watch it and SIGKILL it at the drain deadline.
-    fn watch_group(&mut self, w: &Worker, now: Instant) {
-        if !self.os.group_alive(w.pid) {
+    fn watch_group(&mut self, os: &mut dyn Os, w: &Worker, now: Instant) {
+        if !os.group_alive(w.pid) {
             return;
         }
         let kill_at = match w.state {
             WorkerState::Stopping { kill_at } => kill_at,
             _ => {
                 // The leader died on its own: ask what it left behind to stop too.
-                self.os.signal(Target::Group(w.pid), Signal::Terminate);
-                now + self.settings.kill_timeout
+                os.signal(Target::Group(w.pid), Signal::Terminate);
+                later(now, self.settings.kill_timeout)
             }
         };
         debug!(pgid = w.pid, "worker exited but its process group lives on");
         self.lingering.push(Lingering {
             pgid: w.pid,
             kill_at,
-            check_at: now + LINGER_CHECK,
+            check_at: later(now, LINGER_CHECK),
         });
     }
 
-    fn check_lingering(&mut self, now: Instant) {
+    fn check_lingering(&mut self, os: &mut dyn Os, now: Instant) {
         let mut lingering = std::mem::take(&mut self.lingering);
         lingering.retain_mut(|l| {
             // A live worker with this pid means the group id was recycled: not ours anymore.
-            if self.workers.iter().any(|w| w.pid == l.pgid) || !self.os.group_alive(l.pgid) {
+            if self.workers.iter().any(|w| w.pid == l.pgid) || !os.group_alive(l.pgid) {
                 return false;
             }
             if l.kill_at <= now {
@@ -1118,11 +1170,11 @@ impl<O: Os> Supervisor<O> {
                     pgid = l.pgid,
                     "processes left by a worker outlived MAX_KILL_TIMEOUT; sending SIGKILL"
                 );
-                self.os.signal(Target::Group(l.pgid), Signal::Kill);
+                os.signal(Target::Group(l.pgid), Signal::Kill);
                 return false;
             }
             if l.check_at <= now {
-                l.check_at = now + LINGER_CHECK;
+                l.check_at = later(now, LINGER_CHECK);
             }
             true
         });
@@ -1130,12 +1182,12 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Brings the slots, the reload and the phase up to date after an event.
-    fn settle(&mut self, now: Instant) {
+    fn settle(&mut self, os: &mut dyn Os, now: Instant) {
         if matches!(self.phase, Phase::Starting | Phase::Running) {
-            self.reconcile(now);
+            self.reconcile(os, now);
         }
-        self.advance_rollout(now);
-        self.advance_reload(now);
+        self.advance_rollout(os, now);
+        self.advance_reload(os, now);
         match self.phase {
             Phase::Starting if self.all_slots_ready() => {
                 self.phase = Phase::Running;
@@ -1165,7 +1217,7 @@ impl<O: Os> Supervisor<O> {
 
     /// Schedules a restart for every slot that has neither a serving worker nor a candidate;
     /// one that is due now happens now.
-    fn reconcile(&mut self, now: Instant) {
+    fn reconcile(&mut self, os: &mut dyn Os, now: Instant) {
         for index in 0..self.settings.workers {
             let covered = self.workers.iter().any(|w| {
                 w.index == index
@@ -1176,7 +1228,7 @@ impl<O: Os> Supervisor<O> {
                 continue;
             }
             let backoff = self.backoff(slot.crashes);
-            let at = slot.last_start.map_or(now, |t| t + backoff).max(now);
+            let at = slot.last_start.map_or(now, |t| later(t, backoff)).max(now);
             let delay_ms = (at - now).as_millis() as u64;
             if slot.crashes >= CRASH_LOOP {
                 warn!(
@@ -1185,18 +1237,23 @@ impl<O: Os> Supervisor<O> {
                     delay_ms,
                     "worker is crash-looping; restarting it with a backoff"
                 );
+                if slot.crashes == CRASH_LOOP {
+                    if let Some(hint) = os.crash_hint() {
+                        warn!(index, "worker is crash-looping: {hint}");
+                    }
+                }
             } else {
                 info!(index, delay_ms, "restarting worker");
             }
             if at > now {
                 self.slots[index].restart_at = Some(at);
             } else {
-                self.restart(index, now);
+                self.restart(os, index, now);
             }
         }
     }
 
-    fn advance_reload(&mut self, now: Instant) {
+    fn advance_reload(&mut self, os: &mut dyn Os, now: Instant) {
         let Some(reload) = &self.reload else { return };
         let busy = !reload.pending.is_empty()
             || self.workers.iter().any(|w| {
@@ -1212,7 +1269,7 @@ impl<O: Os> Supervisor<O> {
         let failure = reload.failure.clone();
         self.end_reload(reload, failure, now);
         if std::mem::take(&mut self.reload_queued) {
-            self.begin_reload(now);
+            self.begin_reload(os, now);
         }
     }
 
@@ -1221,22 +1278,26 @@ impl<O: Os> Supervisor<O> {
         let took_ms = took.as_millis() as u64;
         match &failure {
             None => {
-                self.reloads_done += 1;
+                self.reloads.done += 1;
                 info!(generation = reload.generation, took_ms, "reload done");
             }
             Some(reason) => {
-                self.reloads_failed += 1;
+                self.reloads.failed += 1;
                 info!(
                     generation = reload.generation,
                     took_ms, "reload ended: failed ({reason})"
                 );
             }
         }
-        let mut serving: Vec<(usize, Pid, u64)> = self
+        let mut serving: Vec<Serving> = self
             .workers
             .iter()
             .filter(|w| w.role == Role::Serving)
-            .map(|w| (w.index, w.pid, w.generation))
+            .map(|w| Serving {
+                index: w.index,
+                pid: w.pid,
+                generation: w.generation,
+            })
             .collect();
         serving.sort_unstable();
         let outcome = ReloadOutcome {
@@ -1264,6 +1325,14 @@ impl<O: Os> Supervisor<O> {
             })
         })
     }
+}
+
+/// `now + d`, or as far as the clock goes: time arithmetic in the master never panics.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }
 
 fn at_ms(epoch: Option<Instant>, now: Instant) -> u64 {

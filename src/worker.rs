@@ -44,6 +44,31 @@ pub enum Role {
     Retired,
 }
 
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [
+        Role::Serving,
+        Role::Candidate,
+        Role::Replacement,
+        Role::Retired,
+    ];
+
+    /// Its name in status, logs and the upgrade handover.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Serving => "serving",
+            Role::Candidate => "new",
+            Role::Replacement => "replacement",
+            Role::Retired => "retiring",
+        }
+    }
+
+    /// The role of this [`Role::name`].
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// A worker's lifecycle.
 ///
 /// ```text

@@ -201,7 +201,7 @@ fn status_shows_the_master_listeners_reloads_and_every_worker_as_a_table_and_as_
     );
     assert!(t.contains(", running; 2 workers, ready by notify"), "{t}");
     assert!(t.contains("1 reloads done, 0 failed"), "{t}");
-    assert!(t.contains(&format!("listening on {addr} ")), "{t}");
+    assert!(t.contains(&format!("listening on {addr}, backlog ")), "{t}");
     assert!(t.contains("last reload: 1 done in "), "{t}");
     let lines: Vec<&str> = t.lines().collect();
     let header = lines
@@ -300,6 +300,7 @@ fn status_reports_a_failed_last_reload_and_why() {
 fn stop_wait_returns_once_every_worker_is_gone_and_the_master_exits_0() {
     let mut m = master("2", &[("TW_READY", "notify")], &[]);
     let pids = m.wait_ready();
+    let sock = m.control_path();
     let out = m.ctl(&["stop", "--wait"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "stop state=stopped code=0", "{out:?}");
@@ -311,10 +312,7 @@ fn stop_wait_returns_once_every_worker_is_gone_and_the_master_exits_0() {
         );
     }
     assert_eq!(m.wait_exit(), 0);
-    assert!(
-        !m.control_path().exists(),
-        "the master removed its control socket"
-    );
+    assert!(!sock.exists(), "the master removed its control socket");
 }
 
 #[test]
@@ -341,9 +339,20 @@ fn signal_usr2_reaches_every_worker() {
 /// Runs a control command as uid/gid 65534 ("nobody") against `m`.
 fn as_nobody(m: &Master, args: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = control_command(m.dir(), args);
+    // Another user does not look into our control folder (not theirs): it is told the path.
+    let path = m.control_path();
+    let mut all = args.to_vec();
+    all.extend(["--control", path.to_str().unwrap()]);
+    let mut cmd = control_command(m.dir(), &all);
     cmd.uid(65534).gid(65534);
     run_bounded(cmd, DEADLINE)
+}
+
+/// Lets uid 65534 through the master's folders to its control socket.
+fn open_to_nobody(m: &Master) {
+    for dir in [m.dir().to_path_buf(), m.dir().join("master-process")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
 }
 
 /// A master whose control socket uid 65534 can reach (the temp dir is 0700, the socket
@@ -357,7 +366,7 @@ fn master_reachable_by_nobody() -> Option<Master> {
     }
     let mut m = master("1", &[("TW_READY", "notify")], &[]);
     m.wait_ready();
-    std::fs::set_permissions(m.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    open_to_nobody(&m);
     std::fs::set_permissions(m.control_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
     Some(m)
 }
@@ -374,8 +383,8 @@ fn control_socket_is_private_and_a_request_from_another_user_is_refused() {
         eprintln!("not root: cannot run a client as another uid; the rest is skipped");
         return;
     }
-    // Let uid 65534 reach the socket at all: the temp dir is 0700.
-    std::fs::set_permissions(m.dir(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // Let uid 65534 reach the socket at all: the temp dir and the control folder are 0700.
+    open_to_nobody(&m);
     // Mode 0600 alone keeps it out: it cannot even connect.
     let out = as_nobody(&m, &["status"]);
     assert_eq!(out.code, 2, "{out:?}");
@@ -550,7 +559,13 @@ fn a_second_master_on_the_same_control_socket_refuses_to_start() {
     let mut m = master("1", &[("TW_READY", "notify")], &[]);
     let pid = m.wait_ready()[0];
     let addr = m.tcp_addr();
-    let mut second = control_command(m.dir(), &["-l", "127.0.0.1:0", "--ready", "notify"]);
+    // The same name means the same control socket.
+    let sock = m.control_path();
+    let name = sock.file_stem().unwrap().to_str().unwrap();
+    let mut second = control_command(
+        m.dir(),
+        &["-l", "127.0.0.1:0", "--ready", "notify", "--name", name],
+    );
     second
         .arg("--")
         .arg(crate::support::test_worker())

@@ -255,7 +255,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// Copies the master binary into `dir` (as `name`), atomically: what a deploy does.
-fn install_master(dir: &Path, name: &str) -> std::path::PathBuf {
+pub(crate) fn install_master(dir: &Path, name: &str) -> std::path::PathBuf {
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.new"));
     std::fs::copy(master_bin(), &tmp).unwrap();
@@ -266,7 +266,7 @@ fn install_master(dir: &Path, name: &str) -> std::path::PathBuf {
 #[test]
 fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
     let cmd = Master::cmd();
-    let exe = install_master(cmd.dir(), "master-process");
+    let exe = install_master(cmd.dir(), "mp-bin");
     let mut m = cmd
         .program(&exe)
         .args(["-l", "127.0.0.1:0", "-w", "2", "--"])
@@ -275,7 +275,7 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
     let old = m.wait_ready();
     let addr = m.tcp_addr();
     let load = start_load(Target::Tcp(addr), Mode::KeepAlive, 8);
-    install_master(m.dir(), "master-process"); // the new build replaces the file
+    install_master(m.dir(), "mp-bin"); // the new build replaces the file
     let (code, out) = control(&m, &["upgrade", "--wait"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("reload 1 done"), "{out}");
@@ -305,7 +305,7 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
 #[test]
 fn an_upgrade_to_a_broken_binary_fails_and_the_old_master_carries_on() {
     let cmd = Master::cmd();
-    let exe = install_master(cmd.dir(), "master-process");
+    let exe = install_master(cmd.dir(), "mp-bin");
     let mut m = cmd
         .program(&exe)
         .args(["-l", "127.0.0.1:0", "--"])
@@ -333,14 +333,14 @@ fn an_upgrade_to_a_broken_binary_fails_and_the_old_master_carries_on() {
 #[test]
 fn on_master_change_exit_exits_1_when_a_reload_finds_a_new_binary() {
     let cmd = Master::cmd();
-    let exe = install_master(cmd.dir(), "master-process");
+    let exe = install_master(cmd.dir(), "mp-bin");
     let mut m = cmd
         .program(&exe)
         .args(["-l", "127.0.0.1:0", "--on-master-change", "exit", "--"])
         .args([test_worker()])
         .start();
     m.wait_ready();
-    install_master(m.dir(), "master-process");
+    install_master(m.dir(), "mp-bin");
     m.signal(libc::SIGHUP);
     m.expect("the master's own executable changed on disk");
     assert_eq!(m.wait_exit(), 1);
@@ -349,14 +349,14 @@ fn on_master_change_exit_exits_1_when_a_reload_finds_a_new_binary() {
 #[test]
 fn on_master_change_upgrade_upgrades_in_place_when_a_reload_finds_a_new_binary() {
     let cmd = Master::cmd();
-    let exe = install_master(cmd.dir(), "master-process");
+    let exe = install_master(cmd.dir(), "mp-bin");
     let mut m = cmd
         .program(&exe)
         .args(["-l", "127.0.0.1:0", "--on-master-change", "upgrade", "--"])
         .args([test_worker()])
         .start();
     m.wait_ready();
-    install_master(m.dir(), "master-process");
+    install_master(m.dir(), "mp-bin");
     m.signal(libc::SIGHUP);
     let line = m.expect("master upgraded in place");
     assert_eq!(num(&line, "pid") as u32, m.pid());
@@ -366,14 +366,14 @@ fn on_master_change_upgrade_upgrades_in_place_when_a_reload_finds_a_new_binary()
 #[test]
 fn by_default_a_new_binary_is_only_logged() {
     let cmd = Master::cmd();
-    let exe = install_master(cmd.dir(), "master-process");
+    let exe = install_master(cmd.dir(), "mp-bin");
     let mut m = cmd
         .program(&exe)
         .args(["-l", "127.0.0.1:0", "--"])
         .args([test_worker()])
         .start();
     m.wait_ready();
-    install_master(m.dir(), "master-process");
+    install_master(m.dir(), "mp-bin");
     m.signal(libc::SIGHUP);
     m.expect("the master's own executable changed on disk");
     m.expect("reload done generation=1 ");

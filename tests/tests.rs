@@ -11,6 +11,7 @@ mod crash;
 mod crash_loop;
 mod deploy;
 mod faults;
+mod hardening;
 mod library;
 mod listeners;
 mod listening;

@@ -23,6 +23,14 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// Something that is not a master of ours answers there.
+    #[error("control socket {path}: {reason}")]
+    Untrusted {
+        /// The control socket.
+        path: PathBuf,
+        /// Who answers.
+        reason: String,
+    },
     /// The connection broke, or timed out.
     #[error("control socket {path}: {source}")]
     Io {
@@ -54,6 +62,10 @@ pub fn request(
     let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
         path: path.to_path_buf(),
         source,
+    })?;
+    super::paths::check_peer(&stream).map_err(|reason| ClientError::Untrusted {
+        path: path.to_path_buf(),
+        reason,
     })?;
     stream.set_read_timeout(timeout).map_err(io_err)?;
     stream.set_write_timeout(timeout).map_err(io_err)?;
@@ -125,7 +137,7 @@ pub fn run_command(path: &Path, req: Request, timeout: Option<Duration>, json: b
                 0
             }
         },
-        Err(e @ ClientError::Connect { .. }) => {
+        Err(e @ (ClientError::Connect { .. } | ClientError::Untrusted { .. })) => {
             eprintln!("master-process: error: {e}");
             2
         }
@@ -223,7 +235,20 @@ pub fn status_table(records: &[Record]) -> String {
         );
     }
     for l in records.iter().filter(|r| r.kind == "listener") {
-        let _ = writeln!(out, "listening on {} ({})", get(l, "addr"), get(l, "name"));
+        let _ = write!(out, "listening on {}", get(l, "addr"));
+        if let Some(name) = l.get("name") {
+            let _ = write!(out, " ({name})");
+        }
+        if let Some(backlog) = l.get("backlog") {
+            let _ = write!(out, ", backlog {backlog}");
+        }
+        if l.get("workers_get_it") == Some("adopted") {
+            out.push_str(", adopted from the app's own bind");
+        }
+        if l.get("alive") == Some("false") {
+            out.push_str(", DEAD");
+        }
+        out.push('\n');
     }
     if let Some(r) = one("last_reload") {
         let _ = write!(
@@ -343,7 +368,7 @@ fn json_value(v: &str) -> String {
     }
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -6,21 +6,21 @@
 //! answered with an error and dropped; at most [`MAX_CLIENTS`] are served at once.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, sockopt};
-use nix::sys::stat::{Mode, umask};
 
 use super::{MAX_LINE, Record, Request};
 use crate::error::{Error, Result};
+use crate::socket::file::{self, Identity, SocketFile};
 
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Clients served at once; more are turned away.
+/// Clients served at once; beyond, the idlest is dropped (or, if all wait for an
+/// answer, the newcomer is turned away).
 pub const MAX_CLIENTS: usize = 64;
 /// How long accepting pauses when the master is out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
@@ -52,8 +52,8 @@ struct Client {
 #[derive(Debug)]
 pub struct Server {
     listener: UnixListener,
-    path: PathBuf,
-    ident: (u64, u64),
+    /// The socket file, removed when the server is dropped (if still ours).
+    file: SocketFile,
     clients: Vec<Client>,
     next_id: ClientId,
     uid: u32,
@@ -62,89 +62,38 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the control socket at `path`, mode 0600. A stale socket there is replaced; a live
-    /// one means another master runs: an error.
+    /// Binds the control socket at `path`, mode 0600. A stale socket there is replaced; a
+    /// live one means another master runs: an error. Nothing else there is ever removed.
+    ///
+    /// # Errors
+    /// The path is taken or cannot be used.
     pub fn bind(path: &Path) -> Result<Server> {
-        let fail = |reason: String, e: io::Error| Error::Bind {
-            spec: format!("control socket {}", path.display()),
-            reason,
-            source: e,
-        };
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.exists() && parent.starts_with(std::env::temp_dir()) {
-            // The default folder for users without XDG_RUNTIME_DIR: private to us.
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| fail(format!("cannot create {}", parent.display()), e))?;
-        }
-        if !parent.is_dir() {
-            return Err(fail(
-                format!(
-                    "folder {} does not exist; create it or give --control PATH",
-                    parent.display()
-                ),
-                io::Error::from(io::ErrorKind::NotFound),
-            ));
-        }
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) => {
-                use std::os::unix::fs::FileTypeExt;
-                if !meta.file_type().is_socket() {
-                    return Err(Error::NotASocket {
-                        path: path.to_path_buf(),
-                    });
+        let what = format!("control socket {}", path.display());
+        let (fd, file) = file::bind_unix(&what, path, 0o600, 128).map_err(|e| match e {
+            Error::Bind { reason, source, .. } if reason.starts_with("already in use") => {
+                Error::Bind {
+                    spec: what.clone(),
+                    reason: "another master is running with this control socket; stop it, or \
+                             give this one another --name (or --control PATH)"
+                        .into(),
+                    source,
                 }
-                if UnixStream::connect(path).is_ok() {
-                    return Err(fail(
-                        "another master is running with this control socket; stop it, or give this one --control PATH".into(),
-                        io::Error::from(io::ErrorKind::AddrInUse),
-                    ));
-                }
-                std::fs::remove_file(path)
-                    .map_err(|e| fail("cannot remove the stale control socket".into(), e))?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail("cannot inspect it".into(), e)),
-        }
-        let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        umask(old);
-        let listener = bound.map_err(|e| fail(e.to_string(), e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| fail(e.to_string(), e))?;
-        let meta =
-            std::fs::symlink_metadata(path).map_err(|e| fail("cannot inspect it".into(), e))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::geteuid() };
-        Ok(Server {
-            listener,
-            path: path.to_path_buf(),
-            ident: (meta.dev(), meta.ino()),
-            clients: Vec::new(),
-            next_id: 1,
-            uid,
-            paused_until: None,
-        })
+            other => other,
+        })?;
+        Ok(Server::adopt(fd, file))
     }
 
-    /// Takes over the control socket of a master upgraded in place.
-    pub fn adopt(fd: std::os::fd::OwnedFd, path: PathBuf, dev: u64, ino: u64) -> Server {
+    /// Takes over a bound control socket (also that of a master upgraded in place).
+    pub fn adopt(fd: OwnedFd, file: SocketFile) -> Server {
         let listener = UnixListener::from(fd);
         let _ = listener.set_nonblocking(true);
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::geteuid() };
         Server {
             listener,
-            path,
-            ident: (dev, ino),
+            file,
             clients: Vec::new(),
             next_id: 1,
-            uid,
+            uid: nix::unistd::geteuid().as_raw(),
             paused_until: None,
         }
     }
@@ -170,19 +119,14 @@ impl Server {
         Some(self.clients.remove(pos).stream)
     }
 
-    /// The listener, its path and identity, to hand over.
-    pub fn handover(&self) -> (BorrowedFd<'_>, &Path, u64, u64) {
-        (
-            self.listener.as_fd(),
-            &self.path,
-            self.ident.0,
-            self.ident.1,
-        )
+    /// The socket's path.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.identity().map(|f| f.path.as_path())
     }
 
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The listener and its file, to hand over.
+    pub fn handover(&self) -> (BorrowedFd<'_>, Option<&Identity>) {
+        (self.listener.as_fd(), self.file.identity())
     }
 
     /// The descriptors to poll for input: the listener, then each client still sending.
@@ -247,13 +191,42 @@ impl Server {
                 answer(&mut client, &[error_record(&why)]);
                 continue;
             }
+            if self.clients.len() >= MAX_CLIENTS && !self.evict_idle() {
+                let why = format!("too many control clients waiting (at most {MAX_CLIENTS})");
+                tracing::warn!("control: {why}");
+                answer(&mut client, &[error_record(&why)]);
+                continue;
+            }
             if client.stream.set_nonblocking(true).is_ok() {
                 self.clients.push(client);
             }
         }
     }
 
-    /// Refuses peers of another user (root excepted), and clients beyond [`MAX_CLIENTS`].
+    /// Makes room by dropping the client that has been idle longest (connected, its
+    /// request not sent yet); returns false if every client waits for an answer.
+    fn evict_idle(&mut self) -> bool {
+        let oldest = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.waiting.is_none())
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(pos, _)| pos);
+        match oldest {
+            Some(pos) => {
+                tracing::debug!("control: too many clients; dropping the idlest");
+                self.refuse(
+                    pos,
+                    "dropped: too many control clients, and this one sent nothing",
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Refuses peers of another user (root excepted).
     fn admit(&self, client: &Client) -> std::result::Result<(), String> {
         let cred = socket::getsockopt(&client.stream, sockopt::PeerCredentials)
             .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
@@ -263,9 +236,6 @@ impl Server {
                 "permission denied: request from uid {uid} (pid {}) refused",
                 cred.pid()
             ));
-        }
-        if self.clients.len() >= MAX_CLIENTS {
-            return Err(format!("too many control clients (at most {MAX_CLIENTS})"));
         }
         Ok(())
     }
@@ -401,14 +371,17 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.ident {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-    }
+/// Answers a connection that is not one of the server's clients (a client handed over by
+/// an upgrade) with an error, and closes it.
+pub fn fail_stream(stream: UnixStream, why: &str) {
+    let mut client = Client {
+        id: 0,
+        stream,
+        buf: Vec::new(),
+        deadline: Instant::now(),
+        waiting: None,
+    };
+    answer(&mut client, &[error_record(why)]);
 }
 
 fn error_record(why: &str) -> Record {

@@ -5,23 +5,21 @@ use std::time::Instant;
 use super::Record;
 use crate::monitor::Monitor;
 use crate::procfs;
-use crate::supervisor::{CRASH_LOOP, Canary, Os, ReloadOutcome, Strategy, Supervisor};
-use crate::worker::Role;
+use crate::socket::ListenerSet;
+use crate::supervisor::{CRASH_LOOP, Canary, ReloadOutcome, Supervisor};
 
-/// What the master says about itself and its workers. `listeners` are (name, address).
-pub fn status_records<O: Os>(
-    sup: &Supervisor<O>,
+/// What the master says about itself, its listeners and its workers. `adopted` gives, per
+/// listener, how many binds of an app were adopted so far (`None`: adoption is off).
+pub fn status_records(
+    sup: &Supervisor,
     monitor: Option<&Monitor>,
-    listeners: &[(String, String)],
+    listeners: &ListenerSet,
+    adopted: Option<&dyn Fn(usize) -> u64>,
     started: Instant,
     now: Instant,
 ) -> Vec<Record> {
     let settings = sup.settings();
-    let (done, failed) = sup.reload_counts();
-    let strategy = match settings.strategy {
-        Strategy::Parallel => "parallel".to_string(),
-        Strategy::Rolling { max_surge } => format!("rolling:{max_surge}"),
-    };
+    let reloads = sup.reload_counts();
     let mut master = Record::new("master")
         .with("pid", std::process::id())
         .with("version", env!("CARGO_PKG_VERSION"))
@@ -29,10 +27,11 @@ pub fn status_records<O: Os>(
         .with("phase", sup.phase().name())
         .with("workers", settings.workers)
         .with("ready", settings.ready)
-        .with("reload_strategy", strategy)
+        .with("reload_strategy", settings.strategy)
         .with("generation", sup.generation())
-        .with("reloads_done", done)
-        .with("reloads_failed", failed);
+        .with("reloads_done", reloads.done)
+        .with("reloads_failed", reloads.failed)
+        .with("adopt", if adopted.is_some() { "on" } else { "off" });
     if let Some(r) = sup.reload() {
         let stage = match r.canary {
             Canary::Starting(_) | Canary::Watching { .. } => "canary",
@@ -58,12 +57,26 @@ pub fn status_records<O: Os>(
         }
     }
     let mut records = vec![master];
-    for (name, addr) in listeners {
-        records.push(
-            Record::new("listener")
-                .with("name", name)
-                .with("addr", addr),
-        );
+    for (i, l) in listeners.iter().enumerate() {
+        let mut r = Record::new("listener");
+        if let Some(name) = l.name() {
+            r = r.with("name", name);
+        }
+        // How workers got it: their own bind, adopted, or inherited (LISTEN_FDS).
+        let binds = adopted.map_or(0, |f| f(i));
+        r = r
+            .with("addr", l.local())
+            .with("origin", l.origin().name())
+            .with("backlog", listeners.backlog())
+            .with("alive", l.alive())
+            .with(
+                "workers_get_it",
+                if binds > 0 { "adopted" } else { "inherited" },
+            );
+        if adopted.is_some() {
+            r = r.with("adopted_binds", binds);
+        }
+        records.push(r);
     }
     if let Some(last) = sup.last_reload() {
         records.push(outcome_record("last_reload", last));
@@ -73,12 +86,6 @@ pub fn status_records<O: Os>(
     let mut workers: Vec<_> = sup.workers().iter().collect();
     workers.sort_by_key(|w| (w.index, w.generation, w.pid));
     for w in workers {
-        let role = match w.role {
-            Role::Serving => "serving",
-            Role::Candidate => "new",
-            Role::Replacement => "replacement",
-            Role::Retired => "retiring",
-        };
         let uptime = now.saturating_duration_since(w.started);
         let usage = procfs::tree_usage(w.pid);
         let watch = monitor.and_then(|m| m.watch(w.pid));
@@ -95,7 +102,7 @@ pub fn status_records<O: Os>(
             .with("index", w.index)
             .with("pid", w.pid)
             .with("generation", w.generation)
-            .with("role", role)
+            .with("role", w.role.name())
             .with("state", w.state.name())
             .with("uptime_ms", ms(uptime))
             .with("processes", usage.processes)
@@ -130,7 +137,7 @@ pub fn outcome_record(kind: &str, outcome: &ReloadOutcome) -> Record {
     let serving: Vec<String> = outcome
         .serving
         .iter()
-        .map(|(index, pid, generation)| format!("{index}:{pid}@{generation}"))
+        .map(|s| format!("{}:{}@{}", s.index, s.pid, s.generation))
         .collect();
     let mut r = Record::new(kind)
         .with("generation", outcome.generation)

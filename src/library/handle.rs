@@ -76,10 +76,11 @@ impl Worker {
     /// Takes the sockets passed by the master: `LISTEN_FDS`, strictly for this pid.
     pub(crate) fn inherit() -> Result<Worker> {
         let var = |name: &str| std::env::var(name).ok();
+        use crate::env::{RELOAD_INDEX, WORKER_INDEX};
         let slots = sockets::take_listen_fds()?
             .into_iter()
             .map(|(name, fd)| Slot {
-                name,
+                name: name.unwrap_or_else(|| UNNAMED.into()),
                 fd: Some(fd),
                 spec: None,
                 taken: false,
@@ -92,17 +93,18 @@ impl Worker {
             })
         };
         Ok(Worker {
-            index: number("WORKER_INDEX")? as usize,
-            reload_index: number("RELOAD_INDEX")?,
+            index: number(WORKER_INDEX)? as usize,
+            reload_index: number(RELOAD_INDEX)?,
             slots,
             standalone: None,
-            socket_mode: crate::config::DEFAULT_SOCKET_MODE,
+            socket_mode: 0o664,
         })
     }
 
     /// A handle for an app that runs as one process: listeners are bound when taken.
-    pub(crate) fn alone(why: Standalone, specs: &[ListenerSpec]) -> Result<Worker> {
-        let slots = specs
+    pub(crate) fn alone(why: Standalone, config: &crate::config::Config) -> Result<Worker> {
+        let slots = config
+            .listeners()
             .iter()
             .map(|spec| Slot {
                 name: spec.name.clone().unwrap_or_else(|| UNNAMED.into()),
@@ -111,11 +113,7 @@ impl Worker {
                 taken: false,
             })
             .collect();
-        let socket_mode = std::env::var("MASTER_PROCESS_SOCKET_MODE")
-            .ok()
-            .map_or(Ok(crate::config::DEFAULT_SOCKET_MODE), |m| {
-                crate::config::parse_mode("MASTER_PROCESS_SOCKET_MODE", &m)
-            })?;
+        let socket_mode = config.socket_mode;
         Ok(Worker {
             index: 0,
             reload_index: 0,
@@ -297,7 +295,7 @@ impl Worker {
             return Err(taken(key));
         }
         if let (None, Some(spec)) = (&slot.fd, &slot.spec) {
-            let bound = sockets::Listener::bind(spec, self.socket_mode)?;
+            let bound = sockets::Listener::bind(spec, self.socket_mode, sockets::somaxconn())?;
             let fd = bound
                 .into_fd()
                 .map_err(|e| Error::io(format!("cannot take {spec}"), e))?;

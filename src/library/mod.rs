@@ -18,12 +18,11 @@ use std::time::Duration;
 pub use handle::{Listener, ListenerKey, Worker};
 pub use stop::Stop;
 
-use crate::config::{OnCrash, OnVersionChange, Options};
-use crate::error::Result;
-use crate::readiness::ReadyMode;
-
-/// Set by the master in every worker's environment.
-pub(crate) const WORKER_ENV: &str = "MASTER_PROCESS_WORKER";
+use crate::config::Config;
+use crate::config::options::{self, Opt};
+use crate::env;
+use crate::error::{Error, Result};
+use crate::policy::{OnCrash, OnVersionChange, ReadyMode};
 
 /// Why `init()` runs the app as a single process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +39,8 @@ pub enum Standalone {
 ///
 /// Each setter gives a *default*: the environment variable of the same option (the CLI's
 /// twin, e.g. `WORKERS`, `MAX_KILL_TIMEOUT`, `PORT`) wins over it, so that operators can tune
-/// a built binary as they did with the reference.
+/// a built binary as they did with the reference. A value out of the option's range makes
+/// [`Builder::try_init`] fail, as the same value would on the command line.
 ///
 /// ```no_run
 /// let worker = master_process::Builder::new()
@@ -50,10 +50,26 @@ pub enum Standalone {
 ///     .init();
 /// # let _ = worker;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[must_use = "call .init() to start"]
 pub struct Builder {
-    options: Options,
+    config: Config,
+    /// The first setter that was given a value out of range: its name, the value, why.
+    refused: Option<[String; 3]>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        let mut config = Config::defaults();
+        // Library workers say when they are ready (`Worker::ready`), and take their sockets
+        // with LISTEN_FDS: they need no adoption of their own bind.
+        config.supervisor.ready = ReadyMode::Notify;
+        config.adopt = false;
+        Builder {
+            config,
+            refused: None,
+        }
+    }
 }
 
 impl Builder {
@@ -67,6 +83,19 @@ impl Builder {
         Builder::default()
     }
 
+    /// Sets option `opt` (named by its method, `name`) to `value` if it is in range.
+    fn set<T>(mut self, opt: &Opt<T>, name: &str, value: T, shown: String) -> Builder {
+        if let Err(why) = opt.apply_value(&mut self.config, value) {
+            self.refuse(name, shown, why);
+        }
+        self
+    }
+
+    fn refuse(&mut self, name: &str, shown: String, why: String) {
+        self.refused
+            .get_or_insert([format!("Builder::{name}"), shown, why]);
+    }
+
     /// A socket to listen on (repeatable), as `--listen`: `8080`, `127.0.0.1:8080`,
     /// `[::1]:8080`, `/run/app.sock`, optionally named `web=8080`. Without any, `PORT` is used.
     ///
@@ -76,8 +105,18 @@ impl Builder {
     /// # let _ = web;
     /// ```
     pub fn listen(mut self, spec: impl Into<String>) -> Builder {
-        self.options.listen.push(spec.into());
-        self
+        let spec = spec.into();
+        match spec.parse() {
+            Ok(parsed) => {
+                let mut all = self.config.listen.clone();
+                all.push(parsed);
+                self.set(&options::LISTEN, "listen", all, spec)
+            }
+            Err(why) => {
+                self.refuse("listen", spec, why);
+                self
+            }
+        }
     }
 
     /// How many workers (`WORKERS`); 0 means one per core less one (`AUTO`).
@@ -86,9 +125,12 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("8080").workers(4).init();
     /// # let _ = worker;
     /// ```
-    pub fn workers(mut self, n: usize) -> Builder {
-        self.options.workers = Some(if n == 0 { "AUTO".into() } else { n.to_string() });
-        self
+    pub fn workers(self, n: usize) -> Builder {
+        let n = match n {
+            0 => crate::config::values::workers("AUTO").unwrap_or(1),
+            n => n,
+        };
+        self.set(&options::WORKER_COUNT, "workers", n, n.to_string())
     }
 
     /// How long a stopping worker may drain before SIGKILL (`MAX_KILL_TIMEOUT`).
@@ -97,9 +139,8 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("8080").kill_timeout(std::time::Duration::from_secs(30)).init();
     /// # let _ = worker;
     /// ```
-    pub fn kill_timeout(mut self, d: Duration) -> Builder {
-        self.options.kill_timeout = Some(millis(d));
-        self
+    pub fn kill_timeout(self, d: Duration) -> Builder {
+        self.set(&options::KILL_TIMEOUT, "kill_timeout", d, format!("{d:?}"))
     }
 
     /// The least time between a worker's start and its restart after a crash
@@ -109,9 +150,8 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("8080").throttle(std::time::Duration::from_secs(2)).init();
     /// # let _ = worker;
     /// ```
-    pub fn throttle(mut self, d: Duration) -> Builder {
-        self.options.throttle = Some(millis(d));
-        self
+    pub fn throttle(self, d: Duration) -> Builder {
+        self.set(&options::THROTTLE, "throttle", d, format!("{d:?}"))
     }
 
     /// How long a new worker may take to call [`Worker::ready`] before the reload fails.
@@ -120,9 +160,13 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("8080").ready_timeout(std::time::Duration::from_secs(20)).init();
     /// # let _ = worker;
     /// ```
-    pub fn ready_timeout(mut self, d: Duration) -> Builder {
-        self.options.ready_timeout = Some(millis(d));
-        self
+    pub fn ready_timeout(self, d: Duration) -> Builder {
+        self.set(
+            &options::READY_TIMEOUT,
+            "ready_timeout",
+            d,
+            format!("{d:?}"),
+        )
     }
 
     /// How a new worker is known to be ready. The default for library workers is
@@ -133,9 +177,8 @@ impl Builder {
     /// let worker = Builder::new().listen("8080").ready(ReadyMode::Listening(Coverage::All)).init();
     /// # let _ = worker;
     /// ```
-    pub fn ready(mut self, mode: ReadyMode) -> Builder {
-        self.options.ready = Some(mode.to_string());
-        self
+    pub fn ready(self, mode: ReadyMode) -> Builder {
+        self.set(&options::READY, "ready", mode, mode.to_string())
     }
 
     /// What a worker crash does (`MASTER_PROCESS_ON_CRASH`).
@@ -144,9 +187,8 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("8080").on_crash(master_process::OnCrash::Exit).init();
     /// # let _ = worker;
     /// ```
-    pub fn on_crash(mut self, action: OnCrash) -> Builder {
-        self.options.on_crash = Some(action.to_string());
-        self
+    pub fn on_crash(self, action: OnCrash) -> Builder {
+        self.set(&options::ON_CRASH, "on_crash", action, action.to_string())
     }
 
     /// What a reload to workers built with another master-process version does
@@ -157,12 +199,14 @@ impl Builder {
     /// let worker = Builder::new().listen("8080").on_version_change(OnVersionChange::Exit).init();
     /// # let _ = worker;
     /// ```
-    pub fn on_version_change(mut self, action: OnVersionChange) -> Builder {
-        self.options.on_version_change = Some(match action {
-            OnVersionChange::Log => "log".into(),
-            OnVersionChange::Exit => "exit".into(),
-        });
-        self
+    pub fn on_version_change(self, action: OnVersionChange) -> Builder {
+        let shown = action.to_string();
+        self.set(
+            &options::ON_VERSION_CHANGE,
+            "on_version_change",
+            action,
+            shown,
+        )
     }
 
     /// Permission bits of unix socket files (`MASTER_PROCESS_SOCKET_MODE`, default 0664).
@@ -171,9 +215,13 @@ impl Builder {
     /// let worker = master_process::Builder::new().listen("/run/app.sock").socket_mode(0o660).init();
     /// # let _ = worker;
     /// ```
-    pub fn socket_mode(mut self, mode: u32) -> Builder {
-        self.options.socket_mode = Some(format!("{mode:o}"));
-        self
+    pub fn socket_mode(self, mode: u32) -> Builder {
+        self.set(
+            &options::SOCKET_MODE,
+            "socket_mode",
+            mode,
+            format!("{mode:o}"),
+        )
     }
 
     /// [`Builder::try_init`], printing the error and exiting (code 2 for a usage error, 1
@@ -187,12 +235,7 @@ impl Builder {
         match self.try_init() {
             Ok(worker) => worker,
             Err(e) => {
-                eprintln!("master-process: error: {e}");
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    eprintln!("  caused by: {cause}");
-                    source = cause.source();
-                }
+                e.report();
                 std::process::exit(i32::from(e.exit_code()));
             }
         }
@@ -213,18 +256,34 @@ impl Builder {
     /// ```
     pub fn try_init(self) -> Result<Worker> {
         crate::spawn::exec_if_requested();
-        let options = self.options.overridden_by(Options::from_env());
-        if std::env::var_os(WORKER_ENV).is_some() {
+        if std::env::var_os(env::WORKER).is_some() {
             return Worker::inherit();
         }
-        if let Some(why) = standalone_reason() {
-            return Worker::alone(why, &options.listeners()?);
+        let resolved = self.resolve();
+        if let Err(e) = &resolved {
+            crate::upgrade::abandon_if_resuming(&e.to_string());
         }
-        crate::logging::init(false);
+        let config = resolved?;
+        if let Some(why) = standalone_reason() {
+            return Worker::alone(why, &config);
+        }
+        crate::upgrade::preflight_if_requested(&config);
+        crate::logging::init(config.verbose);
         warn_if_threads();
-        let config = options.resolve(crate::spawn::own_command()?, ReadyMode::Notify)?;
         let code = crate::master::run(config)?;
         std::process::exit(code);
+    }
+
+    /// The configuration: these options, the environment over them, our own command.
+    fn resolve(self) -> Result<Config> {
+        if let Some([name, value, why]) = self.refused {
+            return Err(Error::invalid(name, value, why));
+        }
+        let mut config = self.config;
+        config.apply_env()?;
+        config.command = crate::spawn::own_command()?;
+        config.check()?;
+        Ok(config)
     }
 }
 
@@ -253,7 +312,7 @@ pub fn init() -> Worker {
 
 /// Why this process should run the app by itself, if it should.
 fn standalone_reason() -> Option<Standalone> {
-    match std::env::var("MASTER_PROCESS")
+    match std::env::var(env::STANDALONE)
         .ok()
         .map(|v| v.to_ascii_lowercase())
         .as_deref()
@@ -293,8 +352,4 @@ fn warn_if_threads() {
              before any runtime or thread starts"
         );
     }
-}
-
-fn millis(d: Duration) -> String {
-    d.as_millis().to_string()
 }

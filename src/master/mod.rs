@@ -2,16 +2,24 @@
 //! signals, child exits, notify messages and control requests into [`Supervisor`] events,
 //! until the supervisor says every worker is gone.
 //!
-//! The loop sleeps in `poll` with no timeout unless something is due (a supervisor deadline,
-//! the readiness probe while a worker starts, a control client's time to send its request),
-//! so an idle master uses no CPU. Children are reaped on SIGCHLD with `waitpid(-1, WNOHANG)`:
-//! every child of the master is a worker (or, as a subreaper, an orphan to reap), and a pid
-//! is never reused before we reap it, so signalling a live worker by pid is race-free.
+//! The loop owns every resource: the listeners, the spawner and the readiness probe (in
+//! [`RealOs`], handed to the supervisor for each event), the notify and control sockets,
+//! the monitor. It sleeps in `poll` on the sources of [`sources::Source`] with no timeout
+//! unless something is due (a supervisor deadline, the readiness probe while a worker
+//! starts, a control client's time to send its request, a monitor sample, a watchdog
+//! ping), so an idle master with `--no-monitor` uses no CPU. Children are reaped on SIGCHLD
+//! with `waitpid(-1, WNOHANG)`: every child of the master is a worker (or, as a subreaper,
+//! an orphan to reap), and a pid is never reused before we reap it, so signalling a live
+//! worker by pid is race-free.
 
+mod adoption;
+mod handover;
 mod manager;
 mod os;
+mod sources;
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -20,266 +28,220 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, info, warn};
 
-use std::path::PathBuf;
-
-use crate::config::{Config, OnMasterChange, OnVersionChange};
+use crate::config::{Config, ControlSocket};
 use crate::control::{self, ClientId, Record, Request, Wait};
 use crate::error::{Error, Result};
 use crate::monitor::{Monitor, Subject};
 use crate::notify::{self, Datagram, NotifySocket};
+use crate::policy::{OnMasterChange, OnVersionChange, ReadyMode};
 use crate::procfs;
-use crate::readiness::ReadyMode;
-use crate::readiness::listening;
-use crate::signals::{Signal, SignalPipe};
-use crate::socket::{self, Listener};
-use crate::supervisor::{Notice, Phase, Settings, Supervisor};
-use crate::upgrade;
+use crate::readiness::listening::{self, ListenProbe};
+use crate::signals::{MASTER_SIGNALS, Signal, SignalPipe};
+use crate::socket::{ListenerSet, somaxconn};
+use crate::spawn::Spawner;
+use crate::supervisor::{Notice, Phase, Supervisor};
+use crate::upgrade::ExeIdentity;
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
 use manager::ServiceManager;
 use os::RealOs;
+use sources::{PollSet, Source};
 
-/// The signals the master handles.
-const SIGNALS: [Signal; 5] = [
-    Signal::Child,
-    Signal::Terminate,
-    Signal::Interrupt,
-    Signal::Hangup,
-    Signal::User2,
-];
+/// Notify datagrams handled per wake at most: a chatty worker cannot starve signals and
+/// deadlines (the rest wait for the next turn of the loop).
+const NOTIFY_BURST: usize = 64;
 
 /// Runs a master for `config` until it stops; returns the exit code. A master upgraded in
 /// place (its state in the environment) resumes instead of starting afresh.
+///
+/// # Errors
+/// Anything that stops the master from starting: sockets that cannot be bound, a command
+/// that cannot run, a readiness mode the kernel forbids.
 pub fn run(config: Config) -> Result<i32> {
     // Handlers first: from here on no signal is lost, and no child can become a zombie.
-    let signals = SignalPipe::install(&SIGNALS)
+    let signals = SignalPipe::install(&MASTER_SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
-    if let Ok(text) = std::env::var(upgrade::STATE_ENV) {
-        return resume(config, signals, &text);
+    die_with_parent()?;
+    if crate::upgrade::resuming() {
+        return handover::resume(config, signals);
     }
-    if let ReadyMode::Listening(_) = config.ready {
+    crate::config::resolve_program(&config.command[0])?;
+    if let Some(user) = config.user.as_ref().filter(|u| !u.can_switch()) {
+        return Err(Error::invalid(
+            "--user",
+            user.name.clone(),
+            "starting workers as another user needs root (or CAP_SETUID and CAP_SETGID)",
+        ));
+    }
+    if let ReadyMode::Listening(_) = config.supervisor.ready {
         listening::check_access().map_err(|reason| {
             let fix = "use --ready notify or --ready delay:DURATION";
             Error::invalid(
                 "--ready",
-                config.ready.to_string(),
+                config.supervisor.ready.to_string(),
                 format!("{reason}; {fix}"),
             )
         })?;
     }
-    let listeners = match socket::activation_listeners()? {
-        Some(listeners) => {
-            for l in &listeners {
+    // The control socket first: an unsafe folder or a master of the same name stops us
+    // before anything is bound.
+    let control = bind_control(&config)?;
+    let backlog = config.backlog.unwrap_or_else(somaxconn);
+    let listeners = match ListenerSet::from_activation(backlog, config.socket_mode)? {
+        Some(set) => {
+            for l in set.iter() {
                 info!(
                     name = l.name(),
                     "listening on {} (socket activation)",
                     l.local()
                 );
             }
-            listeners
+            set
         }
-        None => bind_all(&config)?,
+        None => {
+            let mut set = ListenerSet::bind(&config.listeners(), config.socket_mode, backlog)?;
+            if config.port_alone() && config.adopt {
+                set.mark_port(0);
+            }
+            for l in set.iter() {
+                info!(name = l.name(), backlog, "listening on {}", l.local());
+            }
+            set
+        }
     };
-    let control = config
-        .control
-        .as_deref()
-        .map(control::Server::bind)
-        .transpose()?;
+    if let Some(path) = control.as_ref().and_then(control::Server::path) {
+        info!("control socket at {}", path.display());
+    }
     if config.subreaper || std::process::id() == 1 {
         become_subreaper()?;
     }
-    if let Some(c) = &control {
-        info!("control socket at {}", c.path().display());
+    let notify = NotifySocket::bind(config.user.as_ref().map(|u| (u.uid, u.gid)))?;
+    let os = real_os(&config, listeners, &notify)?;
+    info!(pid = std::process::id(), workers = config.supervisor.workers, ready = %config.supervisor.ready,
+          "master started: {}", os.program());
+    if let Some(user) = &config.user {
+        info!("workers run as {user}");
     }
-    let notify = NotifySocket::bind()?;
-    let os = RealOs::new(
-        &config,
-        listeners,
-        notify.path().to_string_lossy().into_owned(),
-    )?;
-    info!(pid = std::process::id(), workers = config.workers, ready = %config.ready, "master started: {}", os.spawner.program());
     let now = Instant::now();
-    let sup = Supervisor::new(os, Settings::from(&config));
-    let mut master = Master::new(&config, sup, signals, notify, control, now)?;
-    master.sup.start(now);
+    let sup = Supervisor::new(config.supervisor.clone());
+    let mut master = Master::new(&config, sup, os, signals, notify, control, now)?;
+    master.sup.start(&mut master.os, now);
     master.finish()
 }
 
-/// Resumes a master from the state its previous image handed over (see [`upgrade`]); if
-/// that state cannot be used, goes back to the previous executable.
-fn resume(config: Config, signals: SignalPipe, text: &str) -> Result<i32> {
-    let handover = match upgrade::Handover::decode(text) {
-        Ok(h) if h.fds().iter().all(|&fd| upgrade::is_open(fd)) => h,
-        Ok(_) => return roll_back(text, "a handed-over descriptor is not open".into()),
-        Err(why) => return roll_back(text, why),
+/// The control socket `config` asks for, bound.
+fn bind_control(config: &Config) -> Result<Option<control::Server>> {
+    let path = match &config.control {
+        ControlSocket::Off => return Ok(None),
+        ControlSocket::At(path) => path.clone(),
+        ControlSocket::Default => {
+            control::paths::ensure_folder(&control::paths::folder())?;
+            control::paths::default_path(&config.name())
+        }
     };
-    if config.subreaper || std::process::id() == 1 {
-        become_subreaper()?;
-    }
-    let mut fds = handover.take_fds();
-    let listeners: Vec<Listener> = handover
-        .listeners
-        .iter()
-        .zip(fds.listeners.drain(..))
-        .map(|(l, fd)| match &l.file {
-            Some((path, dev, ino)) => {
-                Listener::adopt_with_file(l.name.clone(), fd, path.clone(), *dev, *ino)
-            }
-            None => Listener::adopt(l.name.clone(), fd),
-        })
-        .collect();
-    let mut control = handover
-        .control
-        .as_ref()
-        .zip(fds.control.take())
-        .map(|((_, path, dev, ino), fd)| control::Server::adopt(fd, path.clone(), *dev, *ino));
-    let (_, dir, path) = handover.notify.clone();
-    let notify = NotifySocket::adopt(fds.notify, dir, path);
-    drop(fds.old_exe); // not needed any more: this image resumed
-    let os = RealOs::new(
-        &config,
+    control::Server::bind(&path).map(Some)
+}
+
+/// The OS the supervisor acts through: `listeners` inherited by workers of `config`'s
+/// command, which notify on `notify`, seen serving by the `/proc` probe if the mode asks.
+fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Result<RealOs> {
+    let probe = match config.supervisor.ready {
+        ReadyMode::Listening(coverage) => Some(
+            ListenProbe::new(listeners.fds(), coverage)
+                .map_err(|e| Error::io("cannot inspect the listening sockets", e))?,
+        ),
+        _ => None,
+    };
+    Ok(RealOs::new(
+        Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
-    )?;
-    let now = Instant::now();
-    let adopted = handover.snapshot.workers.len();
-    let sup = Supervisor::restore(os, Settings::from(&config), handover.snapshot, now);
-    let client = fds.client.map(std::os::unix::net::UnixStream::from);
-    // Signals that arrived during the exec were held: now they reach our handlers.
-    upgrade::block_signals(false);
-    info!(
-        pid = std::process::id(),
-        workers = adopted,
-        version = env!("CARGO_PKG_VERSION"),
-        rollback = handover.rollback,
-        "master upgraded in place: workers adopted"
-    );
-    let mut master = Master::new(&config, sup, signals, notify, control.take(), now)?;
-    master.reap(now);
-    match master.sup.request_reload(now) {
-        Ok(generation) => {
-            if let (Some(stream), Some(server)) = (client, master.control.as_mut()) {
-                server.adopt_client(stream, Wait::Reload(generation));
-            }
-        }
-        Err(why) => warn!("no reload after the upgrade: {why}"),
-    }
-    master.finish()
+        probe,
+        config.adopt,
+    ))
 }
 
-/// The next image cannot resume from `text`: exec the previous executable with it, unless
-/// this already is the way back.
-fn roll_back(text: &str, why: String) -> Result<i32> {
-    let from = std::env::var(upgrade::FROM_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok());
-    match from {
-        Some(fd) if upgrade::is_open(fd) => {
-            tracing::error!(
-                "cannot resume after the upgrade ({why}); going back to the previous master"
-            );
-            let err = upgrade::exec_back(fd, text);
-            Err(Error::io("cannot go back to the previous master", err))
-        }
-        _ => Err(Error::io(
-            format!("cannot resume after the upgrade: {why}"),
-            std::io::Error::other(why),
-        )),
+/// With `MASTER_PROCESS_PARENT_PID` (the npm package on Node.js versions that cannot
+/// replace their process), the master stops gracefully (SIGTERM) when that parent dies.
+fn die_with_parent() -> Result<()> {
+    let Some(value) = crate::env::var(crate::env::PARENT_PID) else {
+        return Ok(());
+    };
+    let parent: u32 = value
+        .parse()
+        .map_err(|_| Error::invalid(crate::env::PARENT_PID, &value, "expected the parent's pid"))?;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) } != 0 {
+        return Err(Error::io(
+            "cannot ask to die with the parent",
+            std::io::Error::last_os_error(),
+        ));
     }
+    // If the parent died before prctl, we were already reparented: stop now.
+    if std::os::unix::process::parent_id() != parent {
+        warn!("the process that started the master ({parent}) is gone; stopping");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+    }
+    Ok(())
 }
 
-fn bind_all(config: &Config) -> Result<Vec<Listener>> {
-    config
-        .listeners
-        .iter()
-        .map(|spec| {
-            let l = Listener::bind(spec, config.socket_mode)?;
-            info!(name = l.name(), "listening on {}", l.local());
-            Ok(l)
-        })
-        .collect()
+/// The master's own executable: what an upgrade runs, and how a change on disk is noticed.
+#[derive(Debug)]
+struct Executable {
+    /// argv[0] as started (not resolved through symlinks, so that a reload runs what the
+    /// path points to now).
+    path: PathBuf,
+    /// Its identity on disk when last looked at.
+    identity: Option<ExeIdentity>,
+    /// Our arguments, argv[0] first.
+    argv: Vec<OsString>,
 }
 
 /// The running master: the supervisor and every source of events.
 struct Master {
-    sup: Supervisor<RealOs>,
+    sup: Supervisor,
+    os: RealOs,
     signals: SignalPipe,
     notify: NotifySocket,
     control: Option<control::Server>,
     monitor: Option<Monitor>,
     manager: Option<ServiceManager>,
     versions: Versions,
-    /// (name, address) of each listener, for status.
-    listeners: Vec<(String, String)>,
     started: Instant,
-    /// Our own executable as started (argv[0], not resolved through symlinks), its identity
-    /// on disk then, and our arguments: what an upgrade execs.
-    exe: PathBuf,
-    exe_identity: Option<(u64, u64, u64, i64, i64)>,
-    argv: Vec<std::ffi::OsString>,
+    exe: Executable,
     on_master_change: OnMasterChange,
-    /// How to bind each listener again if it dies; `None` for sockets we did not bind
-    /// (socket activation).
-    specs: Option<Vec<crate::socket::ListenerSpec>>,
-    socket_mode: u32,
-    /// Listeners that died and could not be bound again.
-    dead: Vec<usize>,
-}
-
-/// What `poll` found readable.
-#[derive(Default)]
-struct Ready {
-    signals: bool,
-    notify: bool,
-    control: bool,
-    clients: Vec<ClientId>,
-    /// Listeners (by position) that hung up.
-    dead_listeners: Vec<usize>,
 }
 
 impl Master {
     fn new(
         config: &Config,
-        sup: Supervisor<RealOs>,
+        sup: Supervisor,
+        os: RealOs,
         signals: SignalPipe,
         notify: NotifySocket,
         control: Option<control::Server>,
         now: Instant,
     ) -> Result<Master> {
-        let listeners = sup
-            .os()
-            .listeners
-            .iter()
-            .map(|l| (l.name().to_string(), l.local().to_string()))
-            .collect();
         let argv = crate::spawn::own_command()?;
-        let exe = PathBuf::from(&argv[0]);
-        let sup_listeners_len = sup.os().listeners.len();
-        let resolved_specs: Vec<_> = config
-            .listeners
-            .iter()
-            .zip(&sup.os().listeners)
-            .map(|(spec, l)| l.resolved(spec))
-            .collect();
+        let path = PathBuf::from(&argv[0]);
         Ok(Master {
             sup,
+            os,
             signals,
             notify,
             control,
             manager: ServiceManager::from_env(now),
-            monitor: config.monitor.map(|limits| Monitor::new(limits, now)),
+            monitor: config.monitor().map(|limits| Monitor::new(limits, now)),
             versions: Versions {
                 policy: config.on_version_change,
                 exit_pending: false,
             },
-            listeners,
             started: now,
-            exe_identity: upgrade::identity(&exe),
-            exe,
-            argv,
+            exe: Executable {
+                identity: ExeIdentity::of(&path),
+                path,
+                argv,
+            },
             on_master_change: config.on_master_change,
-            specs: (config.listeners.len() == sup_listeners_len).then_some(resolved_specs),
-            socket_mode: config.socket_mode,
-            dead: Vec::new(),
         })
     }
 
@@ -288,9 +250,9 @@ impl Master {
         let code = self.run()?;
         self.stop_orphans();
         let Master {
-            sup, mut control, ..
+            os, mut control, ..
         } = self;
-        drop(sup.into_os().listeners); // removes our unix socket files
+        drop(os); // closes the listeners, removes our unix socket files
         info!(code, "master exiting");
         if let Some(server) = control.as_mut() {
             answer_stop_waiters(server, code);
@@ -304,45 +266,41 @@ impl Master {
             if let Phase::Exited(code) = self.sup.phase() {
                 return Ok(code);
             }
-            let mut ready = self.wait()?;
+            let ready = self.wait()?;
             let now = Instant::now();
-            if ready.signals {
-                for signal in self.signals.drain() {
-                    match signal {
-                        Signal::Child => self.reap(now),
-                        Signal::Hangup => self.reload_requested(None, now),
-                        Signal::User2 => {
-                            self.sup.on_signal(Signal::User2, now);
-                            if let Some(m) = self.monitor.as_mut() {
-                                m.toggle(now);
-                            }
-                        }
-                        other => self.sup.on_signal(other, now),
-                    }
+            let starting = self.any_starting();
+            let mut clients = Vec::new();
+            let mut control = false;
+            for source in ready {
+                match source {
+                    Source::Signals => self.on_signals(now),
+                    Source::Notify => self.on_notify_ready(now),
+                    Source::Listener(i) => self.listener_died(i, now),
+                    Source::Control => control = true,
+                    Source::Client(id) => clients.push(id),
+                    Source::Adoption(worker) => self.on_adoption(worker, now),
                 }
-            }
-            if ready.notify {
-                while let Some(datagram) = self.notify.recv() {
-                    self.on_notify(datagram, now);
-                }
-            }
-            for i in std::mem::take(&mut ready.dead_listeners) {
-                self.listener_died(i, now);
             }
             self.probe(now);
-            self.sup.on_tick(now);
+            if starting {
+                // A new worker may have called listen() on the shared socket, shrinking
+                // its queue for everyone (Node.js asks for 511): ask for ours again.
+                self.os.listeners().assert_backlog();
+            }
+            self.sup.on_tick(&mut self.os, now);
+            self.settle_port();
             self.sample(now);
             if let Some(manager) = self.manager.as_mut() {
                 manager.tick(now);
             }
-            self.on_control(ready, now);
+            self.on_control(control, clients, now);
             if self.versions.exit_pending
                 && self.sup.reload().is_none()
                 && self.sup.phase() == Phase::Running
             {
                 self.versions.exit_pending = false;
                 info!("--on-version-change exit: the new workers are ready; exiting with code 1");
-                self.sup.stop(1, now);
+                self.sup.stop(&mut self.os, 1, now);
             }
             for notice in self.sup.take_notices() {
                 self.on_notice(notice);
@@ -350,98 +308,107 @@ impl Master {
         }
     }
 
-    /// Sleeps until something happens or is due.
-    fn wait(&self) -> Result<Ready> {
-        // While a worker starts under `--ready listening`, wake up often to look at it.
-        let probing = self.sup.os().probe.is_some() && !self.starting().is_empty();
-        let probe_at = probing.then(|| Instant::now() + listening::PROBE_INTERVAL);
-        let client_at = self
-            .control
-            .as_ref()
-            .and_then(control::Server::next_deadline);
-        let sample_at = self.monitor.as_ref().and_then(Monitor::next_sample);
-        let ping_at = self
-            .manager
-            .as_ref()
-            .and_then(ServiceManager::next_deadline);
+    /// Sleeps until something happens or is due; returns what happened.
+    fn wait(&self) -> Result<Vec<Source>> {
+        // While a worker starts under `--ready listening`, wake up to look at it.
+        let probe_at = self.os.probe_due(&self.starting());
         let due = [
             self.sup.next_deadline(),
             probe_at,
-            client_at,
-            sample_at,
-            ping_at,
+            self.control
+                .as_ref()
+                .and_then(control::Server::next_deadline),
+            self.monitor.as_ref().and_then(Monitor::next_sample),
+            self.manager
+                .as_ref()
+                .and_then(ServiceManager::next_deadline),
         ];
-        let timeout = match due.into_iter().flatten().min() {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                // Round up: waking a little early would only spin until the deadline.
-                let ms = at
-                    .saturating_duration_since(Instant::now())
-                    .as_micros()
-                    .div_ceil(1000);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let control_fds: Vec<(Option<ClientId>, BorrowedFd<'_>)> = self
-            .control
-            .as_ref()
-            .map(|c| c.poll_fds(Instant::now()))
-            .unwrap_or_default();
-        let mut fds: Vec<PollFd<'_>> = [self.signals.fd(), self.notify.fd()]
-            .into_iter()
-            .chain(control_fds.iter().map(|(_, fd)| *fd))
-            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
-            .collect();
-        // The listeners, for no event but the ones poll always reports: a listener that
-        // someone shut down hangs up (POLLHUP). Incoming connections do not wake us.
-        let watched: Vec<usize> = (0..self.sup.os().listeners.len())
-            .filter(|i| !self.dead.contains(i))
-            .collect();
-        fds.extend(
-            watched
-                .iter()
-                .map(|&i| PollFd::new(self.sup.os().listeners[i].fd(), PollFlags::empty())),
-        );
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => {
-                return Ok(Ready {
-                    signals: true,
-                    ..Ready::default()
-                });
-            }
-            Err(e) => return Err(Error::io("poll failed", e)),
-        }
-        let readable = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let mut ready = Ready {
-            signals: readable(&fds[0]),
-            notify: readable(&fds[1]),
-            ..Ready::default()
-        };
-        let listener_fds = &fds[2 + control_fds.len()..];
-        ready.dead_listeners = listener_fds
-            .iter()
-            .zip(&watched)
-            .filter(|(p, _)| readable(p))
-            .map(|(_, &i)| i)
-            .collect();
-        for (pfd, (client, _)) in fds[2..2 + control_fds.len()].iter().zip(&control_fds) {
-            match client {
-                _ if !readable(pfd) => {}
-                None => ready.control = true,
-                Some(id) => ready.clients.push(*id),
+        let mut set = PollSet::default();
+        set.add(Source::Signals, self.signals.fd());
+        set.add(Source::Notify, self.notify.fd());
+        if let Some(server) = &self.control {
+            for (client, fd) in server.poll_fds(Instant::now()) {
+                let source = client.map_or(Source::Control, Source::Client);
+                set.add(source, fd);
             }
         }
-        Ok(ready)
+        for (i, l) in self.os.listeners().iter().enumerate() {
+            if l.alive() {
+                set.add_for(Source::Listener(i), l.fd(), PollFlags::empty());
+            }
+        }
+        for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
+            set.add(Source::Adoption(worker), fd);
+        }
+        set.wait(due.into_iter().flatten().min())
+            .map_err(|e| Error::io("poll failed", e))
     }
 
-    /// The workers that are starting.
-    fn starting(&self) -> Vec<Pid> {
+    fn on_signals(&mut self, now: Instant) {
+        for signal in self.signals.drain() {
+            match signal {
+                Signal::Child => self.reap(now),
+                Signal::Hangup => self.reload_requested(None, now),
+                Signal::User2 => {
+                    self.sup.on_signal(&mut self.os, Signal::User2, now);
+                    if let Some(m) = self.monitor.as_mut() {
+                        m.toggle(now);
+                    }
+                }
+                other => self.sup.on_signal(&mut self.os, other, now),
+            }
+        }
+    }
+
+    /// Handles the waiting notify datagrams, at most [`NOTIFY_BURST`] per wake.
+    fn on_notify_ready(&mut self, now: Instant) {
+        for _ in 0..NOTIFY_BURST {
+            match self.notify.recv() {
+                Some(datagram) => self.on_notify(datagram, now),
+                None => return,
+            }
+        }
+        debug!("notify: more datagrams waiting; handling them on the next turn");
+    }
+
+    /// Handles the calls worker tree `worker` made through its adoption filter. A refused
+    /// bind fails the worker if it is new (its reload fails, saying why).
+    fn on_adoption(&mut self, worker: Pid, now: Instant) {
+        for (pid, reason) in self.os.on_adoption(worker) {
+            self.sup.refuse(&mut self.os, pid, &reason, now);
+        }
+    }
+
+    /// Once a worker served, the address of `PORT` is settled: later binds of another one
+    /// are refused rather than claimed.
+    fn settle_port(&mut self) {
+        let served = self
+            .sup
+            .workers()
+            .iter()
+            .any(|w| matches!(w.state, WorkerState::Ready { .. }));
+        if let Some(adoption) = self.os.adoption_mut().filter(|a| a.unsettled()) {
+            if served {
+                adoption.settle();
+            }
+        }
+    }
+
+    /// Whether some worker is starting.
+    fn any_starting(&self) -> bool {
+        self.sup
+            .workers()
+            .iter()
+            .any(|w| matches!(w.state, WorkerState::Starting { .. }))
+    }
+
+    /// The workers that are starting, with their start times.
+    fn starting(&self) -> Vec<(Pid, Instant)> {
         self.sup
             .workers()
             .iter()
             .filter(|w| matches!(w.state, WorkerState::Starting { .. }))
-            .map(|w| w.pid)
+            .map(|w| (w.pid, w.started))
             .collect()
     }
 
@@ -451,12 +418,12 @@ impl Master {
         if starting.is_empty() {
             return;
         }
-        let Some(probe) = self.sup.os_mut().probe.as_mut() else {
+        let Some(probe) = self.os.probe_mut() else {
             return;
         };
         for pid in probe.check(&starting, now) {
             debug!(pid, "seen serving the listening socket(s)");
-            self.sup.on_ready(pid, now);
+            self.sup.on_ready(&mut self.os, pid, now);
         }
     }
 
@@ -464,37 +431,20 @@ impl Master {
     /// bind it again and reload, so that every worker gets the new socket; if it cannot be
     /// bound again, stop loudly rather than serve a dead port.
     fn listener_died(&mut self, i: usize, now: Instant) {
-        let local = self.sup.os().listeners[i].local().to_string();
-        tracing::error!("listener {local} stopped listening (did a worker call shutdown() on it?)");
-        let spec = self.specs.as_ref().and_then(|s| s.get(i)).cloned();
-        let rebound = match spec {
-            None => Err("it was passed by socket activation: it is not ours to bind".to_string()),
-            Some(spec) => {
-                // The dead socket no longer listens, so its address can be bound again
-                // (SO_REUSEADDR) while old workers still hold it; a unix socket file is
-                // found stale and replaced by the new bind.
-                self.sup.os_mut().listeners[i].forget_file();
-                Listener::bind(&spec, self.socket_mode).map_err(|e| e.to_string())
-            }
+        let Some(local) = self.os.listeners().get(i).map(|l| l.local().to_string()) else {
+            return;
         };
-        match rebound {
-            Ok(listener) => {
-                info!(
-                    "listener {} bound again; reloading so that every worker gets it",
-                    listener.local()
-                );
-                self.sup.os_mut().listeners[i] = listener;
-                if let Err(e) = self.sup.os_mut().refresh_probe() {
-                    warn!("cannot watch the new listener for readiness: {e}");
-                }
+        tracing::error!("listener {local} stopped listening (did a worker call shutdown() on it?)");
+        match self.os.rebind(i) {
+            Ok(local) => {
+                info!("listener {local} bound again; reloading so that every worker gets it");
                 self.reload_requested(None, now);
             }
             Err(why) => {
                 tracing::error!(
                     "cannot bind {local} again ({why}); stopping rather than serve a dead port"
                 );
-                self.dead.push(i);
-                self.sup.stop(1, now);
+                self.sup.stop(&mut self.os, 1, now);
             }
         }
     }
@@ -517,7 +467,7 @@ impl Master {
             }
         };
         signal(&orphans, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + self.sup.settings().kill_timeout;
+        let deadline = crate::supervisor::later(Instant::now(), self.sup.settings().kill_timeout);
         loop {
             while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
                 waitpid(None::<NixPid>, Some(WaitPidFlag::WNOHANG))
@@ -536,7 +486,7 @@ impl Master {
                 return;
             }
             // Sleep until a child exits (SIGCHLD on the signal pipe) or the deadline.
-            let ms = (deadline - now).as_millis().min(i32::MAX as u128) as i32;
+            let ms = (deadline - now).as_millis();
             let mut fds = [PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
             let _ = poll(
                 &mut fds,
@@ -549,11 +499,11 @@ impl Master {
     /// A reload was asked (SIGHUP, or a control client). If our own executable changed on
     /// disk, `--on-master-change` decides first.
     fn reload_requested(&mut self, client: Option<(ClientId, bool)>, now: Instant) {
-        let identity = upgrade::identity(&self.exe);
-        if identity.is_some() && identity != self.exe_identity {
-            warn!(exe = %self.exe.display(), "the master's own executable changed on disk");
+        let identity = ExeIdentity::of(&self.exe.path);
+        if identity.is_some() && identity != self.exe.identity {
+            warn!(exe = %self.exe.path.display(), "the master's own executable changed on disk");
             match self.on_master_change {
-                OnMasterChange::Log => self.exe_identity = identity,
+                OnMasterChange::Log => self.exe.identity = identity,
                 OnMasterChange::Upgrade => return self.upgrade(client, now),
                 OnMasterChange::Exit => {
                     info!(
@@ -565,11 +515,11 @@ impl Master {
                             "the master's executable changed: exiting (--on-master-change exit)",
                         );
                     }
-                    return self.sup.stop(1, now);
+                    return self.sup.stop(&mut self.os, 1, now);
                 }
             }
         }
-        let result = self.sup.request_reload(now);
+        let result = self.sup.request_reload(&mut self.os, now);
         let Some((id, wait)) = client else { return };
         let Some(server) = self.control.as_mut() else {
             return;
@@ -593,92 +543,6 @@ impl Master {
         }
     }
 
-    /// Upgrades the master in place (see [`upgrade`]); returns only if it could not, after
-    /// telling the client why. The client (if any) gets its answer from the next image.
-    fn upgrade(&mut self, client: Option<(ClientId, bool)>, now: Instant) {
-        match self.try_upgrade(client, now) {
-            Ok(()) => {}
-            Err(why) => {
-                warn!("upgrade failed: {why}; this master carries on");
-                if let (Some((id, _)), Some(server)) = (client, self.control.as_mut()) {
-                    server.fail(id, &format!("upgrade failed: {why}"));
-                }
-            }
-        }
-    }
-
-    fn try_upgrade(
-        &mut self,
-        client: Option<(ClientId, bool)>,
-        now: Instant,
-    ) -> std::result::Result<(), String> {
-        let snapshot = self.sup.snapshot(now).map_err(str::to_string)?;
-        let answer = upgrade::preflight(&self.exe)?;
-        info!(exe = %self.exe.display(), "upgrading the master in place ({answer})");
-        let listeners = self
-            .sup
-            .os()
-            .listeners
-            .iter()
-            .map(|l| upgrade::ListenerFd {
-                fd: l.fd().as_raw_fd(),
-                name: l.name().to_string(),
-                file: l.file().map(|(p, dev, ino)| (p.to_path_buf(), dev, ino)),
-            })
-            .collect();
-        let control = self.control.as_ref().map(|c| {
-            let (fd, path, dev, ino) = c.handover();
-            (fd.as_raw_fd(), path.to_path_buf(), dev, ino)
-        });
-        // The client waiting for the outcome goes along; one not waiting is answered now.
-        let mut stream = None;
-        if let (Some((id, wait)), Some(server)) = (client, self.control.as_mut()) {
-            if wait {
-                stream = server.take_client(id);
-            } else {
-                server.respond(
-                    id,
-                    &[Record::new("reload")
-                        .with("generation", self.sup.generation() + 1)
-                        .with("state", "upgrading")],
-                );
-            }
-        }
-        let old_exe = upgrade::open_self();
-        let handover = upgrade::Handover {
-            listeners,
-            control,
-            notify: (
-                self.notify.fd().as_raw_fd(),
-                self.notify.dir().to_path_buf(),
-                self.notify.path().to_path_buf(),
-            ),
-            client: stream.as_ref().map(|s| s.as_raw_fd()),
-            old_exe: old_exe.as_ref().map(|f| f.as_raw_fd()),
-            rollback: false,
-            snapshot,
-        };
-        let fds = handover.fds();
-        upgrade::set_cloexec(&fds, false)
-            .map_err(|e| format!("cannot keep the descriptors open: {e}"))?;
-        upgrade::block_signals(true);
-        let err = upgrade::exec(&self.exe, &self.argv, &handover);
-        // Still here: the exec failed. Undo, and carry on.
-        upgrade::block_signals(false);
-        let _ = upgrade::set_cloexec(&fds, true);
-        if let (Some(stream), Some((_, wait)), Some(server)) =
-            (stream, client, self.control.as_mut())
-        {
-            let id = server.adopt_client(stream, Wait::Reload(0));
-            let _ = wait;
-            server.fail(
-                id,
-                &format!("upgrade failed: cannot exec {}: {err}", self.exe.display()),
-            );
-        }
-        Err(format!("cannot exec {}: {err}", self.exe.display()))
-    }
-
     /// Samples the serving workers' resources when due; replaces those over a limit.
     fn sample(&mut self, now: Instant) {
         let Some(monitor) = self.monitor.as_mut() else {
@@ -698,7 +562,10 @@ impl Master {
             })
             .collect();
         for verdict in monitor.sample(&subjects, now) {
-            if let Err(why) = self.sup.replace(verdict.pid, &verdict.reason, now) {
+            if let Err(why) = self
+                .sup
+                .replace(&mut self.os, verdict.pid, &verdict.reason, now)
+            {
                 debug!(pid = verdict.pid, "no replacement now: {why}");
                 monitor.replacement_refused(verdict.pid);
             }
@@ -722,7 +589,8 @@ impl Master {
                     return;
                 }
             };
-            self.sup.on_exit(pid.as_raw() as Pid, status, now);
+            self.sup
+                .on_exit(&mut self.os, pid.as_raw() as Pid, status, now);
         }
     }
 
@@ -744,7 +612,7 @@ impl Master {
         for (key, value) in notify::fields(&datagram.text) {
             match key {
                 "READY" if value == "1" => {
-                    if !sup.on_ready_message(worker, now) {
+                    if !sup.on_ready_message(&mut self.os, worker, now) {
                         debug!(
                             pid = worker,
                             "READY=1 ignored: --ready {} decides",
@@ -778,15 +646,14 @@ impl Master {
     }
 
     /// Accepts control clients, reads their requests and acts on them.
-    fn on_control(&mut self, ready: Ready, now: Instant) {
+    fn on_control(&mut self, accept: bool, clients: Vec<ClientId>, now: Instant) {
         let Some(server) = self.control.as_mut() else {
             return;
         };
-        if ready.control {
+        if accept {
             server.accept(now);
         }
-        let requests: Vec<(ClientId, Request)> = ready
-            .clients
+        let requests: Vec<(ClientId, Request)> = clients
             .into_iter()
             .filter_map(|id| server.read(id).map(|r| (id, r)))
             .collect();
@@ -802,15 +669,24 @@ impl Master {
         };
         match request {
             Request::Status => {
-                let monitor = self.monitor.as_ref();
-                let records =
-                    control::status_records(&self.sup, monitor, &self.listeners, self.started, now);
+                let adoption = self.os.adoption();
+                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
+                let records = control::status_records(
+                    &self.sup,
+                    self.monitor.as_ref(),
+                    self.os.listeners(),
+                    adoption
+                        .is_some()
+                        .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    self.started,
+                    now,
+                );
                 server.respond(id, &records);
             }
             Request::Reload { wait } => self.reload_requested(Some((id, wait)), now),
             Request::Stop { wait } => {
                 info!("stop requested by a control client");
-                self.sup.stop(0, now);
+                self.sup.stop(&mut self.os, 0, now);
                 if wait {
                     server.wait(id, Wait::Stop);
                 } else {
@@ -820,7 +696,7 @@ impl Master {
             Request::Upgrade { wait } => self.upgrade(Some((id, wait)), now),
             Request::Signal(signal) => {
                 let workers = self.sup.workers().len();
-                self.sup.forward(signal);
+                self.sup.forward(&mut self.os, signal);
                 info!(
                     signal = signal.name(),
                     workers, "signal sent to the workers by a control client"
@@ -887,7 +763,7 @@ fn become_subreaper() -> Result<()> {
 }
 
 /// The one-line `STATUS=` for the service manager after `notice`.
-fn summary(sup: &Supervisor<RealOs>, notice: &Notice) -> String {
+fn summary(sup: &Supervisor, notice: &Notice) -> String {
     let ready = sup
         .workers()
         .iter()

@@ -24,9 +24,11 @@ struct FakeOs {
 }
 
 impl Os for FakeOs {
-    fn spawn(&mut self, index: usize, generation: u64) -> Result<Pid, String> {
+    fn spawn(&mut self, index: usize, generation: u64) -> Result<Pid, SpawnError> {
         if self.fail_spawn {
-            return Err("Resource temporarily unavailable".into());
+            return Err(SpawnError::Exhausted(
+                "Resource temporarily unavailable".into(),
+            ));
         }
         self.next_pid += 1;
         let pid = 100 + self.next_pid;
@@ -47,7 +49,8 @@ impl Os for FakeOs {
 
 /// A supervisor, a fake clock, and helpers to drive both.
 struct Harness {
-    sup: Supervisor<FakeOs>,
+    sup: Supervisor,
+    os: FakeOs,
     t0: Instant,
     now: Instant,
 }
@@ -69,9 +72,15 @@ fn settings(workers: usize) -> Settings {
 impl Harness {
     fn new(settings: Settings) -> Self {
         let t0 = Instant::now();
-        let mut sup = Supervisor::new(FakeOs::default(), settings);
-        sup.start(t0);
-        Harness { sup, t0, now: t0 }
+        let mut os = FakeOs::default();
+        let mut sup = Supervisor::new(settings);
+        sup.start(&mut os, t0);
+        Harness {
+            sup,
+            os,
+            t0,
+            now: t0,
+        }
     }
 
     /// Advances the clock to `ms` after start, ticking at every deadline on the way.
@@ -79,15 +88,15 @@ impl Harness {
         let target = self.t0 + Duration::from_millis(ms);
         while let Some(d) = self.sup.next_deadline().filter(|&d| d <= target) {
             self.now = d.max(self.now);
-            self.sup.on_tick(self.now);
+            self.sup.on_tick(&mut self.os, self.now);
         }
         self.now = target;
-        self.sup.on_tick(self.now);
+        self.sup.on_tick(&mut self.os, self.now);
         self
     }
 
     fn calls(&mut self) -> Vec<Call> {
-        std::mem::take(&mut self.sup.os_mut().calls)
+        std::mem::take(&mut self.os.calls)
     }
 
     fn spawned(&mut self) -> Vec<Pid> {
@@ -101,15 +110,15 @@ impl Harness {
     }
 
     fn ready(&mut self, pid: Pid) {
-        self.sup.on_ready(pid, self.now);
+        self.sup.on_ready(&mut self.os, pid, self.now);
     }
 
     fn exit(&mut self, pid: Pid, status: ExitStatus) {
-        self.sup.on_exit(pid, status, self.now);
+        self.sup.on_exit(&mut self.os, pid, status, self.now);
     }
 
     fn signal(&mut self, s: Signal) {
-        self.sup.on_signal(s, self.now);
+        self.sup.on_signal(&mut self.os, s, self.now);
     }
 
     fn serving(&self) -> Vec<(usize, Pid, u64)> {
@@ -202,7 +211,7 @@ fn a_ready_message_counts_only_under_notify_readiness() {
     s.ready = ReadyMode::Listening(crate::readiness::Coverage::All);
     let mut h = Harness::new(s);
     let pid = h.spawned()[0];
-    assert!(!h.sup.on_ready_message(pid, h.now));
+    assert!(!h.sup.on_ready_message(&mut h.os, pid, h.now));
     assert_eq!(
         h.sup.phase(),
         Phase::Starting,
@@ -215,7 +224,7 @@ fn a_ready_message_counts_only_under_notify_readiness() {
     s.ready = ReadyMode::Delay(Duration::from_millis(500));
     let mut h = Harness::new(s);
     let pid = h.spawned()[0];
-    assert!(!h.sup.on_ready_message(pid, h.now));
+    assert!(!h.sup.on_ready_message(&mut h.os, pid, h.now));
     h.at(499);
     assert_eq!(
         h.sup.phase(),
@@ -225,7 +234,7 @@ fn a_ready_message_counts_only_under_notify_readiness() {
 
     let mut h = Harness::new(settings(1));
     let pid = h.spawned()[0];
-    assert!(h.sup.on_ready_message(pid, h.now));
+    assert!(h.sup.on_ready_message(&mut h.os, pid, h.now));
     assert_eq!(h.sup.phase(), Phase::Running);
 }
 
@@ -467,7 +476,7 @@ fn sigusr2_is_forwarded_to_every_worker_process() {
 #[test]
 fn a_spawn_failure_fails_the_reload() {
     let (mut h, old) = Harness::running(2);
-    h.sup.os_mut().fail_spawn = true;
+    h.os.fail_spawn = true;
     h.signal(Signal::Hangup);
     assert!(h.sup.reload().is_none(), "nothing to wait for");
     assert_eq!(h.serving(), vec![(0, old[0], 0), (1, old[1], 0)]);
@@ -478,10 +487,10 @@ fn a_spawn_failure_fails_the_reload() {
 fn a_failing_fork_is_retried_no_faster_than_the_throttle() {
     let (mut h, pids) = Harness::running(1);
     h.at(10_000);
-    h.sup.os_mut().fail_spawn = true;
+    h.os.fail_spawn = true;
     h.exit(pids[0], ExitStatus::Code(1));
     h.at(10_999);
-    h.sup.os_mut().fail_spawn = false;
+    h.os.fail_spawn = false;
     assert!(h.calls().is_empty());
     h.at(11_000);
     assert_eq!(h.spawned().len(), 1);
@@ -548,7 +557,7 @@ fn processes_left_by_a_worker_are_killed_at_the_drain_deadline() {
     let (mut h, pids) = Harness::running(1);
     h.signal(Signal::Terminate);
     h.calls();
-    h.sup.os_mut().groups.insert(pids[0]);
+    h.os.groups.insert(pids[0]);
     h.exit(pids[0], ExitStatus::Code(0));
     assert_eq!(
         h.sup.phase(),
@@ -566,9 +575,9 @@ fn processes_left_by_a_worker_are_killed_at_the_drain_deadline() {
 fn a_process_group_that_empties_early_ends_the_stop_early() {
     let (mut h, pids) = Harness::running(1);
     h.signal(Signal::Terminate);
-    h.sup.os_mut().groups.insert(pids[0]);
+    h.os.groups.insert(pids[0]);
     h.exit(pids[0], ExitStatus::Code(0));
-    h.sup.os_mut().groups.clear();
+    h.os.groups.clear();
     h.at(200);
     assert_eq!(h.sup.phase(), Phase::Exited(0));
 }
@@ -671,7 +680,7 @@ fn drive_rolling_reload(workers: usize, surge: usize) -> usize {
     }
     assert_eq!(started, workers, "every slot got a new worker");
     assert!(h.sup.reload().is_none(), "the reload ended");
-    assert_eq!(h.sup.reload_counts(), (1, 0));
+    assert_eq!(h.sup.reload_counts(), ReloadCounts { done: 1, failed: 0 });
     assert!(h.serving().iter().all(|&(_, _, g)| g == 1));
     most
 }
@@ -751,7 +760,7 @@ fn failure_midway_through_a_rolling_reload_stops_it_where_it_is() {
         h.serving(),
         vec![(0, 104, 1), (1, old[1], 0), (2, old[2], 0)]
     );
-    assert_eq!(h.sup.reload_counts(), (0, 1));
+    assert_eq!(h.sup.reload_counts(), ReloadCounts { done: 0, failed: 1 });
 }
 
 fn canary(workers: usize, strategy: Strategy, canary_ms: u64) -> Settings {
@@ -800,7 +809,7 @@ fn canary_starts_alone_and_its_old_worker_serves_until_the_canary_time_has_passe
         h.exit(*pid, ExitStatus::Code(0));
     }
     assert!(h.sup.reload().is_none());
-    assert_eq!(h.sup.reload_counts(), (1, 0));
+    assert_eq!(h.sup.reload_counts(), ReloadCounts { done: 1, failed: 0 });
     assert_eq!(h.serving(), vec![(0, 104, 1), (1, 105, 1), (2, 106, 1)]);
 }
 
@@ -847,11 +856,15 @@ fn canary_that_crashes_during_its_canary_time_fails_the_reload_and_retires_nothi
         "{failure}"
     );
     assert_eq!(
-        outcome.serving,
+        outcome
+            .serving
+            .iter()
+            .map(|s| (s.index, s.pid, s.generation))
+            .collect::<Vec<_>>(),
         vec![(0, old[0], 0), (1, old[1], 0), (2, old[2], 0)]
     );
     assert_eq!(h.sup.take_notices(), vec![Notice::ReloadEnded(outcome)]);
-    assert_eq!(h.sup.reload_counts(), (0, 1));
+    assert_eq!(h.sup.reload_counts(), ReloadCounts { done: 0, failed: 1 });
     h.at(60_000);
     assert!(h.calls().is_empty(), "and nothing later either");
 }
@@ -1012,7 +1025,7 @@ fn worker_that_lived_max_backoff_before_crashing_starts_a_new_series() {
         h.exit(pid, ExitStatus::Code(1));
         let due = h.sup.slots()[0].restart_at.unwrap();
         h.now = due;
-        h.sup.on_tick(due);
+        h.sup.on_tick(&mut h.os, due);
         pid = h.spawned()[0];
     }
     let started = h.now;
@@ -1026,15 +1039,23 @@ fn worker_that_lived_max_backoff_before_crashing_starts_a_new_series() {
 fn request_reload_returns_the_generation_that_will_carry_the_request() {
     let (mut h, _) = Harness::running(1);
     let now = h.now;
-    assert_eq!(h.sup.request_reload(now), Ok(1), "starts reload 1");
+    assert_eq!(
+        h.sup.request_reload(&mut h.os, now),
+        Ok(1),
+        "starts reload 1"
+    );
     assert_eq!(h.sup.reload().unwrap().generation, 1);
     assert_eq!(h.spawned(), vec![102]);
     assert_eq!(
-        h.sup.request_reload(now),
+        h.sup.request_reload(&mut h.os, now),
         Ok(2),
         "queued: carried by reload 2"
     );
-    assert_eq!(h.sup.request_reload(now), Ok(2), "coalesced into reload 2");
+    assert_eq!(
+        h.sup.request_reload(&mut h.os, now),
+        Ok(2),
+        "coalesced into reload 2"
+    );
     assert!(h.calls().is_empty(), "reload 2 waits for reload 1");
     h.ready(102);
     h.exit(101, ExitStatus::Code(0));
@@ -1046,16 +1067,66 @@ fn request_reload_returns_the_generation_that_will_carry_the_request() {
             generation: 1,
             failure: None,
             took: Duration::ZERO,
-            serving: vec![(0, 102, 1)],
+            serving: vec![Serving {
+                index: 0,
+                pid: 102,
+                generation: 1,
+            }],
         })),
         "{notices:?}"
     );
     assert!(notices.contains(&Notice::ReloadStarted(2)), "{notices:?}");
     assert_eq!(
-        h.sup.request_reload(now),
+        h.sup.request_reload(&mut h.os, now),
         Ok(3),
         "during reload 2: reload 3"
     );
     h.signal(Signal::Terminate);
-    assert_eq!(h.sup.request_reload(now), Err("the master is stopping"));
+    assert_eq!(
+        h.sup.request_reload(&mut h.os, now),
+        Err("the master is stopping")
+    );
+}
+
+#[test]
+fn time_arithmetic_never_overflows() {
+    let now = Instant::now();
+    assert!(later(now, Duration::MAX) > now);
+    assert_eq!(
+        later(now, Duration::from_secs(1)),
+        now + Duration::from_secs(1)
+    );
+}
+
+/// A worker that was starting with `--ready delay:` when the master upgraded becomes ready
+/// at its time in the new image.
+#[test]
+fn a_restored_starting_worker_keeps_its_delay_and_becomes_ready() {
+    let mut s = settings(1);
+    s.ready = ReadyMode::Delay(Duration::from_millis(500));
+    let mut h = Harness::new(s.clone());
+    let pid = h.spawned()[0];
+    h.at(200);
+    let snap = h.sup.snapshot(h.now).unwrap();
+    assert!(matches!(
+        snap.workers[0].state,
+        StateSnapshot::Starting {
+            ready_in: Some(d),
+            ..
+        } if d == Duration::from_millis(300)
+    ));
+    let t0 = h.now;
+    let mut os = FakeOs::default();
+    let mut restored = Supervisor::restore(&mut os, s, snap, t0);
+    assert_eq!(restored.phase(), Phase::Starting);
+    let due = restored.next_deadline().unwrap();
+    assert_eq!(due, t0 + Duration::from_millis(300));
+    restored.on_tick(&mut os, due);
+    assert!(matches!(
+        restored.workers()[0].state,
+        WorkerState::Ready { .. }
+    ));
+    assert_eq!(restored.workers()[0].pid, pid);
+    assert_eq!(restored.phase(), Phase::Running);
+    assert!(os.calls.is_empty(), "nothing restarted: {:?}", os.calls);
 }

@@ -663,8 +663,26 @@ pub fn run_bounded(mut cmd: Command, within: Duration) -> Output {
     }
 }
 
+/// The control socket of the one master whose `XDG_RUNTIME_DIR` is `dir`.
+pub fn control_socket_in(dir: &Path) -> PathBuf {
+    let folder = dir.join("master-process");
+    let sockets: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<PathBuf>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p: &PathBuf| p.extension().is_some_and(|e| e == "sock"))
+        .collect();
+    match sockets.as_slice() {
+        [one] => one.clone(),
+        _ => panic!(
+            "expected one control socket in {}: {sockets:?}",
+            folder.display()
+        ),
+    }
+}
+
 /// A `master-process <reload|status|stop|signal> ...` command aimed at the master whose temp
-/// dir is `dir` (its control socket is `<dir>/master-process.sock`).
+/// dir is `dir` (its control socket is in `<dir>/master-process/`).
 pub fn control_command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(master_bin());
     cmd.args(args)
@@ -777,9 +795,10 @@ pub fn records(answer: &[u8]) -> Vec<Record> {
 }
 
 impl Master {
-    /// The master's control socket.
+    /// The master's control socket: the one socket in its control folder
+    /// (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
     pub fn control_path(&self) -> PathBuf {
-        self.dir().join("master-process.sock")
+        control_socket_in(self.dir())
     }
 
     /// Runs `master-process <args>` (a control command) against this master, to completion.
