@@ -4,9 +4,9 @@
 //! with no failed request; the same as ESM; an express app from npm under
 //! `master-process -- node app.js`; an app with its own SIGTERM handler.
 //!
-//! Every app here binds `PORT` itself, which the master already holds: they need the master
-//! to adopt the app's own bind (issue 11). Until then they fail with EADDRINUSE, and are
-//! ignored.
+//! Every app here binds `PORT` itself, which the master already holds: the master adopts the
+//! app's own bind (`--adopt`, on by default). The package is packed and installed once per
+//! build into a project under `target/npm-e2e`, shared by these tests.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use loadgen::{Mode, Target};
 
-use crate::npm_support::{free_port, install, npm, pack, package_dir, require_tool};
+use crate::npm_support::{free_port, install, node_once, npm, pack, package_dir, require_tool};
 use crate::support::{
     DEADLINE, KillOnDrop, Master, alive, master_bin, num, parent_of, run_bounded, start_load,
     wait_gone,
@@ -227,15 +227,16 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// `reloads` SIGHUPs to `pid` under a `mode` load on 8 connections: not one request may fail,
-/// each reload replaces every worker, and every generation answers.
-fn reloads_by_sighup_to(s: &mut Started, pid: u32, mode: Mode, reloads: u64) {
+/// `reloads` more SIGHUPs to `pid` under a `mode` load on 8 connections, once every worker is
+/// ready: not one request may fail, each reload replaces every worker, and every generation
+/// answers. Returns the number of reloads done so far.
+fn reloads_by_sighup_to(s: &mut Started, pid: u32, mode: Mode, done: u64, reloads: u64) -> u64 {
     let m = &mut s.m;
-    let mut pids = m.wait_ready();
+    let mut pids = m.serving();
     let addr = m.tcp_addr();
     let load = start_load(Target::Tcp(addr), mode, 8);
     let mut generations = vec![pids.clone()];
-    for generation in 1..=reloads {
+    for generation in done + 1..=done + reloads {
         // SAFETY: kill(2) has no memory effects.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
         m.expect(&format!("reload done generation={generation} "));
@@ -256,18 +257,23 @@ fn reloads_by_sighup_to(s: &mut Started, pid: u32, mode: Mode, reloads: u64) {
         );
     }
     eprintln!("{reloads} reloads, {mode:?}: {report}");
+    done + reloads
 }
 
-/// SIGTERM to `pid` stops everything: it exits 0, the master is gone.
-fn stop_by_sigterm_to(mut s: Started, pid: u32) {
+/// `signal` to `pid` stops everything gracefully: the process under the harness exits 0, the
+/// master is gone.
+fn stop_by(mut s: Started, pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory effects.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    s.m.expect("master exiting code=0");
     assert_eq!(s.m.wait_exit(), 0);
     assert!(wait_gone(s.master, DEADLINE), "the master is gone");
 }
 
-/// The reference app, `node app.js`, reloaded by SIGHUP to the pid the user started.
-fn reference_app(name: &str, file: &str, text: &str, workers: u32, mode: Mode) {
+/// The reference app, `node app.js` (PORT, WORKERS), reloaded by SIGHUP to the pid the user
+/// started under a keep-alive load, then under a load of a connection per request; stopped
+/// by Ctrl-C (SIGINT) to that pid.
+fn reference_app(name: &str, file: &str, text: &str, workers: u32) {
     let dir = app_dir(name, &[(file, text)]);
     let mut s = Started::new(&dir, "node", &[file], workers);
     let pid = s.m.pid();
@@ -276,68 +282,69 @@ fn reference_app(name: &str, file: &str, text: &str, workers: u32, mode: Mode) {
         pid,
         "the master runs for the process the user started"
     );
-    reloads_by_sighup_to(&mut s, pid, mode, 5);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", s.master)).unwrap();
+    assert_eq!(
+        exe,
+        shared_project()
+            .join("node_modules/@master-process/linux-x64-gnu/bin/master-process")
+            .canonicalize()
+            .unwrap(),
+        "the platform package's binary"
+    );
+    if s.master != pid {
+        // Node.js without process.execve: the master is our child, and knows our pid.
+        assert_eq!(parent_of(s.master), Some(pid));
+        let environ = std::fs::read(format!("/proc/{}/environ", s.master)).unwrap();
+        let var = format!("MASTER_PROCESS_PARENT_PID={pid}");
+        assert!(
+            environ.split(|&b| b == 0).any(|v| v == var.as_bytes()),
+            "the master has {var}"
+        );
+    }
+    s.m.wait_ready();
+    let done = reloads_by_sighup_to(&mut s, pid, Mode::KeepAlive, 0, 2);
+    reloads_by_sighup_to(&mut s, pid, Mode::Close, done, 2);
     assert!(!s.m.logged("EADDRINUSE"));
-    stop_by_sigterm_to(s, pid);
+    // Ctrl-C: one SIGINT reaches the master (a second would kill at once).
+    stop_by(s, pid, libc::SIGINT);
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_one_worker_keep_alive() {
-    reference_app("one-ka", "app.js", REFERENCE_APP, 1, Mode::KeepAlive);
+fn reference_app_one_worker() {
+    reference_app("one", "app.js", REFERENCE_APP, 1);
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_one_worker_connection_per_request() {
-    reference_app("one-close", "app.js", REFERENCE_APP, 1, Mode::Close);
+fn reference_app_two_workers() {
+    reference_app("two", "app.js", REFERENCE_APP, 2);
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_two_workers_keep_alive() {
-    reference_app("two-ka", "app.js", REFERENCE_APP, 2, Mode::KeepAlive);
+fn reference_app_as_esm() {
+    reference_app("esm", "app.mjs", REFERENCE_ESM_APP, 2);
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_two_workers_connection_per_request() {
-    reference_app("two-close", "app.js", REFERENCE_APP, 2, Mode::Close);
-}
-
-#[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
 fn reference_app_with_the_reference_readme_cluster_guard() {
-    reference_app("guard", "app.js", REFERENCE_GUARD_APP, 2, Mode::KeepAlive);
+    reference_app("guard", "app.js", REFERENCE_GUARD_APP, 2);
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_as_esm_keep_alive() {
-    reference_app("esm-ka", "app.mjs", REFERENCE_ESM_APP, 2, Mode::KeepAlive);
-}
-
-#[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
-fn reference_app_as_esm_connection_per_request() {
-    reference_app("esm-close", "app.mjs", REFERENCE_ESM_APP, 2, Mode::Close);
-}
-
-#[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
 fn an_app_with_its_own_sigterm_handler_is_left_alone_and_loses_nothing() {
     let dir = app_dir("own", &[("app.js", OWN_SIGTERM_APP)]);
     let mut s = Started::new(&dir, "node", &["app.js"], 2);
     let pid = s.m.pid();
-    reloads_by_sighup_to(&mut s, pid, Mode::KeepAlive, 5);
+    s.m.wait_ready();
+    reloads_by_sighup_to(&mut s, pid, Mode::KeepAlive, 0, 2);
     assert!(s.m.logged("own-handler["), "the app's own handler drained");
-    stop_by_sigterm_to(s, pid);
+    assert!(!s.m.logged("drain["), "the drain left it alone");
+    stop_by(s, pid, libc::SIGTERM);
 }
 
-/// `npm start` runs `node app.js`: npm is the pid the user started; npm passes SIGTERM on but
-/// not SIGHUP, so a reload is SIGHUP to the app's own process (as with the reference).
+/// `npm start` runs `sh -c "node app.js"`: npm is the pid the user started, but it passes
+/// signals to the shell only, which does not pass them on; so, as with the reference, the
+/// app is reloaded and stopped through its own pid. npm then exits as the app did.
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11)"]
 fn npm_start() {
     require_tool("npm");
     let dir = app_dir(
@@ -356,51 +363,71 @@ fn npm_start() {
         &["start", "--prefix", dir.to_str().unwrap()],
         2,
     );
-    let npm = s.m.pid();
     let app = s.app_pid();
-    assert_ne!(app, npm);
-    reloads_by_sighup_to(&mut s, app, Mode::KeepAlive, 5);
-    stop_by_sigterm_to(s, npm);
+    assert_ne!(app, s.m.pid());
+    s.m.wait_ready();
+    reloads_by_sighup_to(&mut s, app, Mode::KeepAlive, 0, 2);
+    stop_by(s, app, libc::SIGTERM);
 }
 
 /// express from the registry, unchanged (no init(), no SIGTERM handler), under the CLI.
-fn express_under_the_cli(mode: Mode) {
+fn express_under_the_cli() {
     require_tool("npm");
     let project = shared_project();
     with_express(&project);
     let dir = app_dir("express", &[("app.js", EXPRESS_APP)]);
-    let mut m = Master::cmd()
+    let m = Master::cmd()
         .env("PORT", free_port())
         .env("WORKERS", 2)
         .command(["node".to_string(), dir.join("app.js").display().to_string()])
         .start();
-    crate::zero_downtime::reloads_under_load(&mut m, mode, 5);
-    assert!(!m.logged("EADDRINUSE"));
+    let mut s = Started {
+        master: m.pid(),
+        m,
+        _leftovers: KillOnDrop::default(),
+    };
+    let pid = s.master;
+    s.m.wait_ready();
+    let done = reloads_by_sighup_to(&mut s, pid, Mode::KeepAlive, 0, 2);
+    reloads_by_sighup_to(&mut s, pid, Mode::Close, done, 2);
+    assert!(!s.m.logged("EADDRINUSE"));
 }
 
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11), and the master's drain preload (--node-drain)"]
-fn express_unchanged_under_the_cli_keep_alive() {
-    express_under_the_cli(Mode::KeepAlive);
+#[ignore = "needs the master's drain preload for node workers (--node-drain, NODE_OPTIONS=--require drain.js)"]
+fn express_unchanged_under_the_cli() {
+    express_under_the_cli();
 }
 
+/// The process the user started ends as its master does: with its exit code (a usage error
+/// here: nothing to listen on), or killed by the same signal.
 #[test]
-#[ignore = "needs adoption of the app's own bind (issue 11), and the master's drain preload (--node-drain)"]
-fn express_unchanged_under_the_cli_connection_per_request() {
-    express_under_the_cli(Mode::Close);
+fn the_process_the_user_started_ends_as_its_master() {
+    let dir = app_dir("ends", &[("app.js", REFERENCE_APP)]);
+    let out = node_once(&dir, &["app.js"], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("nothing to listen on"),
+        "{}",
+        out.stderr
+    );
+
+    let mut s = Started::new(&dir, "node", &["app.js"], 1);
+    s.m.wait_ready();
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(s.master as i32, libc::SIGKILL) };
+    assert_eq!(
+        s.m.wait_exit(),
+        128 + libc::SIGKILL,
+        "died of the master's signal"
+    );
 }
 
 /// Node.js without process.execve: the master is the child of the process the user started,
 /// and must die with it (MASTER_PROCESS_PARENT_PID), workers included.
 #[test]
-#[ignore = "needs MASTER_PROCESS_PARENT_PID in the master (PR_SET_PDEATHSIG, getppid check)"]
 fn the_master_dies_with_the_process_the_user_started() {
-    // An app that serves the inherited socket: this test needs no adoption.
-    let app = format!(
-        "require('master-process').init();\nrequire({:?});\n",
-        crate::npm_support::fixture("app.js")
-    );
-    let dir = app_dir("parent-death", &[("app.js", &app)]);
+    let dir = app_dir("parent-death", &[("app.js", REFERENCE_APP)]);
     let mut s = Started::new(&dir, "node", &["app.js"], 2);
     if s.master == s.m.pid() {
         return; // process.execve: one process, nothing to test

@@ -1,16 +1,14 @@
 //! The npm package as a user gets it: `packages/node/pack` writes the tarballs, a fresh
 //! project installs them offline (`npm install OUT/*.tgz`), and `require('master-process')`
 //! finds the binary of the platform package, honours `MASTER_PROCESS_BIN`, falls back to
-//! one process with one warning line, and runs the master over the app's own command line.
+//! one process with one warning line. (The master over the app's own command line: npm_e2e.)
 
 use std::path::{Path, PathBuf};
 
-use loadgen::Mode;
 use tempfile::TempDir;
 
-use crate::npm_support::{fixture, install, node, node_once, pack, package_dir, require_tool};
-use crate::support::{DEADLINE, KillOnDrop, alive, get_pid, master_bin, num, parent_of, wait_gone};
-use crate::zero_downtime::reloads_under_load;
+use crate::npm_support::{install, node_once, pack, package_dir, require_tool};
+use crate::support::master_bin;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -266,106 +264,4 @@ fn which(program: &str) -> PathBuf {
                 .find(|p| p.is_file())
         })
         .unwrap_or_else(|| panic!("{program} not on PATH"))
-}
-
-/// The whole chain as a user runs it, on an app that serves the inherited socket (fd 3):
-/// `node app.js` with `init()` first runs the platform package's master over `node app.js`;
-/// the app's code never runs in the process the user started; SIGHUP to that pid reloads
-/// under keep-alive load with no failed request; SIGTERM to it stops everything, exit 0.
-#[test]
-fn init_runs_the_master_and_sighup_to_the_pid_the_user_started_reloads_under_load() {
-    let p = Project::new();
-    let app = p.write(
-        "app.js",
-        &format!(
-            "require('master-process').init();\n\
-             process.stderr.write(`app code runs in ${{process.pid}}\\n`);\n\
-             require({:?});\n",
-            fixture("app.js")
-        ),
-    );
-    let mut m = node(&[app])
-        .env("MASTER_PROCESS_LISTEN", "127.0.0.1:0")
-        .env("WORKERS", "2")
-        .start();
-    m.expect(&format!("using {}", p.platform_binary().display()));
-    let started = m.expect("master started");
-    let master = num(&started, "pid") as u32;
-    let mut leftovers = KillOnDrop::default();
-    leftovers.add(master);
-    let exe = std::fs::read_link(format!("/proc/{master}/exe")).unwrap();
-    assert_eq!(exe, p.platform_binary().canonicalize().unwrap());
-    if master != m.pid() {
-        // Node.js without process.execve: the master is our child, and knows our pid.
-        assert_eq!(parent_of(master), Some(m.pid()));
-        let environ = std::fs::read(format!("/proc/{master}/environ")).unwrap();
-        let var = format!("MASTER_PROCESS_PARENT_PID={}", m.pid());
-        assert!(
-            environ.split(|&b| b == 0).any(|v| v == var.as_bytes()),
-            "the master has {var}"
-        );
-    }
-
-    reloads_under_load(&mut m, Mode::KeepAlive, 3);
-    assert!(
-        !m.logged(&format!("app code runs in {}", m.pid())),
-        "the app's code ran in the process the user started"
-    );
-    assert!(m.count("app code runs in") >= 8, "in every worker");
-
-    // Ctrl-C: one SIGINT reaches the master (a second one would kill at once), which stops
-    // the workers gracefully.
-    m.signal(libc::SIGINT);
-    m.expect(r#"stop requested signal="SIGINT""#);
-    m.expect("master exiting code=0");
-    assert_eq!(m.wait_exit(), 0);
-    assert!(wait_gone(master, DEADLINE), "the master is gone");
-    assert!(!alive(master));
-}
-
-/// The reference README's recommended start (`if (cluster.isMaster ...) { init(); return; }`)
-/// works: in our workers, which are not cluster workers, `cluster.isMaster` is false, so the
-/// app runs there. And the process the user started ends as its master does: with its exit
-/// code (a usage error here), or killed by the same signal.
-#[test]
-fn the_reference_guard_works_and_the_process_the_user_started_ends_as_its_master() {
-    let p = Project::new();
-    let app = p.write(
-        "app.js",
-        &format!(
-            "const cluster = require('cluster');\n\
-             if (cluster.isMaster && typeof v8debug !== 'object' && process.env.NODE_ENV !== 'test') {{\n\
-             \x20 var mp = require('master-process');\n\
-             \x20 mp.init();\n\
-             \x20 return;\n\
-             }}\n\
-             require({:?});\n",
-            fixture("app.js")
-        ),
-    );
-    // Nothing to listen on (no PORT): the master's usage error, code 2.
-    let out = node_once(p.path(), &[&app], &[]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("nothing to listen on"),
-        "{}",
-        out.stderr
-    );
-
-    let mut m = node(&[app])
-        .env("MASTER_PROCESS_LISTEN", "127.0.0.1:0")
-        .start();
-    let master = num(&m.expect("master started"), "pid") as u32;
-    let mut leftovers = KillOnDrop::default();
-    leftovers.add(master);
-    let workers = m.wait_ready();
-    let addr = m.tcp_addr();
-    assert_eq!(vec![get_pid(addr)], workers, "the app runs in the worker");
-    // SAFETY: kill(2) has no memory effects.
-    unsafe { libc::kill(master as i32, libc::SIGKILL) };
-    assert_eq!(
-        m.wait_exit(),
-        128 + libc::SIGKILL,
-        "died of the master's signal"
-    );
 }

@@ -240,7 +240,10 @@ pub fn node_once(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("MASTER_PROCESS_BIN")
         .env_remove("MASTER_PROCESS_WORKER")
         .env_remove("NODE_ENV")
-        .env_remove("MASTER_PROCESS");
+        .env_remove("MASTER_PROCESS")
+        .env_remove("MASTER_PROCESS_LISTEN")
+        .env_remove("PORT")
+        .env_remove("WORKERS");
     for (k, v) in env {
         cmd.env(k, v);
     }
