@@ -215,16 +215,18 @@ impl Started {
     /// (Node.js with process.execve), or its parent, the relay.
     fn app_pid(&self) -> u32 {
         match parent_of(self.master) {
-            Some(p) if cmdline(p).contains("node") => p,
+            Some(p) if is_node(p) => p,
             _ => self.master,
         }
     }
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
+/// Whether process `pid` runs Node.js (not a shell whose command line names node).
+fn is_node(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("node"))
+    })
 }
 
 /// `reloads` more SIGHUPs to `pid` under a `mode` load on 8 connections, once every worker is
