@@ -97,6 +97,7 @@ mod error;
 mod library;
 mod logging;
 mod master;
+mod metrics;
 mod monitor;
 mod notify;
 mod policy;

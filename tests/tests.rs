@@ -22,6 +22,7 @@ mod npm_drain;
 mod npm_e2e;
 mod npm_package;
 mod npm_support;
+mod observability;
 mod reload;
 mod rolling;
 mod soak;

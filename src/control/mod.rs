@@ -31,7 +31,7 @@ mod status;
 #[cfg(feature = "cli")]
 pub use client::run_command;
 pub use server::{ClientId, Server, Wait, fail_stream};
-pub use status::{outcome_record, status_records};
+pub use status::{Extras, outcome_record, status_records};
 
 use std::fmt;
 
