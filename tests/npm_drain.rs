@@ -165,14 +165,14 @@ fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too
 fn master_over_app_without_drain() -> Master {
     require_tool("node");
     Master::cmd()
-        .args(["-l", "127.0.0.1:0", "-w", "2"])
+        .args(["-l", "127.0.0.1:0", "-w", "2", "--node-drain", "off"])
         .command(["node".to_string(), fixture("app.js")])
         .start()
 }
 
-/// The control: without the drain, this app dies on SIGTERM at once and cuts its keep-alive
-/// connections (what the reference's users saw, about 15 failures a reload). With it, it
-/// loses nothing: see npm_e2e, where every app runs with the drain.
+/// The control: without the drain (`--node-drain off`), this app dies on SIGTERM at once and
+/// cuts its keep-alive connections (what the reference's users saw, about 15 failures a
+/// reload). With it, it loses nothing: see npm_e2e, where every app runs with the drain.
 #[test]
 fn without_the_drain_the_same_app_loses_keep_alive_requests() {
     let mut m = master_over_app_without_drain();

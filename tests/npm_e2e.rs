@@ -396,7 +396,6 @@ fn express_under_the_cli() {
 }
 
 #[test]
-#[ignore = "needs the master's drain preload for node workers (--node-drain, NODE_OPTIONS=--require drain.js)"]
 fn express_unchanged_under_the_cli() {
     express_under_the_cli();
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub backlog: Option<u32>,
     /// `--adopt`: an app's own `bind()` of a held address gets the master's socket.
     pub adopt: bool,
+    /// `--node-drain`: preload the drain in Node.js workers.
+    pub node_drain: bool,
     /// What the supervisor decides with: workers, timeouts, readiness, reloads.
     pub supervisor: Settings,
     /// `--max-surge`, kept for `--reload` (the strategy holds it once rolling).

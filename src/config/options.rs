@@ -383,6 +383,24 @@ pub const USER: Opt<Credentials> = Opt {
     set: |c, v| c.user = Some(v),
 };
 
+/// `--node-drain`.
+pub const NODE_DRAIN: Opt<bool> = Opt {
+    meta: Meta {
+        long: "node-drain",
+        env: &["MASTER_PROCESS_NODE_DRAIN"],
+        takes: Takes::Value("on|off"),
+        default: Some("on"),
+        heading: WORKERS,
+        help: "In Node.js workers, an app with no SIGTERM handler of its own stops gracefully: \
+               no new connections, in-flight requests finish, keep-alive ones close \
+               (NODE_OPTIONS=--require of a preload)",
+        ..Meta::NONE
+    },
+    parse: toggle,
+    check: any,
+    set: |c, v| c.node_drain = v,
+};
+
 /// `--no-subreaper`.
 pub const SUBREAPER: Opt<bool> = Opt {
     meta: Meta {
@@ -692,6 +710,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_VERSION_CHANGE,
     &MAX_BACKOFF,
     &USER,
+    &NODE_DRAIN,
     &SUBREAPER,
     &RELOAD,
     &MAX_SURGE,

@@ -65,6 +65,7 @@ impl Default for Builder {
         // with LISTEN_FDS: they need no adoption of their own bind.
         config.supervisor.ready = ReadyMode::Notify;
         config.adopt = false;
+        config.node_drain = false;
         Builder {
             config,
             refused: None,

@@ -19,6 +19,7 @@ mod os;
 mod sources;
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -62,6 +63,7 @@ pub fn run(config: Config) -> Result<i32> {
     let signals = SignalPipe::install(&MASTER_SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     die_with_parent()?;
+    blocking_stdio();
     if crate::upgrade::resuming() {
         return handover::resume(config, signals);
     }
@@ -129,6 +131,24 @@ pub fn run(config: Config) -> Result<i32> {
     master.finish()
 }
 
+/// Makes stdin, stdout and stderr blocking: a parent (Node.js, after `process.execve`) may
+/// leave them non-blocking, and workers inherit them (many programs fail on `EAGAIN` there).
+fn blocking_stdio() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    for fd in [
+        std::io::stdin().as_fd(),
+        std::io::stdout().as_fd(),
+        std::io::stderr().as_fd(),
+    ] {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags);
+            if flags.contains(OFlag::O_NONBLOCK) {
+                let _ = fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK));
+            }
+        }
+    }
+}
+
 /// The control socket `config` asks for, bound.
 fn bind_control(config: &Config) -> Result<Option<control::Server>> {
     let path = match &config.control {
@@ -156,9 +176,36 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
+        worker_env(config, notify),
         probe,
         config.adopt,
     ))
+}
+
+/// What every worker gets besides the protocol's variables: the drain timeout the reference
+/// called `MAX_KILL_TIMEOUT` (however it was given), and the Node.js drain preload.
+fn worker_env(config: &Config, notify: &NotifySocket) -> Vec<(&'static str, String)> {
+    let mut vars = vec![(
+        "MAX_KILL_TIMEOUT",
+        config.supervisor.kill_timeout.as_millis().to_string(),
+    )];
+    if config.node_drain {
+        match crate::node::install_preload(notify.dir()) {
+            Ok(preload) => {
+                let existing = std::env::var("NODE_OPTIONS").ok();
+                vars.push((
+                    "NODE_OPTIONS",
+                    crate::node::node_options(existing.as_deref(), &preload),
+                ));
+            }
+            Err(e) => warn!(
+                "cannot write the Node.js drain preload in {}: {e}; Node.js workers without a \
+                 SIGTERM handler will not drain",
+                notify.dir().display()
+            ),
+        }
+    }
+    vars
 }
 
 /// With `MASTER_PROCESS_PARENT_PID` (the npm package on Node.js versions that cannot
