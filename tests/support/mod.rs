@@ -607,13 +607,46 @@ impl Master {
         self.lines().iter().filter(|l| l.contains(pattern)).count()
     }
 
-    /// The address of the first TCP listener, as status gives it.
+    /// The address of the first TCP listener, as status gives it. A program that is not
+    /// known to be a master (see [`MasterCmd::program`]: an app run alone, say) may instead
+    /// say it in a `listening on ADDR` line of its own.
     pub fn tcp_addr(&mut self) -> std::net::SocketAddr {
-        let tcp = |s: &Status| {
+        let from_status = |s: &Status| {
             s.listeners()
                 .find_map(|l| l.get("addr").parse::<std::net::SocketAddr>().ok())
         };
-        tcp(&self.wait_status("a TCP listener", |s| tcp(s).is_some())).unwrap()
+        if self.master_pid.is_some() {
+            return from_status(&self.wait_status("a TCP listener", |s| from_status(s).is_some()))
+                .unwrap();
+        }
+        let from_line = |l: &str| {
+            l.split("listening on ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<std::net::SocketAddr>()
+                .ok()
+        };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(addr) = self.try_status().as_ref().and_then(from_status) {
+                return addr;
+            }
+            let seen = self.log.len();
+            if let Some(addr) = self.log.lines().iter().find_map(|l| from_line(l)) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no TCP listener within {DEADLINE:?}; log:\n{}",
+                self.log.lines().join("\n")
+            );
+            self.log.wait(
+                seen,
+                (Instant::now() + Duration::from_millis(250)).min(deadline),
+                |_| true,
+            );
+        }
     }
 
     /// Waits until every slot has had a ready worker (the master's phase is `running`);
