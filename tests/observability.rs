@@ -365,3 +365,41 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     assert_eq!(m.wait_exit(), 0);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::support::master_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flags = [
+        "--listen",
+        "--workers",
+        "--kill-timeout",
+        "--metrics",
+        "--log-format",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let text = run(&["completions", shell]);
+        for flag in flags {
+            let bare = flag.trim_start_matches('-');
+            assert!(text.contains(bare), "{shell} completions lack {flag}");
+        }
+        assert!(text.contains("reload"), "{shell}: no subcommands");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH master-process 1"), "{man:.200}");
+    assert!(man.contains("Reload server applications with no downtime"));
+    for flag in flags {
+        assert!(man.contains(&flag.replace('-', "\\-")), "man lacks {flag}");
+    }
+    let out = Command::new(crate::support::master_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
