@@ -125,6 +125,7 @@ fn sighups_during_a_reload_are_coalesced_into_one_more_reload() {
     assert_eq!(s.generation(), 2, "{s}");
     assert_eq!(s.in_flight(), None, "no third reload: {s}");
     assert_eq!(s.master().num("reloads_done"), 2, "{s}");
+    assert_eq!(s.reload(1).unwrap().get("outcome"), "done", "{s}");
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);
     // Its last line read, the whole log is: count in it.

@@ -747,25 +747,17 @@ impl Master {
         ready.into_values().collect()
     }
 
-    /// Waits until reload `generation` has ended (status `last_reload`), and asserts that its
-    /// outcome is `outcome` (`done` or `failed`); returns the status that says so.
+    /// Waits until reload `generation` has ended (status: `last_reload`, or one of the
+    /// `recent_reload`s), and asserts that its outcome is `outcome` (`done` or `failed`);
+    /// returns the status that says so.
     pub fn reload_ended(&self, generation: u64, outcome: &str) -> Status {
-        let g = generation.to_string();
         let s = self.wait_status_when(
             &format!("reload {generation} ended"),
-            |l| Ev::ReloadEnded.generation(&g).matches(l),
-            |s| {
-                s.last_reload()
-                    .is_some_and(|r| r.num("generation") >= generation)
-            },
+            |l| Ev::ReloadEnded.generation(generation).matches(l),
+            |s| s.reload(generation).is_some(),
         );
-        let last = s.last_reload().unwrap();
-        assert_eq!(
-            last.num("generation"),
-            generation,
-            "reload {generation} was followed by another before status was read: {s}"
-        );
-        assert_eq!(last.get("outcome"), outcome, "reload {generation}: {s}");
+        let ended = s.reload(generation).unwrap();
+        assert_eq!(ended.get("outcome"), outcome, "reload {generation}: {s}");
         s
     }
 
@@ -1304,6 +1296,15 @@ impl Status {
     /// The `last_reload` record, once a reload has ended.
     pub fn last_reload(&self) -> Option<&Record> {
         self.0.iter().find(|r| r.kind == "last_reload")
+    }
+
+    /// The outcome of reload `generation`, if it has ended and status still shows it (the
+    /// last reload, and a few before).
+    pub fn reload(&self, generation: u64) -> Option<&Record> {
+        self.0.iter().find(|r| {
+            (r.kind == "last_reload" || r.kind == "recent_reload")
+                && r.num("generation") == generation
+        })
     }
 
     /// The `worker` records.
