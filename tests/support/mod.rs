@@ -1391,6 +1391,8 @@ pub enum Ev {
     /// The master was upgraded in place and adopted its workers: `pid`, `workers`,
     /// `version`.
     Upgraded,
+    /// A worker stayed up --max-backoff: its slot's crash count is reset. `index`, `pid`.
+    Stable,
 }
 
 impl Ev {
@@ -1411,6 +1413,8 @@ impl Ev {
                 // Its fields are `pid` and `index`.
                 Ev::Replacing => line.contains("replacing worker"),
                 Ev::ReloadQueued => line.contains("reload queued"),
+                // Its fields are `index` and `pid`.
+                Ev::Stable => line.contains("crash count reset"),
                 Ev::Ready => has("after_ms"),
                 Ev::Killed => has("timeout_ms"),
                 Ev::Crashed => has("lived_ms"),
@@ -1439,6 +1443,11 @@ impl Ev {
     /// This event, of slot `index`.
     pub fn index(self, index: impl std::fmt::Display) -> Want {
         Want::from(self).index(index)
+    }
+
+    /// This event, with `value` in field `key`.
+    pub fn field(self, key: &'static str, value: impl std::fmt::Display) -> Want {
+        Want::from(self).field(key, value)
     }
 }
 
