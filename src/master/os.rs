@@ -44,6 +44,7 @@ impl RealOs {
         let adoption = if adopt {
             Adoption::new(&listeners)
         } else {
+            Adoption::off();
             None
         };
         RealOs {
