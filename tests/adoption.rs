@@ -295,10 +295,15 @@ fn listening_on(port: u16) -> Vec<(String, u32)> {
 /// One socket listens on `port`, at `local` as `ss` writes it, with the master's queue
 /// (somaxconn), whatever the app asked of `listen()`.
 fn assert_masters_backlog(port: u16, local: &str) {
+    assert_backlog(port, local, somaxconn());
+}
+
+/// One socket listens on `port`, at `local`, with a queue of `backlog`.
+fn assert_backlog(port: u16, local: &str, backlog: u32) {
     let seen = listening_on(port);
     assert_eq!(
         seen,
-        vec![(local.to_string(), somaxconn())],
+        vec![(local.to_string(), backlog)],
         "ss -ltn on port {port}: one listener, the master's, with its backlog"
     );
 }
@@ -879,6 +884,27 @@ fn port_alone_holds_exactly_the_address_the_app_binds_and_never_widens_it() {
         assert_masters_backlog(port, &fill(ss_local));
         assert_adopted(&m, &fill(status_addr), origin);
     }
+}
+
+#[test]
+fn port_alone_claimed_by_the_app_gets_the_backlog_of_the_backlog_option() {
+    let server = c_server();
+    let port = free_port();
+    let addr = localhost(port);
+    let mut m = master(&[server.display().to_string()])
+        .args(["--backlog", "1000"])
+        .env("PORT", port)
+        .env("HOST", "127.0.0.1")
+        .start();
+    m.wait_ready();
+    // The socket bound for the app's address (not the one bound at start) has it too.
+    assert_backlog(port, &addr.to_string(), 1000);
+    m.reload(1);
+    assert_backlog(port, &addr.to_string(), 1000);
+    let l = the_listener(&m);
+    assert_eq!(l.get("addr").str(), addr.to_string());
+    assert_eq!(l.get("backlog").num(), 1000.0, "{l:?}");
+    assert!(m.serving().contains(&pid_at(addr)));
 }
 
 #[test]
