@@ -97,6 +97,7 @@ mod error;
 mod library;
 mod logging;
 mod master;
+mod metrics;
 mod monitor;
 mod notify;
 mod policy;
@@ -131,6 +132,16 @@ pub mod __fuzz {
         let _ = crate::readiness::listening::parse_syscall(&text);
         let _ = crate::readiness::listening::epoll_input_inodes(&text);
         let _ = crate::upgrade::Handover::decode(&text);
+    }
+}
+
+/// Internals the workspace's own tools reuse (the benchmark, `crates/bench`): not part of the
+/// API, no stability promised.
+#[doc(hidden)]
+pub mod __internal {
+    /// `/proc` parsing: stat fields, children and trees, pidfds.
+    pub mod procfs {
+        pub use crate::procfs::*;
     }
 }
 pub use error::{Error, Result};

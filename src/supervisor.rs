@@ -53,6 +53,11 @@ pub trait Os {
     fn readiness_problem(&self, _pid: Pid) -> Option<String> {
         None
     }
+    /// What may make workers crash in a loop, if the OS side knows a likely cause (said once
+    /// per crash loop).
+    fn crash_hint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a worker could not be started.
@@ -139,7 +144,7 @@ pub struct Reload {
     /// When it began.
     pub started: Instant,
     /// Why it failed, once it has.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// Workers it asked to exit (replaced old workers, aborted candidates).
     pub retiring: Vec<Pid>,
     /// Slots whose candidate has not been started yet.
@@ -170,7 +175,7 @@ pub struct ReloadOutcome {
     /// Its `RELOAD_INDEX`.
     pub generation: u64,
     /// `None` if it succeeded, else why it failed.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// How long it took.
     pub took: Duration,
     /// Who serves now, by slot.
@@ -188,6 +193,10 @@ pub enum Notice {
     ReloadEnded(ReloadOutcome),
     /// The master began to stop.
     Stopping,
+    /// A worker became ready this long after it started (for metrics).
+    WorkerReady(Duration),
+    /// A serving worker exited unexpectedly (for metrics).
+    Crashed,
 }
 
 /// What the supervisor keeps per slot.
@@ -201,6 +210,67 @@ pub struct Slot {
     pub crashes: u32,
     /// Restarts after a crash, in all.
     pub restarts: u32,
+}
+
+/// Why a reload failed: its kind (for counting) and the line that says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// One line for people.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The kinds of reload failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// A new worker exited before it was ready.
+    Exited,
+    /// A new worker was not ready within `--ready-timeout`.
+    NotReady,
+    /// The canary exited during its canary time.
+    Canary,
+    /// A new worker could not be started.
+    Spawn,
+    /// A new worker's bind of a held address was refused.
+    Refused,
+    /// The master began to stop.
+    Abandoned,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::Exited,
+        FailureKind::NotReady,
+        FailureKind::Canary,
+        FailureKind::Spawn,
+        FailureKind::Refused,
+        FailureKind::Abandoned,
+    ];
+
+    /// Its name in metrics, status and the handover.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Exited => "exited",
+            FailureKind::NotReady => "not_ready",
+            FailureKind::Canary => "canary",
+            FailureKind::Spawn => "spawn",
+            FailureKind::Refused => "refused",
+            FailureKind::Abandoned => "abandoned",
+        }
+    }
+
+    /// The kind of this [`FailureKind::name`].
+    pub fn from_name(name: &str) -> Option<FailureKind> {
+        FailureKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// A slot's serving worker, in a [`ReloadOutcome`].
@@ -677,18 +747,24 @@ impl Supervisor {
             (Role::Candidate, _) => {
                 warn!(pid, index = w.index, generation = w.generation, %status,
                       "new worker exited before it had proven ready");
-                let reason = if self.is_watched_canary(pid) {
-                    format!(
-                        "the canary, worker {} (pid {pid}), {status} during its canary time",
-                        w.index
-                    )
+                let failure = if self.is_watched_canary(pid) {
+                    Failure {
+                        kind: FailureKind::Canary,
+                        reason: format!(
+                            "the canary, worker {} (pid {pid}), {status} during its canary time",
+                            w.index
+                        ),
+                    }
                 } else {
-                    format!(
-                        "worker {} (pid {pid}) {status} before it was ready",
-                        w.index
-                    )
+                    Failure {
+                        kind: FailureKind::Exited,
+                        reason: format!(
+                            "worker {} (pid {pid}) {status} before it was ready",
+                            w.index
+                        ),
+                    }
                 };
-                self.fail_reload(os, reason, now);
+                self.fail_reload(os, failure, now);
             }
             (Role::Serving, state) => {
                 let slot = &mut self.slots[w.index];
@@ -702,6 +778,9 @@ impl Supervisor {
                     warn!(pid, index = w.index, generation = w.generation, %status,
                           lived_ms = lived.as_millis() as u64, crashes = slot.crashes,
                           "worker exited unexpectedly");
+                }
+                if !state.is_stopping() {
+                    self.notices.push(Notice::Crashed);
                 }
                 if self.settings.on_crash == OnCrash::Exit && !state.is_stopping() {
                     info!(code = status.code(), "--on-crash exit: stopping");
@@ -751,7 +830,11 @@ impl Supervisor {
                     "worker {} (pid {pid}) cannot be given its socket: {reason}",
                     w.index
                 );
-                self.fail_reload(os, why, now);
+                let failure = Failure {
+                    kind: FailureKind::Refused,
+                    reason: why,
+                };
+                self.fail_reload(os, failure, now);
             }
             Role::Replacement => self.retire(os, pos, now),
             Role::Serving | Role::Retired => {}
@@ -875,14 +958,18 @@ impl Supervisor {
             // The candidate fills the slot; a restart waiting out its backoff is not needed.
             self.slots[index].restart_at = None;
             if let Err(e) = self.spawn(os, index, Role::Candidate, now) {
-                self.fail_reload(os, format!("cannot start worker {index}: {e}"), now);
+                let failure = Failure {
+                    kind: FailureKind::Spawn,
+                    reason: format!("cannot start worker {index}: {e}"),
+                };
+                self.fail_reload(os, failure, now);
                 return;
             }
         }
     }
 
     /// Fails the reload in flight (the first failure wins) and stops its other candidates.
-    fn fail_reload(&mut self, os: &mut dyn Os, reason: String, now: Instant) {
+    fn fail_reload(&mut self, os: &mut dyn Os, failure: Failure, now: Instant) {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
@@ -891,9 +978,10 @@ impl Supervisor {
         }
         warn!(
             generation = reload.generation,
-            "reload failed: {reason}; the previous workers keep serving"
+            reason = failure.kind.name(),
+            "reload failed: {failure}; the previous workers keep serving"
         );
-        reload.failure = Some(reason);
+        reload.failure = Some(failure);
         reload.pending.clear();
         let generation = reload.generation;
         let candidates: Vec<usize> = (0..self.workers.len())
@@ -910,6 +998,9 @@ impl Supervisor {
     fn mark_ready(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
+        self.notices.push(Notice::WorkerReady(
+            now.saturating_duration_since(w.started),
+        ));
         let (pid, index, generation) = (w.pid, w.index, w.generation);
         info!(
             pid,
@@ -995,11 +1086,13 @@ impl Supervisor {
         };
         match role {
             Role::Candidate => {
-                self.fail_reload(
-                    os,
-                    format!("worker {index} (pid {pid}) was not ready within {timeout}{hint}"),
-                    now,
-                );
+                let failure = Failure {
+                    kind: FailureKind::NotReady,
+                    reason: format!(
+                        "worker {index} (pid {pid}) was not ready within {timeout}{hint}"
+                    ),
+                };
+                self.fail_reload(os, failure, now);
             }
             _ => {
                 warn!(
@@ -1069,11 +1162,11 @@ impl Supervisor {
                 generation = reload.generation,
                 "reload abandoned: the master is stopping"
             );
-            self.end_reload(
-                reload,
-                Some("abandoned: the master is stopping".into()),
-                now,
-            );
+            let failure = Failure {
+                kind: FailureKind::Abandoned,
+                reason: "abandoned: the master is stopping".into(),
+            };
+            self.end_reload(reload, Some(failure), now);
         }
         self.reload_queued = false;
         self.slots.iter_mut().for_each(|s| s.restart_at = None);
@@ -1232,6 +1325,11 @@ impl Supervisor {
                     delay_ms,
                     "worker is crash-looping; restarting it with a backoff"
                 );
+                if slot.crashes == CRASH_LOOP {
+                    if let Some(hint) = os.crash_hint() {
+                        warn!(index, "worker is crash-looping: {hint}");
+                    }
+                }
             } else {
                 info!(index, delay_ms, "restarting worker");
             }
@@ -1263,7 +1361,7 @@ impl Supervisor {
         }
     }
 
-    fn end_reload(&mut self, reload: Reload, failure: Option<String>, now: Instant) {
+    fn end_reload(&mut self, reload: Reload, failure: Option<Failure>, now: Instant) {
         let took = now.saturating_duration_since(reload.started);
         let took_ms = took.as_millis() as u64;
         match &failure {

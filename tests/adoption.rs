@@ -1068,12 +1068,26 @@ fn adoption_off_leaves_an_app_that_binds_its_port_failing_with_one_line() {
         ])
         .env("PORT", port)
         .start();
+    // The app's own error is EADDRINUSE; once its worker crash-loops, the master says why.
     for _ in 0..3 {
         m.expect("worker exited unexpectedly");
     }
-    // The app's own error is EADDRINUSE; the master says why, once.
-    assert!(m.logged("EADDRINUSE"), "{:#?}", m.lines());
-    assert_eq!(m.count("adoption is off"), 1, "{:#?}", m.lines());
+    let hint = m.expect("worker is crash-looping: ");
+    assert!(
+        hint.contains(&format!("[::]:{port}"))
+            && hint.contains("EADDRINUSE")
+            && hint.contains("--adopt off")
+            && hint.contains("--adopt on"),
+        "{hint}"
+    );
+    assert!(
+        m.logged("EADDRINUSE: address already in use"),
+        "{:#?}",
+        m.lines()
+    );
+    // Once: the loop goes on, the line does not.
+    m.expect("worker exited unexpectedly");
+    assert_eq!(m.count("worker is crash-looping: "), 1, "{:#?}", m.lines());
     let status = status_json(&m);
     assert_eq!(status.get("master").get("adopt").str(), "off");
     let l = &status.get("listeners").arr()[0];

@@ -19,6 +19,7 @@ mod listening;
 mod monitor;
 mod node;
 mod notify;
+mod observability;
 mod reload;
 mod rolling;
 mod soak;

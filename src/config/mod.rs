@@ -49,6 +49,8 @@ pub struct Config {
     pub control: ControlSocket,
     /// `--name`.
     pub name: Option<String>,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<ListenerSpec>,
     /// The resource monitor's limits.
     pub monitor: MonitorLimits,
     /// `--no-monitor`: whether the resource monitor runs.

@@ -46,8 +46,10 @@ pub enum Takes {
     Switch(&'static str),
 }
 
-/// What every option has, whatever its type.
+/// What every option has, whatever its type. (The library reads only the environment
+/// twins; the rest is for the command line.)
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub struct Meta {
     /// The long flag, without `--`.
     pub long: &'static str,
@@ -511,6 +513,22 @@ pub const NAME: Opt<String> = Opt {
     set: |c, v| c.name = Some(v),
 };
 
+/// `--metrics`.
+pub const METRICS: Opt<ListenerSpec> = Opt {
+    meta: Meta {
+        long: "metrics",
+        env: &["MASTER_PROCESS_METRICS"],
+        takes: Takes::Value("ADDR"),
+        heading: CONTROL,
+        help: "Serve Prometheus metrics at GET /metrics on this address: PORT, ADDR:PORT or a \
+               unix socket path (e.g. 127.0.0.1:9100)",
+        ..Meta::NONE
+    },
+    parse: str::parse,
+    check: any,
+    set: |c, v| c.metrics = Some(v),
+};
+
 /// `--max-memory` / `MAX_MEMORY_ALLOWED_MB`.
 pub const MAX_MEMORY: Opt<u64> = Opt {
     meta: Meta {
@@ -664,6 +682,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_MASTER_CHANGE,
     &CONTROL_SOCKET,
     &NAME,
+    &METRICS,
     &MAX_MEMORY,
     &MAX_CPU,
     &MEMORY_FAILURES,

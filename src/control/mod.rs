@@ -22,14 +22,16 @@
 //! `error message=...` instead. A malformed or oversized request gets an `error` record and
 //! the connection is closed; it never disturbs the master.
 
+#[cfg(feature = "cli")]
 mod client;
 pub mod paths;
 mod server;
 mod status;
 
+#[cfg(feature = "cli")]
 pub use client::run_command;
 pub use server::{ClientId, Server, Wait, fail_stream};
-pub use status::{outcome_record, status_records};
+pub use status::{Extras, outcome_record, status_records};
 
 use std::fmt;
 

@@ -16,9 +16,11 @@
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+#[cfg(feature = "cli")]
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "cli")]
 use nix::sys::socket::{self, sockopt};
 
 use crate::error::{Error, Result};
@@ -97,6 +99,7 @@ pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "cli")]
 /// Checks that the process at the other end of `stream` is of our user, or root.
 ///
 /// # Errors
@@ -116,6 +119,7 @@ pub fn check_peer(stream: &UnixStream) -> std::result::Result<(), String> {
     }
 }
 
+#[cfg(feature = "cli")]
 /// A master found running: it answers on its control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
@@ -129,6 +133,7 @@ pub struct Running {
     pub uid: u32,
 }
 
+#[cfg(feature = "cli")]
 /// The masters answering in `dir` (a folder we trust: see [`check_folder`]).
 pub fn running_in(dir: &Path) -> Vec<Running> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -157,6 +162,7 @@ pub fn running_in(dir: &Path) -> Vec<Running> {
     found
 }
 
+#[cfg(feature = "cli")]
 /// The folders `list` looks in: ours; for root, every user's as well.
 fn folders_to_list() -> Vec<PathBuf> {
     let mut dirs = vec![folder()];
@@ -188,6 +194,7 @@ fn folders_to_list() -> Vec<PathBuf> {
     dirs
 }
 
+#[cfg(feature = "cli")]
 /// The control socket a command means: `name`'s, or the only master running.
 ///
 /// # Errors
@@ -227,6 +234,7 @@ pub fn find(name: Option<&str>) -> Result<PathBuf> {
     }
 }
 
+#[cfg(feature = "cli")]
 /// `master-process list`: prints the running masters; returns the exit code.
 pub fn print_list(json: bool) -> u8 {
     let me = nix::unistd::geteuid().as_raw();
@@ -301,6 +309,7 @@ mod tests {
         ensure_folder(&d).unwrap();
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn masters_answering_in_a_folder_are_found_by_name() {
         let dir = tempfile::tempdir().unwrap();

@@ -8,16 +8,25 @@ use crate::procfs;
 use crate::socket::ListenerSet;
 use crate::supervisor::{CRASH_LOOP, Canary, ReloadOutcome, Supervisor};
 
-/// What the master says about itself, its listeners and its workers. `adopted` gives, per
-/// listener, how many binds of an app were adopted so far (`None`: adoption is off).
+/// What the master shows besides its supervisor and listeners.
+pub struct Extras<'a> {
+    /// The resource monitor, if it runs.
+    pub monitor: Option<&'a Monitor>,
+    /// Binds adopted per listener, if adoption is on.
+    pub adopted: Option<&'a dyn Fn(usize) -> u64>,
+    /// Where metrics are served, if they are.
+    pub metrics: Option<&'a str>,
+}
+
+/// What the master says about itself, its listeners and its workers.
 pub fn status_records(
     sup: &Supervisor,
-    monitor: Option<&Monitor>,
     listeners: &ListenerSet,
-    adopted: Option<&dyn Fn(usize) -> u64>,
+    extras: &Extras<'_>,
     started: Instant,
     now: Instant,
 ) -> Vec<Record> {
+    let (monitor, adopted) = (extras.monitor, extras.adopted);
     let settings = sup.settings();
     let reloads = sup.reload_counts();
     let mut master = Record::new("master")
@@ -32,6 +41,9 @@ pub fn status_records(
         .with("reloads_done", reloads.done)
         .with("reloads_failed", reloads.failed)
         .with("adopt", if adopted.is_some() { "on" } else { "off" });
+    if let Some(metrics) = extras.metrics {
+        master = master.with("metrics", metrics);
+    }
     if let Some(r) = sup.reload() {
         let stage = match r.canary {
             Canary::Starting(_) | Canary::Watching { .. } => "canary",
@@ -151,8 +163,10 @@ pub fn outcome_record(kind: &str, outcome: &ReloadOutcome) -> Record {
         )
         .with("took_ms", ms(outcome.took))
         .with("serving", serving.join(","));
-    if let Some(reason) = &outcome.failure {
-        r = r.with("reason", reason);
+    if let Some(failure) = &outcome.failure {
+        r = r
+            .with("reason", &failure.reason)
+            .with("failure_kind", failure.kind.name());
     }
     r
 }

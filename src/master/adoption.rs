@@ -67,14 +67,14 @@ pub struct Adoption {
 }
 
 impl Adoption {
-    /// Adoption of `listeners`, or why it is off (`None` with the line logged).
-    pub fn new(listeners: &ListenerSet) -> Option<Adoption> {
+    /// Adoption of `listeners`, or why it is off (the line logged).
+    pub fn new(listeners: &ListenerSet) -> Result<Adoption, String> {
         if let Err(why) = adopt::support() {
             warn!(
                 "adoption is off: {why}; workers get the sockets with LISTEN_FDS only (an app \
                  that binds its port itself fails with EADDRINUSE)"
             );
-            return None;
+            return Err(why.to_string());
         }
         let mut adoption = Adoption {
             held: HeldSockets::new(),
@@ -91,7 +91,7 @@ impl Adoption {
                 );
             }
         }
-        Some(adoption)
+        Ok(adoption)
     }
 
     /// Holds (again) listener `i` of `listeners` for the engine.
@@ -120,13 +120,22 @@ impl Adoption {
         match adopt::receive(channel.as_fd()) {
             Ok(Received::Listener(fd)) => match Notifier::new(fd) {
                 Ok(notifier) => self.trees.push(Tree { worker, notifier }),
-                Err(e) => self.tell(worker, format!("adoption: cannot watch a worker: {e}")),
+                Err(e) => self.tell(
+                    worker,
+                    None,
+                    format!("adoption: cannot watch a worker: {e}"),
+                ),
             },
             Ok(Received::Unavailable(why)) => self.tell(
                 worker,
+                None,
                 format!("adoption is off for this worker (and those like it): {why}"),
             ),
-            Err(e) => self.tell(worker, format!("adoption: no word from a worker: {e}")),
+            Err(e) => self.tell(
+                worker,
+                None,
+                format!("adoption: no word from a worker: {e}"),
+            ),
         }
     }
 
@@ -172,7 +181,7 @@ impl Adoption {
                 }
                 Decision::Refuse { reason, .. } => {
                     let reason = reason.to_string();
-                    self.tell(worker, format!("bind refused: {reason}"));
+                    self.tell(worker, Some(h.tid), format!("bind refused: {reason}"));
                     events.push(Event::Refused { worker, reason });
                 }
                 Decision::Claim { .. }
@@ -202,23 +211,15 @@ impl Adoption {
         self.adopted.get(i).copied().unwrap_or(0)
     }
 
-    /// Logs `line` about worker tree `worker` as a warning, the first time only: every worker
-    /// of a release hits the same refusal, and a crash loop repeats it.
-    fn tell(&mut self, worker: Pid, line: String) {
+    /// Logs `line` about worker tree `worker` (thread `tid` of it) as a warning, the first
+    /// time only: every worker of a release hits the same refusal, and a crash loop repeats it.
+    /// The worker and the thread are fields of the line, not part of what is compared.
+    fn tell(&mut self, worker: Pid, tid: Option<u32>, line: String) {
         if self.told.first(&line) {
-            warn!(pid = worker, "{line}");
+            warn!(pid = worker, tid, "{line}");
         } else {
-            debug!(pid = worker, "{line}");
+            debug!(pid = worker, tid, "{line}");
         }
-    }
-
-    /// Says, once at start, that adoption is off by choice (`--adopt off`, or a library
-    /// master, whose workers take `LISTEN_FDS`).
-    pub fn off() {
-        info!(
-            "adoption is off: workers get the sockets with LISTEN_FDS only; an app that binds a \
-             held port itself fails with EADDRINUSE (--adopt on lets it have the master's socket)"
-        );
     }
 
     /// The O_NONBLOCK mode each listener's adopters fixed, by listener.

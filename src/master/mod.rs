@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, ControlSocket};
 use crate::control::{self, ClientId, Record, Request, Wait};
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::monitor::{Monitor, Subject};
 use crate::notify::{self, Datagram, NotifySocket};
 use crate::policy::{OnMasterChange, OnVersionChange, ReadyMode};
@@ -206,6 +207,10 @@ struct Master {
     monitor: Option<Monitor>,
     manager: Option<ServiceManager>,
     versions: Versions,
+    /// `--metrics`.
+    metrics: Option<metrics::Server>,
+    /// What metrics count as the loop goes.
+    counters: metrics::Counters,
     started: Instant,
     exe: Executable,
     on_master_change: OnMasterChange,
@@ -223,7 +228,17 @@ impl Master {
     ) -> Result<Master> {
         let argv = crate::spawn::own_command()?;
         let path = PathBuf::from(&argv[0]);
+        let metrics = config
+            .metrics
+            .as_ref()
+            .map(metrics::Server::bind)
+            .transpose()?;
+        if let Some(m) = &metrics {
+            info!("metrics at http://{}/metrics", m.local());
+        }
         Ok(Master {
+            metrics,
+            counters: metrics::Counters::default(),
             sup,
             os,
             signals,
@@ -279,7 +294,11 @@ impl Master {
                     Source::Control => control = true,
                     Source::Client(id) => clients.push(id),
                     Source::Adoption(worker) => self.on_adoption(worker, now),
+                    Source::Metrics | Source::MetricsClient(_) => self.on_metrics(source, now),
                 }
+            }
+            if let Some(m) = self.metrics.as_mut() {
+                m.expire(now);
             }
             self.probe(now);
             if starting {
@@ -310,9 +329,8 @@ impl Master {
 
     /// Sleeps until something happens or is due; returns what happened.
     fn wait(&self) -> Result<Vec<Source>> {
-        // While a worker starts under `--ready listening`, wake up often to look at it.
-        let probe_at = (self.os.probing() && self.any_starting())
-            .then(|| Instant::now() + listening::PROBE_INTERVAL);
+        // While a worker starts under `--ready listening`, wake up to look at it.
+        let probe_at = self.os.probe_due(&self.starting());
         let due = [
             self.sup.next_deadline(),
             probe_at,
@@ -320,6 +338,9 @@ impl Master {
                 .as_ref()
                 .and_then(control::Server::next_deadline),
             self.monitor.as_ref().and_then(Monitor::next_sample),
+            self.metrics
+                .as_ref()
+                .and_then(metrics::Server::next_deadline),
             self.manager
                 .as_ref()
                 .and_then(ServiceManager::next_deadline),
@@ -340,6 +361,16 @@ impl Master {
         }
         for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
             set.add(Source::Adoption(worker), fd);
+        }
+        if let Some(m) = &self.metrics {
+            set.add(Source::Metrics, m.fd());
+            for (id, fd, interest) in m.client_fds() {
+                let events = match interest {
+                    metrics::server::Interest::Read => PollFlags::POLLIN,
+                    metrics::server::Interest::Write => PollFlags::POLLOUT,
+                };
+                set.add_for(Source::MetricsClient(id), fd, events);
+            }
         }
         set.wait(due.into_iter().flatten().min())
             .map_err(|e| Error::io("poll failed", e))
@@ -380,6 +411,54 @@ impl Master {
         }
     }
 
+    /// Accepts metrics clients, reads their requests, answers them.
+    fn on_metrics(&mut self, source: Source, now: Instant) {
+        use metrics::server::Asked;
+        let Some(server) = self.metrics.as_mut() else {
+            return;
+        };
+        let id = match source {
+            Source::Metrics => return server.accept(now),
+            Source::MetricsClient(id) => id,
+            _ => return,
+        };
+        let Some(asked) = server.read(id) else {
+            return server.write(id);
+        };
+        let (status, body, head_only) = match asked {
+            Asked::Metrics { head_only } => {
+                let adoption = self.os.adoption();
+                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
+                let facts = metrics::Facts {
+                    sup: &self.sup,
+                    listeners: self.os.listeners(),
+                    adopted: adoption
+                        .is_some()
+                        .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    counters: &self.counters,
+                    monitor_paused: self.monitor.as_ref().map(Monitor::paused),
+                    started: self.started,
+                    now,
+                };
+                ("200 OK", metrics::render(&facts), head_only)
+            }
+            Asked::NotFound => (
+                "404 Not Found",
+                "only /metrics is served here\n".into(),
+                false,
+            ),
+            Asked::NotAllowed => (
+                "405 Method Not Allowed",
+                "GET /metrics only\n".into(),
+                false,
+            ),
+            Asked::Bad => ("400 Bad Request", "not an HTTP/1 request\n".into(), false),
+        };
+        if let Some(server) = self.metrics.as_mut() {
+            server.answer(id, status, &body, head_only);
+        }
+    }
+
     /// Once a worker served, the address of `PORT` is settled: later binds of another one
     /// are refused rather than claimed.
     fn settle_port(&mut self) {
@@ -403,15 +482,19 @@ impl Master {
             .any(|w| matches!(w.state, WorkerState::Starting { .. }))
     }
 
-    /// Looks in /proc for starting workers that serve (`--ready listening`).
-    fn probe(&mut self, now: Instant) {
-        let starting: Vec<Pid> = self
-            .sup
+    /// The workers that are starting, with their start times.
+    fn starting(&self) -> Vec<(Pid, Instant)> {
+        self.sup
             .workers()
             .iter()
             .filter(|w| matches!(w.state, WorkerState::Starting { .. }))
-            .map(|w| w.pid)
-            .collect();
+            .map(|w| (w.pid, w.started))
+            .collect()
+    }
+
+    /// Looks in /proc for starting workers that serve (`--ready listening`).
+    fn probe(&mut self, now: Instant) {
+        let starting = self.starting();
         if starting.is_empty() {
             return;
         }
@@ -559,12 +642,15 @@ impl Master {
             })
             .collect();
         for verdict in monitor.sample(&subjects, now) {
-            if let Err(why) = self
+            match self
                 .sup
                 .replace(&mut self.os, verdict.pid, &verdict.reason, now)
             {
-                debug!(pid = verdict.pid, "no replacement now: {why}");
-                monitor.replacement_refused(verdict.pid);
+                Ok(_) => self.counters.replaced(verdict.resource),
+                Err(why) => {
+                    debug!(pid = verdict.pid, "no replacement now: {why}");
+                    monitor.replacement_refused(verdict.pid);
+                }
             }
         }
     }
@@ -668,13 +754,17 @@ impl Master {
             Request::Status => {
                 let adoption = self.os.adoption();
                 let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
-                let records = control::status_records(
-                    &self.sup,
-                    self.monitor.as_ref(),
-                    self.os.listeners(),
-                    adoption
+                let extras = control::Extras {
+                    monitor: self.monitor.as_ref(),
+                    adopted: adoption
                         .is_some()
                         .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    metrics: self.metrics.as_ref().map(metrics::Server::local),
+                };
+                let records = control::status_records(
+                    &self.sup,
+                    self.os.listeners(),
+                    &extras,
                     self.started,
                     now,
                 );
@@ -709,6 +799,7 @@ impl Master {
     }
 
     fn on_notice(&mut self, notice: Notice) {
+        self.counters.on_notice(&notice);
         if let Some(manager) = self.manager.as_mut() {
             manager.on_notice(&notice, &summary(&self.sup, &notice));
         }
@@ -727,7 +818,10 @@ impl Master {
                     server.fail(id, "the master is stopping");
                 }
             }
-            Notice::Running | Notice::ReloadStarted(_) => {}
+            Notice::Running
+            | Notice::ReloadStarted(_)
+            | Notice::WorkerReady(_)
+            | Notice::Crashed => {}
         }
     }
 }
@@ -784,6 +878,7 @@ fn summary(sup: &Supervisor, notice: &Notice) -> String {
             ),
         },
         Notice::Stopping => "stopping".to_string(),
+        Notice::WorkerReady(_) | Notice::Crashed => String::new(),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct RealOs {
     probe: Option<ListenProbe>,
     /// With `--adopt on`, where the kernel allows it.
     adoption: Option<Adoption>,
+    /// Why adoption is off, if it is.
+    adoption_off: Option<String>,
 }
 
 impl RealOs {
@@ -41,11 +43,13 @@ impl RealOs {
         probe: Option<ListenProbe>,
         adopt: bool,
     ) -> RealOs {
-        let adoption = if adopt {
-            Adoption::new(&listeners)
+        let (adoption, adoption_off) = if adopt {
+            match Adoption::new(&listeners) {
+                Ok(a) => (Some(a), None),
+                Err(why) => (None, Some(why)),
+            }
         } else {
-            Adoption::off();
-            None
+            (None, Some("--adopt off".to_string()))
         };
         RealOs {
             spawner,
@@ -53,6 +57,7 @@ impl RealOs {
             notify_path,
             probe,
             adoption,
+            adoption_off,
         }
     }
 
@@ -109,9 +114,9 @@ impl RealOs {
         self.probe.as_mut()
     }
 
-    /// Whether readiness is seen in `/proc`.
-    pub fn probing(&self) -> bool {
-        self.probe.is_some()
+    /// When the readiness probe is next due to look at `starting` (pid, start time).
+    pub fn probe_due(&self, starting: &[(Pid, std::time::Instant)]) -> Option<std::time::Instant> {
+        self.probe.as_ref()?.next_due(starting)
     }
 
     /// Listener `i` stopped listening: binds it again if it is ours, and looks for
@@ -184,6 +189,17 @@ impl Os for RealOs {
 
     fn readiness_problem(&self, pid: Pid) -> Option<String> {
         self.probe.as_ref()?.problem(pid).map(str::to_string)
+    }
+
+    fn crash_hint(&self) -> Option<String> {
+        let why = self.adoption_off.as_ref()?;
+        let ports: Vec<&str> = self.listeners.iter().map(|l| l.local()).collect();
+        Some(format!(
+            "if the app binds {} itself, it fails with EADDRINUSE: the master holds it, and \
+             adoption of the app's own bind is off ({why}); turn --adopt on, or make the app \
+             take its socket from LISTEN_FDS (fd 3)",
+            ports.join(", ")
+        ))
     }
 }
 

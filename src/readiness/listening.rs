@@ -16,8 +16,11 @@
 //! epoll set and then blocked on something else (asyncio blocked by a slow call, say) is not
 //! serving yet, and is not taken for ready.
 //!
-//! The probe runs only while some worker is starting, every [`PROBE_INTERVAL`]; an idle
-//! master does not poll at all. It needs the right to ptrace the workers (root, or the same
+//! The probe runs only while some worker is starting, and backs off as the start drags on
+//! ([`probe_interval`]): every millisecond at first, so that a fast starter is seen within a
+//! few, then a twentieth of the time the worker has been starting, up to 50 ms, so that a
+//! slow starter (a JVM, a big Node.js app, one that never gets ready) costs the master
+//! almost nothing. An idle master does not poll at all. It needs the right to ptrace the workers (root, or the same
 //! user with Yama's `ptrace_scope` at most 1); see [`check_access`].
 
 use std::collections::{HashMap, HashSet};
@@ -37,8 +40,18 @@ use super::Coverage;
 use crate::procfs;
 use crate::worker::Pid;
 
-/// How often starting workers are checked.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+/// The shortest time between two looks at a starting worker.
+pub const PROBE_MIN: Duration = Duration::from_millis(1);
+/// The longest.
+pub const PROBE_MAX: Duration = Duration::from_millis(50);
+
+/// The time until the next look at a worker that has been starting for `age`: a twentieth
+/// of it, between [`PROBE_MIN`] and [`PROBE_MAX`]. Seen ready at age `t`, a worker is seen
+/// about `t / 40` late on average: 1 ms before 40 ms, 2.5 ms at 100 ms; a worker that never
+/// gets ready costs about 20 + 20 ln(age / 20 ms) looks in its first second, then 20 a second.
+pub fn probe_interval(age: Duration) -> Duration {
+    (age / 20).clamp(PROBE_MIN, PROBE_MAX)
+}
 /// How often a starting worker's descriptors are searched for accepted connections. Under
 /// load a worker's loop is rarely caught blocked, but it accepts at once: this is then what
 /// sees it first, so it runs nearly as often as the thread check (it is cheap: the sockets
@@ -73,6 +86,8 @@ struct Watch {
     not_ours: HashSet<u64>,
     /// Why detection may not work for this worker, if we found out.
     problem: Option<String>,
+    /// When it is looked at next.
+    due: Option<Instant>,
 }
 
 /// Watches starting workers for the moment they serve the listeners.
@@ -106,17 +121,22 @@ impl ListenProbe {
         })
     }
 
-    /// Checks every worker in `starting`; returns those now seen serving. Forgets workers
-    /// that are no longer starting.
-    pub fn check(&mut self, starting: &[Pid], now: Instant) -> Vec<Pid> {
-        self.watches.retain(|pid, _| starting.contains(pid));
+    /// Looks at every worker of `starting` (pid, start time) that is due; returns those now
+    /// seen serving. Forgets workers that are no longer starting.
+    pub fn check(&mut self, starting: &[(Pid, Instant)], now: Instant) -> Vec<Pid> {
+        self.watches
+            .retain(|pid, _| starting.iter().any(|(p, _)| p == pid));
         let mut ready = Vec::new();
-        for &pid in starting {
+        for &(pid, started) in starting {
             let n = self.listeners.len();
             let watch = self.watches.entry(pid).or_insert_with(|| Watch {
                 seen: vec![false; n],
                 ..Watch::default()
             });
+            if watch.due.is_some_and(|due| due > now) {
+                continue;
+            }
+            watch.due = Some(now + probe_interval(now.saturating_duration_since(started)));
             let tree = procfs::process_tree(pid, TREE_LIMIT);
             for &p in &tree {
                 check_threads(p, &self.listeners, watch);
@@ -137,6 +157,19 @@ impl ListenProbe {
             }
         }
         ready
+    }
+
+    /// When the next of `starting` (pid, start time) is due for a look.
+    pub fn next_due(&self, starting: &[(Pid, Instant)]) -> Option<Instant> {
+        starting
+            .iter()
+            .map(|(pid, started)| {
+                self.watches
+                    .get(pid)
+                    .and_then(|w| w.due)
+                    .unwrap_or(*started)
+            })
+            .min()
     }
 
     /// Which listeners a worker must serve.
@@ -521,14 +554,16 @@ mod tests {
         let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
         let me = std::process::id();
         assert!(
-            probe.check(&[me], Instant::now()).is_empty(),
+            probe
+                .check(&[(me, Instant::now())], Instant::now())
+                .is_empty(),
             "nobody waits yet"
         );
         let dup = listener.try_clone().unwrap();
         let waiter = std::thread::spawn(move || dup.accept().map(|_| ()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let seen = loop {
-            if probe.check(&[me], Instant::now()) == vec![me] {
+            if probe.check(&[(me, Instant::now())], Instant::now()) == vec![me] {
                 break true;
             }
             if Instant::now() > deadline {
@@ -550,12 +585,48 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
         let me = std::process::id();
+        let started = Instant::now();
         // Our client socket alone is not an accepted connection.
-        assert!(probe.check(&[me], Instant::now()).is_empty());
+        assert!(probe.check(&[(me, started)], started).is_empty());
         let (_conn, _) = listener.accept().unwrap();
         let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
-        assert_eq!(probe.check(&[me], later), vec![me]);
+        assert_eq!(probe.check(&[(me, started)], later), vec![me]);
         drop(client);
+    }
+
+    #[test]
+    fn the_probe_looks_often_at_a_young_start_and_seldom_at_an_old_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(probe_interval(Duration::ZERO), ms(1));
+        assert_eq!(probe_interval(ms(20)), ms(1));
+        assert_eq!(probe_interval(ms(100)), ms(5));
+        assert_eq!(probe_interval(ms(60_000)), ms(50));
+        // A worker that never gets ready, 5 s: a few hundred looks, not 5000.
+        let mut t = Duration::ZERO;
+        let mut looks = 0;
+        while t < Duration::from_secs(5) {
+            t += probe_interval(t);
+            looks += 1;
+        }
+        assert!(looks < 300, "{looks} looks in 5 s");
+    }
+
+    #[test]
+    fn a_worker_is_looked_at_only_when_due() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
+        let me = std::process::id();
+        let started = Instant::now();
+        let old = started
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or(started);
+        assert_eq!(probe.next_due(&[(me, started)]), Some(started));
+        probe.check(&[(me, old)], started);
+        assert_eq!(
+            probe.next_due(&[(me, old)]),
+            Some(started + PROBE_MAX),
+            "a ten-second-old start is looked at every 50 ms"
+        );
     }
 
     #[test]

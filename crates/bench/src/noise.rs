@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::proc::{self, ProcCpu, SystemCpu};
+use crate::sys::{self, ProcCpu, SystemCpu};
 
 const INTERVAL: Duration = Duration::from_millis(500);
 
@@ -93,7 +93,7 @@ impl Watch {
     pub fn start() -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let baseline: HashMap<Key, u64> = proc::processes()
+        let baseline: HashMap<Key, u64> = sys::processes()
             .into_iter()
             .map(|(k, p)| (k, p.ticks))
             .collect();
@@ -103,7 +103,7 @@ impl Watch {
             let mut ours: HashSet<Key> = HashSet::new();
             loop {
                 let done = flag.load(Ordering::Relaxed);
-                let snap = proc::processes();
+                let snap = sys::processes();
                 let parents: HashMap<i32, i32> = snap.iter().map(|(k, p)| (k.0, p.ppid)).collect();
                 let mut roots = vec![me];
                 roots.extend(
@@ -130,7 +130,7 @@ impl Watch {
         Watch {
             stop,
             handle,
-            sys_before: proc::system_cpu(),
+            sys_before: sys::system_cpu(),
             started: Instant::now(),
         }
     }
@@ -139,8 +139,8 @@ impl Watch {
     pub fn finish(self) -> Others {
         self.stop.store(true, Ordering::Relaxed);
         let used = self.handle.join().unwrap_or_default();
-        let sys = proc::system_cpu();
-        let secs = |ticks: u64| proc::ticks_ms(ticks) / 1000.0;
+        let sys = sys::system_cpu();
+        let secs = |ticks: u64| sys::ticks_ms(ticks) / 1000.0;
         let mut busiest: Vec<(String, f64)> = used
             .iter()
             .map(|(key, (comm, ticks))| (format!("{comm} ({})", key.0), secs(*ticks)))

@@ -5,6 +5,16 @@
 
 use std::fmt::Write as _;
 
+use crate::plot::Chart;
+
+/// A JSON object from `"key": value` pairs, each value converted with [`Json::from`].
+macro_rules! obj {
+    ($($key:literal : $value:expr),* $(,)?) => {
+        $crate::report::Json::Obj(vec![$(($key.to_owned(), $crate::report::Json::from($value))),*])
+    };
+}
+pub(crate) use obj;
+
 /// A JSON value, written by hand.
 #[derive(Debug, Clone)]
 pub enum Json {
@@ -26,25 +36,44 @@ pub enum Json {
     Raw(String),
 }
 
-impl Json {
-    /// A string value.
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
+/// `impl From<$type> for Json`, each value `v` becoming `$json`.
+macro_rules! json_from {
+    ($($type:ty => |$v:ident| $json:expr;)*) => {
+        $(impl From<$type> for Json {
+            fn from($v: $type) -> Json {
+                $json
+            }
+        })*
+    };
+}
 
-    /// An unsigned integer value.
-    pub fn uint(n: u64) -> Json {
-        Json::Int(i64::try_from(n).unwrap_or(i64::MAX))
+json_from! {
+    f64 => |x| Json::Num(x);
+    u64 => |n| Json::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    usize => |n| Json::from(n as u64);
+    i64 => |n| Json::Int(n);
+    i32 => |n| Json::Int(n.into());
+    bool => |b| Json::Bool(b);
+    &str => |s| Json::Str(s.to_owned());
+    String => |s| Json::Str(s);
+    &String => |s| Json::Str(s.clone());
+}
+
+impl<T: Into<Json>> From<Option<T>> for Json {
+    fn from(v: Option<T>) -> Json {
+        v.map_or(Json::Null, Into::into)
+    }
+}
+
+impl Json {
+    /// An array of anything that converts.
+    pub fn arr<T: Into<Json>>(items: impl IntoIterator<Item = T>) -> Json {
+        Json::Arr(items.into_iter().map(Into::into).collect())
     }
 
     /// An object from `(key, value)` pairs.
     pub fn obj<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Json)>) -> Json {
         Json::Obj(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
-
-    /// An array of numbers.
-    pub fn nums(values: &[f64]) -> Json {
-        Json::Arr(values.iter().map(|&v| Json::Num(v)).collect())
     }
 
     /// Writes the value, indented by `indent` levels when it spans lines.
@@ -58,49 +87,28 @@ impl Json {
             Json::Num(x) => out.push_str(&number(*x)),
             Json::Str(s) => loadgen::json_string(out, s),
             Json::Raw(raw) => out.push_str(raw),
-            Json::Arr(items) => {
-                let flat = items
-                    .iter()
-                    .all(|i| !matches!(i, Json::Arr(_) | Json::Obj(_) | Json::Raw(_)));
-                if flat {
-                    out.push('[');
-                    for (n, item) in items.iter().enumerate() {
-                        if n > 0 {
-                            out.push_str(", ");
-                        }
-                        item.write(out, indent);
-                    }
-                    out.push(']');
-                    return;
-                }
+            Json::Arr(items) if items.iter().all(Json::is_flat) => {
                 out.push('[');
                 for (n, item) in items.iter().enumerate() {
-                    out.push_str(if n > 0 { ",\n" } else { "\n" });
-                    pad(out, indent + 1);
-                    item.write(out, indent + 1);
+                    out.push_str(if n > 0 { ", " } else { "" });
+                    item.write(out, indent);
                 }
-                out.push('\n');
-                pad(out, indent);
                 out.push(']');
             }
+            Json::Arr(items) => {
+                let items = items.iter().map(|item| (None, item));
+                block(out, indent, ('[', ']'), items);
+            }
+            Json::Obj(pairs) if pairs.is_empty() => out.push_str("{}"),
             Json::Obj(pairs) => {
-                if pairs.is_empty() {
-                    out.push_str("{}");
-                    return;
-                }
-                out.push('{');
-                for (n, (key, value)) in pairs.iter().enumerate() {
-                    out.push_str(if n > 0 { ",\n" } else { "\n" });
-                    pad(out, indent + 1);
-                    loadgen::json_string(out, key);
-                    out.push_str(": ");
-                    value.write(out, indent + 1);
-                }
-                out.push('\n');
-                pad(out, indent);
-                out.push('}');
+                let pairs = pairs.iter().map(|(key, value)| (Some(key.as_str()), value));
+                block(out, indent, ('{', '}'), pairs);
             }
         }
+    }
+
+    fn is_flat(&self) -> bool {
+        !matches!(self, Json::Arr(_) | Json::Obj(_) | Json::Raw(_))
     }
 
     /// The value as pretty-printed JSON text.
@@ -112,10 +120,26 @@ impl Json {
     }
 }
 
-fn pad(out: &mut String, indent: usize) {
-    for _ in 0..indent {
-        out.push_str("  ");
+/// An array or object over several lines, one item (`key: value` for an object) per line.
+fn block<'a>(
+    out: &mut String,
+    indent: usize,
+    (open, close): (char, char),
+    items: impl Iterator<Item = (Option<&'a str>, &'a Json)>,
+) {
+    out.push(open);
+    for (n, (key, value)) in items.enumerate() {
+        out.push_str(if n > 0 { ",\n" } else { "\n" });
+        out.push_str(&"  ".repeat(indent + 1));
+        if let Some(key) = key {
+            loadgen::json_string(out, key);
+            out.push_str(": ");
+        }
+        value.write(out, indent + 1);
     }
+    out.push('\n');
+    out.push_str(&"  ".repeat(indent));
+    out.push(close);
 }
 
 fn number(x: f64) -> String {
@@ -179,11 +203,16 @@ pub struct Metric {
 
 impl Metric {
     /// A figure with no target.
-    pub fn info(key: &str, label: &str, value: Json, shown: impl Into<String>) -> Metric {
+    pub fn info(
+        key: impl Into<String>,
+        label: impl Into<String>,
+        value: impl Into<Json>,
+        shown: impl Into<String>,
+    ) -> Metric {
         Metric {
-            key: key.to_owned(),
-            label: label.to_owned(),
-            value,
+            key: key.into(),
+            label: label.into(),
+            value: value.into(),
             shown: shown.into(),
             target: None,
             status: Status::Info,
@@ -221,6 +250,8 @@ pub struct Section {
     pub errors: Vec<String>,
     /// Raw data for the JSON only.
     pub details: Vec<(String, Json)>,
+    /// Charts, each written next to the report under its file name and shown after the table.
+    pub plots: Vec<(String, Chart)>,
 }
 
 impl Section {
@@ -245,77 +276,150 @@ impl Section {
         self.metrics.push(metric);
     }
 
+    /// Adds a chart, written to `file` (`NAME.svg`) next to the report.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "no section plots yet (issue 16)")
+    )]
+    pub fn plot(&mut self, file: &str, chart: Chart) {
+        self.plots.push((file.to_owned(), chart));
+    }
+
+    /// Adds a JSON detail.
+    pub fn detail(&mut self, key: impl Into<String>, value: Json) {
+        self.details.push((key.into(), value));
+    }
+
+    /// Adds `- {head} {count} {what}, e.g.:` and the first `take` lines as sub-items, if any.
+    pub fn note_lines(&mut self, head: &str, what: &str, lines: &[String], take: usize) {
+        if lines.is_empty() {
+            return;
+        }
+        self.notes
+            .push(format!("- {head} {} {what}, e.g.:", lines.len()));
+        for l in lines.iter().take(take) {
+            self.notes.push(format!("  - `{l}`"));
+        }
+    }
+
     fn count(&self, status: Status) -> usize {
         self.metrics.iter().filter(|m| m.status == status).count()
     }
 
     fn markdown(&self, out: &mut String) {
         let _ = writeln!(out, "## {}\n", self.title);
-        for line in &self.intro {
-            let _ = writeln!(out, "{line}");
-        }
-        if !self.intro.is_empty() {
-            out.push('\n');
-        }
+        paragraph(out, &self.intro);
         for e in &self.errors {
             let _ = writeln!(out, "**ERROR**: {}\n", e.replace('\n', "  \n"));
         }
         if !self.metrics.is_empty() {
             out.push_str("| Figure | Value | Target | Result |\n|---|---:|---|---|\n");
             for m in &self.metrics {
+                let target = cell(m.target.as_deref().unwrap_or(""));
+                let (label, shown) = (cell(&m.label), cell(&m.shown));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} |",
-                    cell(&m.label),
-                    cell(&m.shown),
-                    cell(m.target.as_deref().unwrap_or("")),
+                    "| {label} | {shown} | {target} | {} |",
                     m.status.markdown()
                 );
             }
             out.push('\n');
         }
-        for line in &self.notes {
-            let _ = writeln!(out, "{line}");
+        for (file, chart) in &self.plots {
+            let _ = writeln!(out, "![{}]({file})\n", chart.title);
         }
-        if !self.notes.is_empty() {
-            out.push('\n');
-        }
+        paragraph(out, &self.notes);
     }
 
     fn json(&self) -> Json {
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|m| {
-                Json::obj([
-                    ("key", Json::str(&m.key)),
-                    ("label", Json::str(&m.label)),
-                    ("value", m.value.clone()),
-                    ("shown", Json::str(&m.shown)),
-                    ("target", m.target.as_ref().map_or(Json::Null, Json::str)),
-                    ("status", Json::str(m.status.json())),
-                ])
-            })
-            .collect();
-        Json::obj([
-            ("id", Json::str(&self.id)),
-            ("title", Json::str(&self.title)),
-            ("metrics", Json::Arr(metrics)),
-            (
-                "notes",
-                Json::Arr(self.notes.iter().map(Json::str).collect()),
-            ),
-            (
-                "errors",
-                Json::Arr(self.errors.iter().map(Json::str).collect()),
-            ),
-            ("details", Json::Obj(self.details.clone())),
-        ])
+        let metrics = self.metrics.iter().map(|m| {
+            obj! {
+                "key": &m.key, "label": &m.label, "value": m.value.clone(), "shown": &m.shown,
+                "target": m.target.as_ref(), "status": m.status.json(),
+            }
+        });
+        let mut json = obj! {
+            "id": &self.id,
+            "title": &self.title,
+            "metrics": Json::arr(metrics),
+            "notes": Json::arr(&self.notes),
+            "errors": Json::arr(&self.errors),
+            "details": Json::Obj(self.details.clone()),
+        };
+        if let Json::Obj(pairs) = &mut json
+            && !self.plots.is_empty()
+        {
+            pairs.push((
+                "plots".to_owned(),
+                Json::arr(self.plots.iter().map(|(f, _)| f)),
+            ));
+        }
+        json
+    }
+}
+
+/// Lines, then a blank line if there were any.
+fn paragraph(out: &mut String, lines: &[String]) {
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    if !lines.is_empty() {
+        out.push('\n');
     }
 }
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The figures of one run within a section: keys `KEY.k`, labels `NAME: label`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The run's JSON key.
+    pub key: &'a str,
+    /// The run's name, for people.
+    pub name: &'a str,
+}
+
+impl Scope<'_> {
+    /// A figure of this run, with no target.
+    pub fn metric(
+        &self,
+        k: &str,
+        label: &str,
+        value: impl Into<Json>,
+        shown: impl Into<String>,
+    ) -> Metric {
+        let (key, name) = (self.key, self.name);
+        Metric::info(
+            format!("{key}.{k}"),
+            format!("{name}: {label}"),
+            value,
+            shown,
+        )
+    }
+
+    /// A count, for information.
+    pub fn count(&self, k: &str, label: &str, n: u64) -> Metric {
+        self.metric(k, label, n, n.to_string())
+    }
+
+    /// A count whose target is 0.
+    pub fn zero(&self, k: &str, label: &str, n: u64) -> Metric {
+        self.count(k, label, n).target("0", n == 0)
+    }
+}
+
+/// Values with `decimals` decimals, joined by `, `.
+pub fn list(values: &[f64], decimals: usize) -> String {
+    let v: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+    v.join(", ")
+}
+
+/// The first `n` lines, each in backquotes, joined by `, `.
+pub fn quoted(lines: &[String], n: usize) -> String {
+    let v: Vec<String> = lines.iter().take(n).map(|l| format!("`{l}`")).collect();
+    v.join(", ")
 }
 
 /// The whole report.
@@ -345,23 +449,17 @@ impl Report {
 
     /// Every missed figure, as `section: label = value (target)`.
     fn misses(&self) -> Vec<String> {
-        self.sections
-            .iter()
-            .flat_map(|s| {
-                s.metrics
-                    .iter()
-                    .filter(|m| m.status == Status::Miss)
-                    .map(|m| {
-                        format!(
-                            "{}: {} = {} (target {})",
-                            s.title,
-                            m.label,
-                            m.shown,
-                            m.target.as_deref().unwrap_or("?")
-                        )
-                    })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for s in &self.sections {
+            for m in s.metrics.iter().filter(|m| m.status == Status::Miss) {
+                let target = m.target.as_deref().unwrap_or("?");
+                out.push(format!(
+                    "{}: {} = {} (target {target})",
+                    s.title, m.label, m.shown
+                ));
+            }
+        }
+        out
     }
 
     /// The report as Markdown.
@@ -372,15 +470,12 @@ impl Report {
         }
         out.push('\n');
         let (pass, miss, errors) = self.tally();
-        let _ = writeln!(
-            out,
-            "**Summary: {pass} PASS, {miss} MISS{}**\n",
-            if errors > 0 {
-                format!(", {errors} ERROR")
-            } else {
-                String::new()
-            }
-        );
+        let errors = if errors > 0 {
+            format!(", {errors} ERROR")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "**Summary: {pass} PASS, {miss} MISS{errors}**\n");
         for m in self.misses() {
             let _ = writeln!(out, "- MISS: {m}");
         }
@@ -396,23 +491,16 @@ impl Report {
     /// The report as JSON.
     pub fn json(&self) -> String {
         let (pass, miss, errors) = self.tally();
-        let mut top: Vec<(String, Json)> = vec![("title".into(), Json::str(&self.title))];
+        let mut top: Vec<(String, Json)> = vec![("title".into(), Json::from(&self.title))];
         top.extend(self.header_json.iter().cloned());
+        let misses = Json::arr(self.misses());
         top.push((
             "summary".into(),
-            Json::obj([
-                ("pass", Json::uint(pass as u64)),
-                ("miss", Json::uint(miss as u64)),
-                ("errors", Json::uint(errors as u64)),
-                (
-                    "misses",
-                    Json::Arr(self.misses().into_iter().map(Json::Str).collect()),
-                ),
-            ]),
+            obj! {"pass": pass, "miss": miss, "errors": errors, "misses": misses},
         ));
         top.push((
             "sections".into(),
-            Json::Arr(self.sections.iter().map(Section::json).collect()),
+            Json::arr(self.sections.iter().map(Section::json)),
         ));
         Json::Obj(top).render()
     }
@@ -424,27 +512,29 @@ mod tests {
 
     #[test]
     fn json_is_well_formed() {
-        let v = Json::obj([
-            ("a", Json::Num(0.97123456)),
-            ("b", Json::str("x\"y\n")),
-            ("c", Json::nums(&[1.0, 2.5])),
-            ("d", Json::Raw("{\"ok\":1}".into())),
-            ("e", Json::Num(f64::NAN)),
-            ("f", Json::Obj(vec![])),
-        ]);
+        let v = obj! {
+            "a": 0.97123456,
+            "b": "x\"y\n",
+            "c": Json::arr([1.0, 2.5]),
+            "d": Json::Raw("{\"ok\":1}".into()),
+            "e": f64::NAN,
+            "f": Json::Obj(vec![]),
+            "g": Json::arr([obj! {"h": 1_u64, "i": None::<u64>}]),
+        };
         let text = v.render();
         assert!(text.contains("\"a\": 0.9712"));
         assert!(text.contains("\"b\": \"x\\\"y\\n\""));
         assert!(text.contains("\"c\": [1, 2.5]"));
         assert!(text.contains("\"e\": null"));
         assert!(text.contains("\"f\": {}"));
+        assert!(text.contains("\"g\": [\n    {\n      \"h\": 1,\n      \"i\": null\n    }\n  ]"));
     }
 
     #[test]
     fn markdown_marks_misses() {
         let mut s = Section::new("t", "Test");
-        s.push(Metric::info("x", "x", Json::Int(1), "1").target("0", false));
-        s.push(Metric::info("y", "y", Json::Int(0), "0").target("0", true));
+        s.push(Metric::info("x", "x", 1_u64, "1").target("0", false));
+        s.push(Metric::info("y", "y", 0_u64, "0").target("0", true));
         let r = Report {
             title: "T".into(),
             sections: vec![s],
@@ -453,6 +543,16 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("**MISS**"));
         assert!(md.contains("1 PASS, 1 MISS"));
+        assert!(md.contains("- MISS: Test: x = 1 (target 0)"));
+        assert!(!md.contains("![") && !r.json().contains("\"plots\""));
         assert_eq!(r.tally(), (1, 1, 0));
+        let mut r = r;
+        let chart = Chart {
+            title: "RSS".into(),
+            ..Chart::default()
+        };
+        r.sections[0].plot("rss.svg", chart);
+        assert!(r.markdown().contains("| PASS |\n\n![RSS](rss.svg)\n"));
+        assert!(r.json().contains("\"plots\": [\"rss.svg\"]"));
     }
 }

@@ -35,6 +35,16 @@ pub fn spread(values: &[f64]) -> f64 {
     (max(values) - min(values)) / median(values)
 }
 
+/// The values more than 30% away from the median, each formatted by `show(index, value)`.
+pub fn outliers(values: &[f64], show: impl Fn(usize, f64) -> String) -> Vec<String> {
+    let median = median(values);
+    let odd = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| (**v / median - 1.0).abs() > 0.3);
+    odd.map(|(i, &v)| show(i, v)).collect()
+}
+
 fn sorted(values: &[f64]) -> Vec<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     v.sort_by(f64::total_cmp);
@@ -56,5 +66,7 @@ mod tests {
         assert_eq!(percentile(&[5.0], 90.0), 5.0);
         assert_eq!(max(&v), 20.0);
         assert_eq!(min(&v), 1.0);
+        let odd = outliers(&[10.0, 10.0, 14.0, 6.0], |i, v| format!("{i}:{v}"));
+        assert_eq!(odd, ["2:14", "3:6"]);
     }
 }

@@ -1,87 +1,69 @@
-//! Reading `/proc`: a process's memory, CPU time, threads, fds and children; the machine.
+//! What bench reads from `/proc` and the system: `/proc/PID/stat`, children and pidfds come
+//! from the main crate's `procfs` module; here is what the master itself never needs (memory
+//! from `/proc/PID/status`, the scheduler's exact runtime, context switches, descriptors, the
+//! whole machine's CPU time and description).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 
-/// A `/proc/PID/status` line's value (`VmRSS:\t 1234 kB` gives `1234 kB`).
-pub fn status_field(pid: i32, key: &str) -> io::Result<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_owned())
-        .ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))
-}
+pub use master_process::__internal::procfs;
 
-/// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
-pub fn status_kb(pid: i32, key: &str) -> io::Result<u64> {
-    let value = status_field(pid, key)?;
-    value
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .map_err(|_| io::Error::other(format!("bad {key} value {value:?}")))
-}
-
-/// The number of threads.
-pub fn threads(pid: i32) -> io::Result<u64> {
-    let value = status_field(pid, "Threads")?;
-    value
-        .parse()
-        .map_err(|_| io::Error::other(format!("bad Threads value {value:?}")))
-}
-
-/// The fields of `/proc/PID/stat` after the command name (field 3, the state, is index 0).
-fn stat_fields(path: &str) -> io::Result<Vec<String>> {
-    let text = fs::read_to_string(path)?;
-    let end = text
-        .rfind(')')
-        .ok_or_else(|| io::Error::other(format!("bad {path}")))?;
-    Ok(text[end + 1..]
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
-}
-
-fn stat_u64(fields: &[String], index: usize) -> u64 {
-    fields.get(index).and_then(|f| f.parse().ok()).unwrap_or(0)
-}
-
-/// The process group of a process.
-pub fn pgid(pid: i32) -> io::Result<i32> {
-    let f = stat_fields(&format!("/proc/{pid}/stat"))?;
-    f.get(2)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad /proc/{pid}/stat")))
+/// `/proc/PID/stat`, parsed by the main crate.
+pub fn stat(pid: i32) -> io::Result<procfs::Stat> {
+    procfs::read_stat(pid.unsigned_abs())
 }
 
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: i32) -> io::Result<u64> {
-    let f = stat_fields(&format!("/proc/{pid}/stat"))?;
-    Ok(stat_u64(&f, 11) + stat_u64(&f, 12))
+    stat(pid).map(|s| s.utime + s.stime)
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    stat(pid).is_ok_and(|s| s.state != 'Z')
+}
+
+/// The children of a process.
+pub fn children(pid: i32) -> Vec<i32> {
+    let kids = procfs::children(pid.unsigned_abs());
+    kids.into_iter()
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect()
+}
+
+/// Ticks to milliseconds.
+pub fn ticks_ms(ticks: u64) -> f64 {
+    ticks as f64 * 1000.0 / procfs::clock_ticks_per_second() as f64
+}
+
+/// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
+pub fn status_kb(pid: i32, key: &str) -> io::Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'));
+    let value = value.ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))?;
+    let kb = value.trim().trim_end_matches("kB").trim();
+    kb.parse()
+        .map_err(|_| io::Error::other(format!("bad {key} value {value:?}")))
 }
 
 /// CPU time actually run by every thread of a process, in ms with ns precision, from
 /// `se.sum_exec_runtime` in `/proc/PID/task/*/sched` (`None` if the kernel does not show it).
 /// Exact where utime + stime only move by whole clock ticks.
 pub fn cpu_runtime_ms(pid: i32) -> Option<f64> {
-    let mut total = 0.0;
-    let mut found = false;
+    let mut total = None;
     for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let Ok(text) = fs::read_to_string(task.path().join("sched")) else {
             continue;
         };
-        let value = text
-            .lines()
-            .find(|l| l.starts_with("se.sum_exec_runtime"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if let Some(ms) = value {
-            total += ms;
-            found = true;
+        let line = text.lines().find(|l| l.starts_with("se.sum_exec_runtime"));
+        if let Some(ms) = line.and_then(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok()) {
+            *total.get_or_insert(0.0) += ms;
         }
     }
-    found.then_some(total)
+    total
 }
 
 /// Context switches of a process, summed over its threads (`/proc/PID/task/*/status`).
@@ -133,45 +115,9 @@ pub fn ctxt_switches(pid: i32) -> io::Result<Switches> {
     Ok(total)
 }
 
-/// Clock ticks per second.
-pub fn clk_tck() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
-}
-
-/// Ticks to milliseconds.
-pub fn ticks_ms(ticks: u64) -> f64 {
-    ticks as f64 * 1000.0 / clk_tck() as f64
-}
-
 /// The number of open file descriptors.
 pub fn fd_count(pid: i32) -> io::Result<usize> {
     Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-/// The children of a process, from `/proc/PID/task/*/children`.
-pub fn children(pid: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    out
-}
-
-/// Whether `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    stat_fields(&format!("/proc/{pid}/stat"))
-        .map(|f| f.first().is_some_and(|s| s != "Z"))
-        .unwrap_or(false)
 }
 
 /// The command line, arguments joined by spaces ("" if gone).
@@ -179,6 +125,16 @@ pub fn cmdline(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
+}
+
+/// Every pid in `/proc`.
+pub fn pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// System-wide CPU time from `/proc/stat`, in ticks.
@@ -225,36 +181,21 @@ pub struct ProcCpu {
 
 /// Every process, keyed by (pid, start time) so that a reused pid is another process.
 pub fn processes() -> HashMap<(i32, u64), ProcCpu> {
-    let mut out = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
-            continue;
-        };
-        let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.insert(
-            (pid, num(19)),
+    let one = |pid: i32| {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let s = procfs::parse_stat(&text)?;
+        let comm = text[text.find('(')? + 1..text.rfind(')')?].to_owned();
+        let ppid = i32::try_from(s.ppid).ok()?;
+        Some((
+            (pid, s.starttime),
             ProcCpu {
-                comm: text[open + 1..close].to_owned(),
-                ppid: f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
-                ticks: num(11) + num(12),
+                comm,
+                ppid,
+                ticks: s.utime + s.stime,
             },
-        );
-    }
-    out
+        ))
+    };
+    pids().into_iter().filter_map(one).collect()
 }
 
 /// What the report says about the machine.
@@ -305,8 +246,7 @@ pub fn machine() -> Machine {
         .lines()
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
+        .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_total_kb = meminfo
         .lines()
@@ -333,7 +273,6 @@ mod tests {
     fn reads_our_own_process() {
         let me = std::process::id() as i32;
         assert!(status_kb(me, "VmRSS").expect("VmRSS") > 0);
-        assert!(threads(me).expect("Threads") >= 1);
         assert!(fd_count(me).expect("fds") >= 3);
         cpu_ticks(me).expect("stat");
         assert!(ctxt_switches(me).expect("ctxt switches").total() > 0);
@@ -341,6 +280,7 @@ mod tests {
             assert!(ms > 0.0);
         }
         assert!(alive(me));
+        assert!(processes().keys().any(|&(pid, _)| pid == me));
         assert!(machine().cpus >= 1);
     }
 }

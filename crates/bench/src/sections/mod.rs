@@ -1,0 +1,7 @@
+//! The benchmark's sections, one module each; `main.rs` lists them in `SECTIONS`.
+
+pub mod detection;
+pub mod monitor;
+pub mod peers;
+pub mod storms;
+pub mod throughput;
