@@ -1020,14 +1020,7 @@ fn a_bind_of_another_address_than_the_listen_fails_the_worker_with_one_line_and_
     // The app binds 127.0.0.1 only: the master must not hand it 0.0.0.0 (it would expose a
     // loopback service), so the worker fails, again and again.
     let mut m = master(&[server.display().to_string()])
-        .args([
-            "--listen",
-            &listen,
-            "--throttle",
-            "100ms",
-            "--max-backoff",
-            "400ms",
-        ])
+        .args(["--listen", &listen, "--throttle", "100ms"])
         .env("PORT", port)
         .env("HOST", "127.0.0.1")
         .start();
@@ -1058,14 +1051,7 @@ fn a_bind_of_another_address_than_the_listen_fails_the_worker_with_one_line_and_
 fn adoption_off_leaves_an_app_that_binds_its_port_failing_with_one_line() {
     let port = free_port();
     let mut m = master(&node_app())
-        .args([
-            "--adopt",
-            "off",
-            "--throttle",
-            "100ms",
-            "--max-backoff",
-            "400ms",
-        ])
+        .args(["--adopt", "off", "--throttle", "100ms"])
         .env("PORT", port)
         .start();
     // The app's own error is EADDRINUSE; once its worker crash-loops, the master says why.
