@@ -761,6 +761,51 @@ fn python_asyncio_server_binding_its_port_is_adopted_through_ten_reloads_under_l
 }
 
 #[test]
+fn a_new_asyncio_generation_does_not_freeze_the_serving_one_while_it_starts() {
+    // asyncio binds a blocking socket and makes it non-blocking only once it serves: the new
+    // generation's bind must not switch the shared socket, which the serving generation made
+    // non-blocking, back to blocking (it would hang inside accept, holding every connection
+    // it takes, until the new generation switches it again).
+    let port = free_port();
+    let addr = localhost(port);
+    let port_s = port.to_string();
+    let script = fixtures().join("python/asyncio_binds.py");
+    let mut m = Master::cmd()
+        .with_knobs_command(&["python3", script.to_str().unwrap()], &[("PORT", &port_s)])
+        .args(["-w", "2", "--listen", &addr.to_string()])
+        .start();
+    let old = m.wait_ready();
+    let loads: Vec<(Mode, Load)> = [Mode::Close, Mode::KeepAlive]
+        .into_iter()
+        .map(|mode| (mode, start_load(Target::Tcp(addr), mode, 2)))
+        .collect();
+    // 3 s of start-up work after the bind: longer than the load's 2 s request deadline.
+    m.set_knobs(&[("PORT", &port_s), ("PY_SLOW_AFTER_BIND_MS", "3000")]);
+    m.signal(libc::SIGHUP);
+    m.expect("bound; start-up work for 3000 ms");
+    // Meanwhile the serving generation goes on answering.
+    for (mode, load) in &loads {
+        let seen = load.snapshot().total();
+        assert!(
+            load.wait_for_requests(seen + 100, Duration::from_secs(2)),
+            "{mode}: the serving generation stalled while the new one started: {}",
+            load.snapshot()
+        );
+    }
+    m.expect("reload done generation=1 ");
+    let mut answered = Vec::new();
+    for (mode, load) in loads {
+        let report = load.stop();
+        assert_eq!(report.failed(), 0, "{mode}: {report}\n{:#?}", report.errors);
+        answered.extend(report.by_pid.keys().copied());
+    }
+    assert!(
+        old.iter().all(|p| answered.contains(p)),
+        "{old:?} {answered:?}"
+    );
+}
+
+#[test]
 fn a_static_c_binary_binding_its_port_is_adopted_through_ten_reloads_under_load() {
     let server = c_server();
     let port = free_port();
