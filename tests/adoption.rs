@@ -713,7 +713,7 @@ fn an_unchanged_express_app_installed_from_npm_is_adopted_through_ten_reloads_un
     let app = express_app();
     let port = free_port();
     let m = master(&["node".into(), app.join("server.js").display().to_string()])
-        .args(["-w", "2"])
+        .args(["-w", "1"])
         .env("PORT", port)
         .start();
     adopted_through_ten_reloads(
