@@ -99,6 +99,7 @@ mod logging;
 mod master;
 mod metrics;
 mod monitor;
+mod node;
 mod notify;
 mod policy;
 mod procfs;

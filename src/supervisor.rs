@@ -193,10 +193,57 @@ pub enum Notice {
     ReloadEnded(ReloadOutcome),
     /// The master began to stop.
     Stopping,
-    /// A worker became ready this long after it started (for metrics).
-    WorkerReady(Duration),
-    /// A serving worker exited unexpectedly (for metrics).
-    Crashed,
+    /// Something happened to a worker (for metrics and the event stream).
+    Worker(WorkerEvent),
+}
+
+/// Something that happened to one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEvent {
+    /// The worker.
+    pub pid: Pid,
+    /// Its slot.
+    pub index: usize,
+    /// Its `RELOAD_INDEX`.
+    pub generation: u64,
+    /// Its role when it happened.
+    pub role: Role,
+    /// What happened.
+    pub kind: WorkerEventKind,
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    /// It was started.
+    Started,
+    /// It became ready, this long after it started.
+    Ready(Duration),
+    /// It was asked to stop (SIGTERM).
+    Stopping,
+    /// It outlived `MAX_KILL_TIMEOUT`: SIGKILL to its group.
+    Killed,
+    /// It was reaped; `expected` unless it crashed (a serving worker that was not asked to
+    /// stop, or a new worker before it was ready).
+    Exited {
+        /// How.
+        status: ExitStatus,
+        /// Whether it was asked to stop (or was on its way out).
+        expected: bool,
+    },
+}
+
+impl WorkerEventKind {
+    /// Its name in the event stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerEventKind::Started => "worker_started",
+            WorkerEventKind::Ready(_) => "worker_ready",
+            WorkerEventKind::Stopping => "worker_stopping",
+            WorkerEventKind::Killed => "worker_killed",
+            WorkerEventKind::Exited { .. } => "worker_exited",
+        }
+    }
 }
 
 /// What the supervisor keeps per slot.
@@ -734,6 +781,10 @@ impl Supervisor {
             return;
         };
         let w = self.workers.remove(pos);
+        let expected = w.role == Role::Retired
+            || w.role == Role::Replacement && w.state.is_stopping()
+            || w.role == Role::Serving && w.state.is_stopping();
+        self.notice(&w, WorkerEventKind::Exited { status, expected });
         let lived = now.saturating_duration_since(w.started);
         self.watch_group(os, &w, now);
         match (w.role, w.state) {
@@ -778,9 +829,6 @@ impl Supervisor {
                     warn!(pid, index = w.index, generation = w.generation, %status,
                           lived_ms = lived.as_millis() as u64, crashes = slot.crashes,
                           "worker exited unexpectedly");
-                }
-                if !state.is_stopping() {
-                    self.notices.push(Notice::Crashed);
                 }
                 if self.settings.on_crash == OnCrash::Exit && !state.is_stopping() {
                     info!(code = status.code(), "--on-crash exit: stopping");
@@ -867,6 +915,8 @@ impl Supervisor {
                     );
                     os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
+                    let w = self.workers[pos].clone();
+                    self.notice(&w, WorkerEventKind::Killed);
                 }
                 WorkerState::Ready { .. }
                     if w.role == Role::Serving
@@ -998,9 +1048,15 @@ impl Supervisor {
     fn mark_ready(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
-        self.notices.push(Notice::WorkerReady(
-            now.saturating_duration_since(w.started),
-        ));
+        let after = now.saturating_duration_since(w.started);
+        let event = WorkerEvent {
+            pid: w.pid,
+            index: w.index,
+            generation: w.generation,
+            role: w.role,
+            kind: WorkerEventKind::Ready(after),
+        };
+        self.notices.push(Notice::Worker(event));
         let (pid, index, generation) = (w.pid, w.index, w.generation);
         info!(
             pid,
@@ -1136,6 +1192,19 @@ impl Supervisor {
             kill_at: later(now, self.settings.kill_timeout),
         };
         os.signal(Target::Group(w.pid), Signal::Terminate);
+        let w = self.workers[pos].clone();
+        self.notice(&w, WorkerEventKind::Stopping);
+    }
+
+    /// Tells the outside world that `kind` happened to worker `w`.
+    fn notice(&mut self, w: &Worker, kind: WorkerEventKind) {
+        self.notices.push(Notice::Worker(WorkerEvent {
+            pid: w.pid,
+            index: w.index,
+            generation: w.generation,
+            role: w.role,
+            kind,
+        }));
     }
 
     /// Stops the master: SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`; the
@@ -1215,6 +1284,9 @@ impl Supervisor {
                     at_ms = self.at_ms(now),
                     "worker started"
                 );
+                if let Some(w) = self.workers.last().cloned() {
+                    self.notice(&w, WorkerEventKind::Started);
+                }
                 Ok(pid)
             }
             Err(e) => {
@@ -1396,6 +1468,11 @@ impl Supervisor {
         };
         self.last_reload = Some(outcome.clone());
         self.notices.push(Notice::ReloadEnded(outcome));
+    }
+
+    /// The master's own clock now (milliseconds since start), for events.
+    pub fn at_ms_now(&self) -> u64 {
+        at_ms(self.epoch, Instant::now())
     }
 
     /// `now` on the master's own clock (milliseconds since start), for log lines that tests

@@ -219,3 +219,187 @@ fn metrics_can_be_served_on_a_unix_socket() {
     assert_eq!(m.wait_exit(), 0);
     assert!(!path.exists(), "the socket file is removed at exit");
 }
+
+/// Every line parses as a JSON object (checked by Python's json module); returns them as
+/// Python's repr of (key, type name) pairs per line, one per line.
+fn json_lines_checked(lines: &[String]) -> Vec<String> {
+    let script = "import sys, json\n\
+                  for line in sys.stdin:\n\
+                  \x20   o = json.loads(line)\n\
+                  \x20   assert isinstance(o, dict), line\n\
+                  \x20   print(' '.join(f'{k}:{type(v).__name__}' for k, v in o.items()))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not JSON: {}\n{lines:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_every_field() {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ready",
+            "notify",
+        ])
+        .env("TW_READY", "notify")
+        .start();
+    let line = m.expect("\"message\":\"all workers ready\"");
+    assert!(line.starts_with('{'), "{line}");
+    let ours: Vec<String> = m
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with('{'))
+        .collect();
+    let shapes = json_lines_checked(&ours);
+    assert!(
+        shapes
+            .iter()
+            .all(|s| s.starts_with("time:str level:str target:str message:str")),
+        "{shapes:#?}"
+    );
+    let started = shapes
+        .iter()
+        .find(|s| s.contains("pid:int index:int generation:int at_ms:int"))
+        .unwrap_or_else(|| panic!("no worker started line with typed fields: {shapes:#?}"));
+    assert!(started.contains("message:str"), "{started}");
+}
+
+#[test]
+fn events_stream_every_reload_and_worker_event_as_json_lines() {
+    use std::io::BufRead;
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "-w", "2", "--ready", "notify"])
+        .env("TW_READY", "notify")
+        .start();
+    m.wait_ready();
+    let mut events = crate::support::control_command(m.dir(), &["events"]);
+    let mut child = events.stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first line says the subscription holds, and from which generation.
+    let hello = rx
+        .recv_timeout(DEADLINE)
+        .expect("the subscription's first line");
+    assert!(
+        hello.contains("\"type\":\"subscribed\"") && hello.contains("\"generation\":0"),
+        "{hello}"
+    );
+    let reload = m.ctl(&["reload", "--wait", "--json"]);
+    let first = rx.recv_timeout(DEADLINE).expect("the reload's first event");
+    assert_eq!(reload.code, 0, "{reload:?}");
+    assert!(reload.stdout.starts_with('{') && reload.stdout.contains("\"outcome\":\"done\""));
+    let generation = {
+        let s = reload.stdout.split("\"generation\":").nth(1).unwrap();
+        s.split(',').next().unwrap().to_string()
+    };
+    let mut lines = vec![first];
+    while !lines.last().unwrap().contains("\"type\":\"reload_ended\"")
+        || !lines
+            .last()
+            .unwrap()
+            .contains(&format!("\"generation\":{generation}"))
+    {
+        lines.push(rx.recv_timeout(DEADLINE).expect("the reload's events"));
+    }
+    json_lines_checked(&lines);
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.split("\"type\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    for wanted in [
+        "reload_started",
+        "worker_started",
+        "worker_ready",
+        "worker_stopping",
+        "worker_exited",
+        "reload_ended",
+    ] {
+        assert!(types.contains(&wanted), "{wanted} missing: {types:?}");
+    }
+    let ready = lines.iter().find(|l| l.contains("worker_ready")).unwrap();
+    assert!(
+        ready.contains("\"after_ms\":") && ready.contains("\"pid\":"),
+        "{ready}"
+    );
+    // The stream ends when the master does.
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait_exit(), 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::support::master_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flags = [
+        "--listen",
+        "--workers",
+        "--kill-timeout",
+        "--metrics",
+        "--log-format",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let text = run(&["completions", shell]);
+        for flag in flags {
+            let bare = flag.trim_start_matches('-');
+            assert!(text.contains(bare), "{shell} completions lack {flag}");
+        }
+        assert!(text.contains("reload"), "{shell}: no subcommands");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH master-process 1"), "{man:.200}");
+    assert!(man.contains("Reload server applications with no downtime"));
+    for flag in flags {
+        assert!(man.contains(&flag.replace('-', "\\-")), "man lacks {flag}");
+    }
+    let out = Command::new(crate::support::master_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

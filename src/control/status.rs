@@ -6,7 +6,7 @@ use super::Record;
 use crate::monitor::Monitor;
 use crate::procfs;
 use crate::socket::ListenerSet;
-use crate::supervisor::{CRASH_LOOP, Canary, ReloadOutcome, Supervisor};
+use crate::supervisor::{CRASH_LOOP, Canary, Notice, ReloadOutcome, Supervisor, WorkerEventKind};
 
 /// What the master shows besides its supervisor and listeners.
 pub struct Extras<'a> {
@@ -141,6 +141,51 @@ pub fn status_records(
         records.push(r);
     }
     records
+}
+
+/// A notice as an `event` record: its `type`, when (`time`, RFC 3339, and `at_ms` on the
+/// master's clock) and its fields.
+pub fn event_record(notice: &Notice, at_ms: u64) -> Record {
+    let head = |kind: &str| event(kind, at_ms);
+    match notice {
+        Notice::Running => head("master_running"),
+        Notice::Stopping => head("master_stopping"),
+        Notice::ReloadStarted(g) => head("reload_started").with("generation", g),
+        Notice::ReloadEnded(outcome) => {
+            let mut r = head("reload_ended");
+            r.fields.extend(outcome_record("reload", outcome).fields);
+            r
+        }
+        Notice::Worker(e) => {
+            let mut r = head(e.kind.name())
+                .with("pid", e.pid)
+                .with("index", e.index)
+                .with("generation", e.generation)
+                .with("role", e.role.name());
+            match e.kind {
+                WorkerEventKind::Ready(after) => r = r.with("after_ms", ms(after)),
+                WorkerEventKind::Exited { status, expected } => {
+                    r = r
+                        .with("status", status)
+                        .with("code", status.code())
+                        .with("expected", expected);
+                }
+                WorkerEventKind::Started | WorkerEventKind::Stopping | WorkerEventKind::Killed => {}
+            }
+            r
+        }
+    }
+}
+
+/// An `event` record of type `kind`, at `at_ms` on the master's clock (and now, in RFC 3339).
+pub fn event(kind: &str, at_ms: u64) -> Record {
+    Record::new("event")
+        .with("type", kind)
+        .with(
+            "time",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        )
+        .with("at_ms", at_ms)
 }
 
 /// A reload's outcome as a record of kind `kind`: generation, outcome (`done` or

@@ -82,7 +82,7 @@ impl ServiceManager {
             ),
             Notice::ReloadEnded(_) => format!("READY=1\nSTATUS={summary}"),
             Notice::Stopping => format!("STOPPING=1\nSTATUS={summary}"),
-            Notice::WorkerReady(_) | Notice::Crashed => return,
+            Notice::Worker(_) => return,
         };
         self.send(&state);
     }

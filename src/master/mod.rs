@@ -19,6 +19,7 @@ mod os;
 mod sources;
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -62,6 +63,7 @@ pub fn run(config: Config) -> Result<i32> {
     let signals = SignalPipe::install(&MASTER_SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     die_with_parent()?;
+    blocking_stdio();
     if crate::upgrade::resuming() {
         return handover::resume(config, signals);
     }
@@ -129,6 +131,24 @@ pub fn run(config: Config) -> Result<i32> {
     master.finish()
 }
 
+/// Makes stdin, stdout and stderr blocking: a parent (Node.js, after `process.execve`) may
+/// leave them non-blocking, and workers inherit them (many programs fail on `EAGAIN` there).
+fn blocking_stdio() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    for fd in [
+        std::io::stdin().as_fd(),
+        std::io::stdout().as_fd(),
+        std::io::stderr().as_fd(),
+    ] {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags);
+            if flags.contains(OFlag::O_NONBLOCK) {
+                let _ = fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK));
+            }
+        }
+    }
+}
+
 /// The control socket `config` asks for, bound.
 fn bind_control(config: &Config) -> Result<Option<control::Server>> {
     let path = match &config.control {
@@ -156,9 +176,36 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
+        worker_env(config, notify),
         probe,
         config.adopt,
     ))
+}
+
+/// What every worker gets besides the protocol's variables: the drain timeout the reference
+/// called `MAX_KILL_TIMEOUT` (however it was given), and the Node.js drain preload.
+fn worker_env(config: &Config, notify: &NotifySocket) -> Vec<(&'static str, String)> {
+    let mut vars = vec![(
+        "MAX_KILL_TIMEOUT",
+        config.supervisor.kill_timeout.as_millis().to_string(),
+    )];
+    if config.node_drain {
+        match crate::node::install_preload(notify.dir()) {
+            Ok(preload) => {
+                let existing = std::env::var("NODE_OPTIONS").ok();
+                vars.push((
+                    "NODE_OPTIONS",
+                    crate::node::node_options(existing.as_deref(), &preload),
+                ));
+            }
+            Err(e) => warn!(
+                "cannot write the Node.js drain preload in {}: {e}; Node.js workers without a \
+                 SIGTERM handler will not drain",
+                notify.dir().display()
+            ),
+        }
+    }
+    vars
 }
 
 /// With `MASTER_PROCESS_PARENT_PID` (the npm package on Node.js versions that cannot
@@ -349,9 +396,14 @@ impl Master {
         set.add(Source::Signals, self.signals.fd());
         set.add(Source::Notify, self.notify.fd());
         if let Some(server) = &self.control {
-            for (client, fd) in server.poll_fds(Instant::now()) {
+            for (client, fd, write) in server.poll_fds(Instant::now()) {
                 let source = client.map_or(Source::Control, Source::Client);
-                set.add(source, fd);
+                let events = if write {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                set.add_for(source, fd, events);
             }
         }
         for (i, l) in self.os.listeners().iter().enumerate() {
@@ -781,6 +833,14 @@ impl Master {
                 }
             }
             Request::Upgrade { wait } => self.upgrade(Some((id, wait)), now),
+            Request::Events => {
+                // First the state it starts from, then every event.
+                server.wait(id, Wait::Events);
+                let hello = control::event("subscribed", self.sup.at_ms_now())
+                    .with("generation", self.sup.generation())
+                    .with("phase", self.sup.phase().name());
+                server.send(id, &hello);
+            }
             Request::Signal(signal) => {
                 let workers = self.sup.workers().len();
                 self.sup.forward(&mut self.os, signal);
@@ -800,6 +860,9 @@ impl Master {
 
     fn on_notice(&mut self, notice: Notice) {
         self.counters.on_notice(&notice);
+        if let Some(server) = self.control.as_mut() {
+            server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
+        }
         if let Some(manager) = self.manager.as_mut() {
             manager.on_notice(&notice, &summary(&self.sup, &notice));
         }
@@ -818,10 +881,7 @@ impl Master {
                     server.fail(id, "the master is stopping");
                 }
             }
-            Notice::Running
-            | Notice::ReloadStarted(_)
-            | Notice::WorkerReady(_)
-            | Notice::Crashed => {}
+            Notice::Running | Notice::ReloadStarted(_) | Notice::Worker(_) => {}
         }
     }
 }
@@ -878,7 +938,7 @@ fn summary(sup: &Supervisor, notice: &Notice) -> String {
             ),
         },
         Notice::Stopping => "stopping".to_string(),
-        Notice::WorkerReady(_) | Notice::Crashed => String::new(),
+        Notice::Worker(_) => String::new(),
     }
 }
 

@@ -21,7 +21,8 @@ pub use render::{Facts, render};
 pub use server::{ClientId, Server};
 
 use crate::monitor::Resource;
-use crate::supervisor::{FailureKind, Notice};
+use crate::supervisor::{FailureKind, Notice, WorkerEventKind};
+use crate::worker::Role;
 
 /// Bucket bounds, in seconds, of the reload duration histogram.
 pub const RELOAD_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -97,8 +98,13 @@ impl Counters {
                     bump(&mut self.reload_failures, f.kind);
                 }
             }
-            Notice::WorkerReady(after) => self.ready_seconds.observe(*after),
-            Notice::Crashed => self.crashes += 1,
+            Notice::Worker(e) => match e.kind {
+                WorkerEventKind::Ready(after) => self.ready_seconds.observe(after),
+                WorkerEventKind::Exited {
+                    expected: false, ..
+                } if e.role == Role::Serving => self.crashes += 1,
+                _ => {}
+            },
             Notice::Running | Notice::ReloadStarted(_) | Notice::Stopping => {}
         }
     }

@@ -20,8 +20,24 @@ fn histograms_count_each_observation_in_its_bucket() {
 #[test]
 fn notices_are_counted() {
     let mut c = Counters::default();
-    c.on_notice(&Notice::Crashed);
-    c.on_notice(&Notice::WorkerReady(Duration::from_millis(3)));
+    let event = |kind| {
+        Notice::Worker(crate::supervisor::WorkerEvent {
+            pid: 10,
+            index: 0,
+            generation: 0,
+            role: Role::Serving,
+            kind,
+        })
+    };
+    c.on_notice(&event(WorkerEventKind::Exited {
+        status: crate::worker::ExitStatus::Code(1),
+        expected: false,
+    }));
+    c.on_notice(&event(WorkerEventKind::Exited {
+        status: crate::worker::ExitStatus::Code(0),
+        expected: true,
+    }));
+    c.on_notice(&event(WorkerEventKind::Ready(Duration::from_millis(3))));
     c.on_notice(&Notice::ReloadEnded(ReloadOutcome {
         generation: 1,
         failure: Some(Failure {

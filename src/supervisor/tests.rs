@@ -114,7 +114,7 @@ impl Harness {
         self.sup
             .take_notices()
             .into_iter()
-            .filter(|n| !matches!(n, Notice::WorkerReady(_) | Notice::Crashed))
+            .filter(|n| !matches!(n, Notice::Worker(_)))
             .collect()
     }
 
@@ -1105,15 +1105,44 @@ fn request_reload_returns_the_generation_that_will_carry_the_request() {
 }
 
 #[test]
-fn readiness_and_crashes_are_noticed_for_metrics() {
+fn every_worker_event_is_noticed_in_order() {
     let (mut h, pids) = Harness::running(1);
-    assert!(
+    let kinds = |h: &mut Harness| -> Vec<WorkerEventKind> {
         h.sup
             .take_notices()
-            .contains(&Notice::WorkerReady(Duration::ZERO))
+            .into_iter()
+            .filter_map(|n| match n {
+                Notice::Worker(e) => Some(e.kind),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&mut h),
+        vec![
+            WorkerEventKind::Started,
+            WorkerEventKind::Ready(Duration::ZERO)
+        ]
     );
     h.exit(pids[0], ExitStatus::Code(1));
-    assert!(h.sup.take_notices().contains(&Notice::Crashed));
+    assert_eq!(
+        kinds(&mut h)[0],
+        WorkerEventKind::Exited {
+            status: ExitStatus::Code(1),
+            expected: false
+        },
+        "a crash"
+    );
+    h.at(1_000);
+    assert_eq!(kinds(&mut h), vec![WorkerEventKind::Started], "the restart");
+    h.signal(Signal::Terminate);
+    let stopping = kinds(&mut h);
+    assert!(
+        stopping.contains(&WorkerEventKind::Stopping),
+        "{stopping:?}"
+    );
+    h.at(60_000);
+    assert!(kinds(&mut h).contains(&WorkerEventKind::Killed));
 }
 
 #[test]
