@@ -7,7 +7,8 @@
 //!
 //! The apps drain on SIGTERM as production apps should (stop accepting, answer further
 //! requests on open connections with `Connection: close`, close connections idle for a
-//! moment, then exit), so every load test runs both connection modes at once: a new
+//! moment, then exit), by their own code or, for the Express app, which has none, by the
+//! master's Node.js drain preload; so every load test runs both connection modes at once: a new
 //! connection per request, and keep-alive connections. (An app that dies at once on SIGTERM
 //! cuts the connections it holds: that is its shutdown, not the master's; see
 //! ../shared/research/measuring-reloads.md. None is used here.)
@@ -710,6 +711,8 @@ fn node_listen_localhost_through_sh_c_with_one_worker_and_an_explicit_listen_is_
 
 #[test]
 fn an_unchanged_express_app_installed_from_npm_is_adopted_through_ten_reloads_under_load() {
+    // Not a line of shutdown code in the app: it drains through the master's Node.js drain
+    // preload (--node-drain on, the default), hence both connection modes.
     let app = express_app();
     let port = free_port();
     let m = master(&["node".into(), app.join("server.js").display().to_string()])
