@@ -158,8 +158,11 @@ enum ControlCommand {
     /// uptime, restarts, RSS, CPU%)
     Status {
         /// Stable JSON for scripts
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// A live view, redrawn every second; q or Ctrl-C quits
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -305,7 +308,12 @@ fn control(subcommand: ControlCommand) -> Result<u8> {
             json,
         ),
         ControlCommand::Events { target } => (target, Request::Events, None, true),
-        ControlCommand::Status { json, target } => (target, Request::Status, answer, json),
+        ControlCommand::Status {
+            watch: true,
+            target,
+            ..
+        } => return Ok(crate::control::watch(&target.socket()?)),
+        ControlCommand::Status { json, target, .. } => (target, Request::Status, answer, json),
         ControlCommand::Stop { wait, target } => (target, Request::Stop { wait }, None, false),
         ControlCommand::Signal { signal, target } => {
             let sig = signal
