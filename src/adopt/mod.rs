@@ -68,10 +68,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
-    sockopt,
-};
+use nix::sys::socket::{self, Backlog, SockaddrIn, SockaddrIn6, SockaddrStorage, sockopt};
 
 #[allow(unused_imports)] // The API the master will use once wired.
 pub use decide::{
@@ -156,17 +153,7 @@ pub fn bind_listener(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
 }
 
 fn tcp_socket(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    if addr.is_ipv6() {
-        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
-    }
-    Ok(fd)
+    Ok(crate::socket::tcp_socket(addr, Some(v6only))?)
 }
 
 /// The sockets the master holds, for the engine: a duplicate of each, and what the decision

@@ -6,9 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, sockopt,
-};
+use nix::sys::socket::{self, Backlog, SockType, SockaddrIn, SockaddrIn6, sockopt};
 
 use super::file::{self, Identity, SocketFile};
 use super::{ListenAddr, ListenerSpec, describe};
@@ -380,21 +378,10 @@ fn bind_tcp(
     dual_stack: bool,
     backlog: u32,
 ) -> std::result::Result<OwnedFd, Errno> {
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let fd = super::tcp_socket(addr, dual_stack.then_some(false))?;
     match addr {
         SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => {
-            if dual_stack {
-                socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-            }
-            socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?
-        }
+        SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
     }
     socket::listen(
         &fd,
