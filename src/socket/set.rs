@@ -378,7 +378,14 @@ fn bind_tcp(
     dual_stack: bool,
     backlog: u32,
 ) -> std::result::Result<OwnedFd, Errno> {
-    let fd = super::tcp_socket(addr, dual_stack.then_some(false))?;
+    // A bare port is every address, IPv4 included; an explicit IPv6 address is IPv6 only (so
+    // that `0.0.0.0:P` and `[::]:P` can both be listened on, as some apps want).
+    let v6only = if dual_stack {
+        Some(false)
+    } else {
+        addr.is_ipv6().then_some(true)
+    };
+    let fd = super::tcp_socket(addr, v6only)?;
     match addr {
         SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
         SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
@@ -448,6 +455,20 @@ mod tests {
         assert_eq!(rebound.local(), local);
         assert!(rebound.alive());
         std::net::TcpStream::connect(&local).unwrap();
+    }
+
+    #[test]
+    fn an_explicit_ipv6_any_address_leaves_ipv4_to_another_listener() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 on this machine; nothing to test");
+            return;
+        }
+        let v4 = Listener::bind(&spec("0.0.0.0:0"), 0o664, 16).unwrap();
+        let port = v4.local().rsplit(':').next().unwrap().to_string();
+        let v6 = Listener::bind(&spec(&format!("[::]:{port}")), 0o664, 16).unwrap();
+        assert!(socket::getsockopt(&v6.fd(), sockopt::Ipv6V6Only).unwrap());
+        let any = Listener::bind(&spec("0"), 0o664, 16).unwrap();
+        assert!(!socket::getsockopt(&any.fd(), sockopt::Ipv6V6Only).unwrap());
     }
 
     #[test]
