@@ -556,7 +556,9 @@ pub fn start(cfg: Config) -> Load {
     )
     .into_bytes()
     .into();
-    let together = cfg.start_together.then(|| Arc::new(Barrier::new(cfg.connections)));
+    let together = cfg
+        .start_together
+        .then(|| Arc::new(Barrier::new(cfg.connections)));
     let threads = (0..cfg.connections)
         .map(|idx| {
             let worker = Worker {

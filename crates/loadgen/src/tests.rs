@@ -519,7 +519,11 @@ fn a_burst_sends_one_request_per_connection_at_once() {
     cfg.requests_per_connection = Some(1);
     cfg.start_together = true;
     let load = start(cfg);
-    assert!(load.wait_for_requests(32, Duration::from_secs(20)), "{}", load.snapshot());
+    assert!(
+        load.wait_for_requests(32, Duration::from_secs(20)),
+        "{}",
+        load.snapshot()
+    );
     // The threads stop by themselves: nothing more is sent while we wait.
     thread::sleep(Duration::from_millis(100));
     let r = load.stop();
