@@ -39,7 +39,7 @@ pub fn command() -> Command {
         .args_conflicts_with_subcommands(true)
         .override_usage(
             "master-process [OPTIONS] -- <COMMAND>...\n       \
-             master-process <reload|status|stop|signal|upgrade|list> [OPTIONS]",
+             master-process <reload|status|stop|signal|upgrade|events|list> [OPTIONS]",
         )
         .after_help(
             "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, the worker's code with \
@@ -141,6 +141,9 @@ enum ControlCommand {
         /// and what still serves); exit 0 if it succeeded, 1 if not
         #[arg(long)]
         wait: bool,
+        /// The outcome as one JSON object
+        #[arg(long)]
+        json: bool,
         /// Give up waiting after this long (exit 1)
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
@@ -170,6 +173,9 @@ enum ControlCommand {
         /// Wait until the reload after the upgrade has ended; print its outcome
         #[arg(long)]
         wait: bool,
+        /// The outcome as one JSON object
+        #[arg(long)]
+        json: bool,
         /// Give up waiting after this long (exit 1)
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
@@ -180,6 +186,12 @@ enum ControlCommand {
     Signal {
         /// The signal: a name (USR1, SIGUSR1) or a number
         signal: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every event as it happens (reloads, workers started, ready, stopping, exited), one
+    /// JSON object per line, until the master goes away
+    Events {
         #[command(flatten)]
         target: Target,
     },
@@ -260,24 +272,27 @@ fn control(command: ControlCommand) -> Result<u8> {
     let (target, request, timeout, json) = match command {
         ControlCommand::Reload {
             wait,
+            json,
             timeout,
             target,
         } => (
             target,
             Request::Reload { wait },
             wait_timeout(timeout)?,
-            false,
+            json,
         ),
         ControlCommand::Upgrade {
             wait,
+            json,
             timeout,
             target,
         } => (
             target,
             Request::Upgrade { wait },
             wait_timeout(timeout)?,
-            false,
+            json,
         ),
+        ControlCommand::Events { target } => (target, Request::Events, None, true),
         ControlCommand::Status { json, target } => (target, Request::Status, answer, json),
         ControlCommand::Stop { wait, target } => (target, Request::Stop { wait }, None, false),
         ControlCommand::Signal { signal, target } => {
@@ -327,7 +342,7 @@ pub fn main() -> ExitCode {
     }
     let result = config(&matches).and_then(|config| {
         crate::upgrade::preflight_if_requested(&config);
-        crate::logging::init(config.verbose);
+        crate::logging::init(config.verbose, config.log_format);
         crate::master::run(config)
     });
     match result {

@@ -40,8 +40,29 @@ pub struct Subject {
 pub struct Verdict {
     /// The worker to replace.
     pub pid: Pid,
+    /// Which limit it crossed.
+    pub resource: Resource,
     /// Why, in words.
     pub reason: String,
+}
+
+/// A limit the monitor watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `MAX_MEMORY_ALLOWED_MB`.
+    Memory,
+    /// `MAX_CPU_ALLOWED`.
+    Cpu,
+}
+
+impl Resource {
+    /// Its name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::Cpu => "cpu",
+        }
+    }
 }
 
 /// What the monitor knows about one worker.
@@ -237,24 +258,34 @@ impl Monitor {
                 .unwrap_or_else(|| "-".into()),
             "monitor sample"
         );
-        let reason = if w.memory_over >= limits.memory_failures {
-            Some(format!(
-                "memory {mb:.1} MiB over MAX_MEMORY_ALLOWED_MB={} for {} samples in a row",
-                limits.max_memory_mb, w.memory_over
+        let verdict = if w.memory_over >= limits.memory_failures {
+            Some((
+                Resource::Memory,
+                format!(
+                    "memory {mb:.1} MiB over MAX_MEMORY_ALLOWED_MB={} for {} samples in a row",
+                    limits.max_memory_mb, w.memory_over
+                ),
             ))
         } else if w.cpu_over >= limits.cpu_failures {
-            Some(format!(
-                "CPU {:.0}% over MAX_CPU_ALLOWED={}% for {} samples in a row",
-                w.cpu_pct.unwrap_or_default(),
-                limits.max_cpu_pct,
-                w.cpu_over
+            Some((
+                Resource::Cpu,
+                format!(
+                    "CPU {:.0}% over MAX_CPU_ALLOWED={}% for {} samples in a row",
+                    w.cpu_pct.unwrap_or_default(),
+                    limits.max_cpu_pct,
+                    w.cpu_over
+                ),
             ))
         } else {
             None
         };
-        reason.map(|reason| {
+        verdict.map(|(resource, reason)| {
             w.replacing = true;
-            Verdict { pid, reason }
+            Verdict {
+                pid,
+                resource,
+                reason,
+            }
         })
     }
 

@@ -153,6 +153,17 @@ impl Strategy {
 }
 
 words! {
+    /// How log lines are written (`--log-format`).
+    LogFormat {
+        /// Text for people (timestamps unless under systemd's journal).
+        #[default]
+        Text = "text",
+        /// One JSON object per line, for log shippers.
+        Json = "json",
+    }
+}
+
+words! {
     /// On or off, for the switches with an environment twin (`MASTER_PROCESS_MONITOR=off`).
     Toggle {
         /// On.

@@ -144,7 +144,7 @@ pub struct Reload {
     /// When it began.
     pub started: Instant,
     /// Why it failed, once it has.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// Workers it asked to exit (replaced old workers, aborted candidates).
     pub retiring: Vec<Pid>,
     /// Slots whose candidate has not been started yet.
@@ -175,7 +175,7 @@ pub struct ReloadOutcome {
     /// Its `RELOAD_INDEX`.
     pub generation: u64,
     /// `None` if it succeeded, else why it failed.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// How long it took.
     pub took: Duration,
     /// Who serves now, by slot.
@@ -193,6 +193,57 @@ pub enum Notice {
     ReloadEnded(ReloadOutcome),
     /// The master began to stop.
     Stopping,
+    /// Something happened to a worker (for metrics and the event stream).
+    Worker(WorkerEvent),
+}
+
+/// Something that happened to one worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEvent {
+    /// The worker.
+    pub pid: Pid,
+    /// Its slot.
+    pub index: usize,
+    /// Its `RELOAD_INDEX`.
+    pub generation: u64,
+    /// Its role when it happened.
+    pub role: Role,
+    /// What happened.
+    pub kind: WorkerEventKind,
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEventKind {
+    /// It was started.
+    Started,
+    /// It became ready, this long after it started.
+    Ready(Duration),
+    /// It was asked to stop (SIGTERM).
+    Stopping,
+    /// It outlived `MAX_KILL_TIMEOUT`: SIGKILL to its group.
+    Killed,
+    /// It was reaped; `expected` unless it crashed (a serving worker that was not asked to
+    /// stop, or a new worker before it was ready).
+    Exited {
+        /// How.
+        status: ExitStatus,
+        /// Whether it was asked to stop (or was on its way out).
+        expected: bool,
+    },
+}
+
+impl WorkerEventKind {
+    /// Its name in the event stream.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerEventKind::Started => "worker_started",
+            WorkerEventKind::Ready(_) => "worker_ready",
+            WorkerEventKind::Stopping => "worker_stopping",
+            WorkerEventKind::Killed => "worker_killed",
+            WorkerEventKind::Exited { .. } => "worker_exited",
+        }
+    }
 }
 
 /// What the supervisor keeps per slot.
@@ -206,6 +257,67 @@ pub struct Slot {
     pub crashes: u32,
     /// Restarts after a crash, in all.
     pub restarts: u32,
+}
+
+/// Why a reload failed: its kind (for counting) and the line that says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// One line for people.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The kinds of reload failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// A new worker exited before it was ready.
+    Exited,
+    /// A new worker was not ready within `--ready-timeout`.
+    NotReady,
+    /// The canary exited during its canary time.
+    Canary,
+    /// A new worker could not be started.
+    Spawn,
+    /// A new worker's bind of a held address was refused.
+    Refused,
+    /// The master began to stop.
+    Abandoned,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::Exited,
+        FailureKind::NotReady,
+        FailureKind::Canary,
+        FailureKind::Spawn,
+        FailureKind::Refused,
+        FailureKind::Abandoned,
+    ];
+
+    /// Its name in metrics, status and the handover.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Exited => "exited",
+            FailureKind::NotReady => "not_ready",
+            FailureKind::Canary => "canary",
+            FailureKind::Spawn => "spawn",
+            FailureKind::Refused => "refused",
+            FailureKind::Abandoned => "abandoned",
+        }
+    }
+
+    /// The kind of this [`FailureKind::name`].
+    pub fn from_name(name: &str) -> Option<FailureKind> {
+        FailureKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// A slot's serving worker, in a [`ReloadOutcome`].
@@ -669,6 +781,10 @@ impl Supervisor {
             return;
         };
         let w = self.workers.remove(pos);
+        let expected = w.role == Role::Retired
+            || w.role == Role::Replacement && w.state.is_stopping()
+            || w.role == Role::Serving && w.state.is_stopping();
+        self.notice(&w, WorkerEventKind::Exited { status, expected });
         let lived = now.saturating_duration_since(w.started);
         self.watch_group(os, &w, now);
         match (w.role, w.state) {
@@ -682,18 +798,24 @@ impl Supervisor {
             (Role::Candidate, _) => {
                 warn!(pid, index = w.index, generation = w.generation, %status,
                       "new worker exited before it had proven ready");
-                let reason = if self.is_watched_canary(pid) {
-                    format!(
-                        "the canary, worker {} (pid {pid}), {status} during its canary time",
-                        w.index
-                    )
+                let failure = if self.is_watched_canary(pid) {
+                    Failure {
+                        kind: FailureKind::Canary,
+                        reason: format!(
+                            "the canary, worker {} (pid {pid}), {status} during its canary time",
+                            w.index
+                        ),
+                    }
                 } else {
-                    format!(
-                        "worker {} (pid {pid}) {status} before it was ready",
-                        w.index
-                    )
+                    Failure {
+                        kind: FailureKind::Exited,
+                        reason: format!(
+                            "worker {} (pid {pid}) {status} before it was ready",
+                            w.index
+                        ),
+                    }
                 };
-                self.fail_reload(os, reason, now);
+                self.fail_reload(os, failure, now);
             }
             (Role::Serving, state) => {
                 let slot = &mut self.slots[w.index];
@@ -756,7 +878,11 @@ impl Supervisor {
                     "worker {} (pid {pid}) cannot be given its socket: {reason}",
                     w.index
                 );
-                self.fail_reload(os, why, now);
+                let failure = Failure {
+                    kind: FailureKind::Refused,
+                    reason: why,
+                };
+                self.fail_reload(os, failure, now);
             }
             Role::Replacement => self.retire(os, pos, now),
             Role::Serving | Role::Retired => {}
@@ -789,6 +915,8 @@ impl Supervisor {
                     );
                     os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
+                    let w = self.workers[pos].clone();
+                    self.notice(&w, WorkerEventKind::Killed);
                 }
                 WorkerState::Ready { .. }
                     if w.role == Role::Serving
@@ -880,14 +1008,18 @@ impl Supervisor {
             // The candidate fills the slot; a restart waiting out its backoff is not needed.
             self.slots[index].restart_at = None;
             if let Err(e) = self.spawn(os, index, Role::Candidate, now) {
-                self.fail_reload(os, format!("cannot start worker {index}: {e}"), now);
+                let failure = Failure {
+                    kind: FailureKind::Spawn,
+                    reason: format!("cannot start worker {index}: {e}"),
+                };
+                self.fail_reload(os, failure, now);
                 return;
             }
         }
     }
 
     /// Fails the reload in flight (the first failure wins) and stops its other candidates.
-    fn fail_reload(&mut self, os: &mut dyn Os, reason: String, now: Instant) {
+    fn fail_reload(&mut self, os: &mut dyn Os, failure: Failure, now: Instant) {
         let Some(reload) = self.reload.as_mut() else {
             return;
         };
@@ -896,9 +1028,10 @@ impl Supervisor {
         }
         warn!(
             generation = reload.generation,
-            "reload failed: {reason}; the previous workers keep serving"
+            reason = failure.kind.name(),
+            "reload failed: {failure}; the previous workers keep serving"
         );
-        reload.failure = Some(reason);
+        reload.failure = Some(failure);
         reload.pending.clear();
         let generation = reload.generation;
         let candidates: Vec<usize> = (0..self.workers.len())
@@ -915,6 +1048,15 @@ impl Supervisor {
     fn mark_ready(&mut self, os: &mut dyn Os, pos: usize, now: Instant) {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
+        let after = now.saturating_duration_since(w.started);
+        let event = WorkerEvent {
+            pid: w.pid,
+            index: w.index,
+            generation: w.generation,
+            role: w.role,
+            kind: WorkerEventKind::Ready(after),
+        };
+        self.notices.push(Notice::Worker(event));
         let (pid, index, generation) = (w.pid, w.index, w.generation);
         info!(
             pid,
@@ -1000,11 +1142,13 @@ impl Supervisor {
         };
         match role {
             Role::Candidate => {
-                self.fail_reload(
-                    os,
-                    format!("worker {index} (pid {pid}) was not ready within {timeout}{hint}"),
-                    now,
-                );
+                let failure = Failure {
+                    kind: FailureKind::NotReady,
+                    reason: format!(
+                        "worker {index} (pid {pid}) was not ready within {timeout}{hint}"
+                    ),
+                };
+                self.fail_reload(os, failure, now);
             }
             _ => {
                 warn!(
@@ -1048,6 +1192,19 @@ impl Supervisor {
             kill_at: later(now, self.settings.kill_timeout),
         };
         os.signal(Target::Group(w.pid), Signal::Terminate);
+        let w = self.workers[pos].clone();
+        self.notice(&w, WorkerEventKind::Stopping);
+    }
+
+    /// Tells the outside world that `kind` happened to worker `w`.
+    fn notice(&mut self, w: &Worker, kind: WorkerEventKind) {
+        self.notices.push(Notice::Worker(WorkerEvent {
+            pid: w.pid,
+            index: w.index,
+            generation: w.generation,
+            role: w.role,
+            kind,
+        }));
     }
 
     /// Stops the master: SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`; the
@@ -1074,11 +1231,11 @@ impl Supervisor {
                 generation = reload.generation,
                 "reload abandoned: the master is stopping"
             );
-            self.end_reload(
-                reload,
-                Some("abandoned: the master is stopping".into()),
-                now,
-            );
+            let failure = Failure {
+                kind: FailureKind::Abandoned,
+                reason: "abandoned: the master is stopping".into(),
+            };
+            self.end_reload(reload, Some(failure), now);
         }
         self.reload_queued = false;
         self.slots.iter_mut().for_each(|s| s.restart_at = None);
@@ -1127,6 +1284,9 @@ impl Supervisor {
                     at_ms = self.at_ms(now),
                     "worker started"
                 );
+                if let Some(w) = self.workers.last().cloned() {
+                    self.notice(&w, WorkerEventKind::Started);
+                }
                 Ok(pid)
             }
             Err(e) => {
@@ -1273,7 +1433,7 @@ impl Supervisor {
         }
     }
 
-    fn end_reload(&mut self, reload: Reload, failure: Option<String>, now: Instant) {
+    fn end_reload(&mut self, reload: Reload, failure: Option<Failure>, now: Instant) {
         let took = now.saturating_duration_since(reload.started);
         let took_ms = took.as_millis() as u64;
         match &failure {
@@ -1308,6 +1468,11 @@ impl Supervisor {
         };
         self.last_reload = Some(outcome.clone());
         self.notices.push(Notice::ReloadEnded(outcome));
+    }
+
+    /// The master's own clock now (milliseconds since start), for events.
+    pub fn at_ms_now(&self) -> u64 {
+        at_ms(self.epoch, Instant::now())
     }
 
     /// `now` on the master's own clock (milliseconds since start), for log lines that tests

@@ -37,7 +37,8 @@ use crate::signals::MASTER_SIGNALS;
 use crate::socket::file::{Identity, SocketFile};
 use crate::socket::{Listener, ListenerSpec, Origin, is_open};
 use crate::supervisor::{
-    ReloadCounts, ReloadOutcome, Serving, SlotSnapshot, Snapshot, StateSnapshot, WorkerSnapshot,
+    Failure, FailureKind, ReloadCounts, ReloadOutcome, Serving, SlotSnapshot, Snapshot,
+    StateSnapshot, WorkerSnapshot,
 };
 use crate::worker::{Pid, Role};
 
@@ -436,7 +437,17 @@ fn outcome(r: &Record) -> Result<ReloadOutcome, String> {
         .collect::<Result<_, String>>()?;
     Ok(ReloadOutcome {
         generation: num(r, "generation")?,
-        failure: r.get("reason").map(str::to_string),
+        failure: match r.get("reason") {
+            None => None,
+            Some(reason) => {
+                let kind = text_field(r, "failure_kind")?;
+                Some(Failure {
+                    kind: FailureKind::from_name(kind)
+                        .ok_or_else(|| format!("unknown failure kind {kind:?}"))?,
+                    reason: reason.to_string(),
+                })
+            }
+        },
         took: Duration::from_millis(num(r, "took_ms")?),
         serving,
     })
@@ -833,7 +844,10 @@ mod tests {
                 reloads: ReloadCounts { done: 3, failed: 1 },
                 last_reload: Some(ReloadOutcome {
                     generation: 4,
-                    failure: Some("worker 0 exited".into()),
+                    failure: Some(Failure {
+                        kind: FailureKind::Exited,
+                        reason: "worker 0 exited".into(),
+                    }),
                     took: Duration::from_millis(120),
                     serving: vec![Serving {
                         index: 0,

@@ -33,6 +33,8 @@ pub struct Config {
     pub backlog: Option<u32>,
     /// `--adopt`: an app's own `bind()` of a held address gets the master's socket.
     pub adopt: bool,
+    /// `--node-drain`: preload the drain in Node.js workers.
+    pub node_drain: bool,
     /// What the supervisor decides with: workers, timeouts, readiness, reloads.
     pub supervisor: Settings,
     /// `--max-surge`, kept for `--reload` (the strategy holds it once rolling).
@@ -49,12 +51,16 @@ pub struct Config {
     pub control: ControlSocket,
     /// `--name`.
     pub name: Option<String>,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<ListenerSpec>,
     /// The resource monitor's limits.
     pub monitor: MonitorLimits,
     /// `--no-monitor`: whether the resource monitor runs.
     pub monitor_on: bool,
     /// `-v`: debug lines.
     pub verbose: bool,
+    /// `--log-format`.
+    pub log_format: crate::policy::LogFormat,
     /// The worker command: program and arguments.
     pub command: Vec<OsString>,
 }

@@ -383,6 +383,24 @@ pub const USER: Opt<Credentials> = Opt {
     set: |c, v| c.user = Some(v),
 };
 
+/// `--node-drain`.
+pub const NODE_DRAIN: Opt<bool> = Opt {
+    meta: Meta {
+        long: "node-drain",
+        env: &["MASTER_PROCESS_NODE_DRAIN"],
+        takes: Takes::Value("on|off"),
+        default: Some("on"),
+        heading: WORKERS,
+        help: "In Node.js workers, an app with no SIGTERM handler of its own stops gracefully: \
+               no new connections, in-flight requests finish, keep-alive ones close \
+               (NODE_OPTIONS=--require of a preload)",
+        ..Meta::NONE
+    },
+    parse: toggle,
+    check: any,
+    set: |c, v| c.node_drain = v,
+};
+
 /// `--no-subreaper`.
 pub const SUBREAPER: Opt<bool> = Opt {
     meta: Meta {
@@ -511,6 +529,22 @@ pub const NAME: Opt<String> = Opt {
     parse: |s| Ok(s.trim().to_string()),
     check: |n| super::check_name(n),
     set: |c, v| c.name = Some(v),
+};
+
+/// `--metrics`.
+pub const METRICS: Opt<ListenerSpec> = Opt {
+    meta: Meta {
+        long: "metrics",
+        env: &["MASTER_PROCESS_METRICS"],
+        takes: Takes::Value("ADDR"),
+        heading: CONTROL,
+        help: "Serve Prometheus metrics at GET /metrics on this address: PORT, ADDR:PORT or a \
+               unix socket path (e.g. 127.0.0.1:9100)",
+        ..Meta::NONE
+    },
+    parse: str::parse,
+    check: any,
+    set: |c, v| c.metrics = Some(v),
 };
 
 /// `--max-memory` / `MAX_MEMORY_ALLOWED_MB`.
@@ -643,6 +677,23 @@ pub const VERBOSE: Opt<bool> = Opt {
     set: |c, v| c.verbose = v,
 };
 
+/// `--log-format`.
+pub const LOG_FORMAT: Opt<crate::policy::LogFormat> = Opt {
+    meta: Meta {
+        long: "log-format",
+        env: &["MASTER_PROCESS_LOG_FORMAT"],
+        takes: Takes::Value("FORMAT"),
+        default: Some("text"),
+        heading: LOGGING,
+        help: "`text` for people, or `json`: one object per line with time, level, message and \
+               every field",
+        ..Meta::NONE
+    },
+    parse: word,
+    check: any,
+    set: |c, v| c.log_format = v,
+};
+
 /// Every option, in the order of `--help`.
 pub static ALL: &[&dyn Declared] = &[
     &LISTEN,
@@ -659,6 +710,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_VERSION_CHANGE,
     &MAX_BACKOFF,
     &USER,
+    &NODE_DRAIN,
     &SUBREAPER,
     &RELOAD,
     &MAX_SURGE,
@@ -666,6 +718,7 @@ pub static ALL: &[&dyn Declared] = &[
     &ON_MASTER_CHANGE,
     &CONTROL_SOCKET,
     &NAME,
+    &METRICS,
     &MAX_MEMORY,
     &MAX_CPU,
     &MEMORY_FAILURES,
@@ -674,4 +727,5 @@ pub static ALL: &[&dyn Declared] = &[
     &MONITOR_GRACE,
     &MONITOR_SWITCH,
     &VERBOSE,
+    &LOG_FORMAT,
 ];

@@ -48,6 +48,53 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Connects to the master at `path`, if it is ours (our user, or root) that answers.
+fn connect(path: &Path) -> Result<UnixStream, ClientError> {
+    let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    super::paths::check_peer(&stream).map_err(|reason| ClientError::Untrusted {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(stream)
+}
+
+/// `master-process events`: prints each event the master sends as one JSON object per
+/// line, until the master goes away (0) or the connection fails (1).
+fn stream_events(path: &Path) -> Result<(), ClientError> {
+    let io_err = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = connect(path)?;
+    writeln!(stream, "{}", Request::Events.line()).map_err(io_err)?;
+    let stdout = io::stdout();
+    for line in BufReader::new(stream).lines() {
+        let record = Record::decode(&line.map_err(io_err)?).map_err(ClientError::Protocol)?;
+        match record.kind.as_str() {
+            "event" => {
+                let mut out = stdout.lock();
+                // A reader that went away (`| head`) ends the stream quietly.
+                if writeln!(out, "{}", json_object(&record))
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            "error" => {
+                return Err(ClientError::Refused(
+                    record.get("message").unwrap_or("unknown error").to_string(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Sends `request` to the master at `path` and returns its answer's records (without the
 /// final `end`). `timeout` bounds the whole exchange.
 pub fn request(
@@ -59,14 +106,7 @@ pub fn request(
         path: path.to_path_buf(),
         source,
     };
-    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    super::paths::check_peer(&stream).map_err(|reason| ClientError::Untrusted {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let mut stream = connect(path)?;
     stream.set_read_timeout(timeout).map_err(io_err)?;
     stream.set_write_timeout(timeout).map_err(io_err)?;
     // A master that refuses us answers at once and closes: the write may then fail, but the
@@ -116,7 +156,11 @@ pub fn request(
 /// Runs a control command for the CLI and prints its outcome; returns the exit code: 0 on
 /// success, 1 on failure (a failed reload, an error), 2 if it could not even ask.
 pub fn run_command(path: &Path, req: Request, timeout: Option<Duration>, json: bool) -> u8 {
-    match request(path, req, timeout) {
+    let answer = match req {
+        Request::Events => stream_events(path).map(|()| Vec::new()),
+        _ => request(path, req, timeout),
+    };
+    match answer {
         Ok(records) => match req {
             Request::Status => {
                 print!(
@@ -129,7 +173,10 @@ pub fn run_command(path: &Path, req: Request, timeout: Option<Duration>, json: b
                 );
                 0
             }
-            Request::Reload { wait } | Request::Upgrade { wait } => print_reload(&records, wait),
+            Request::Reload { wait } | Request::Upgrade { wait } => {
+                print_reload(&records, wait, json)
+            }
+            Request::Events => 0,
             Request::Stop { .. } | Request::Signal(_) => {
                 for r in &records {
                     println!("{}", describe(r));
@@ -148,11 +195,16 @@ pub fn run_command(path: &Path, req: Request, timeout: Option<Duration>, json: b
     }
 }
 
-fn print_reload(records: &[Record], waited: bool) -> u8 {
+fn print_reload(records: &[Record], waited: bool, json: bool) -> u8 {
     let Some(r) = records.iter().find(|r| r.kind == "reload") else {
         eprintln!("master-process: error: no reload record in the answer");
         return 1;
     };
+    let failed = waited && r.get("outcome") != Some("done");
+    if json {
+        println!("{}", json_object(r));
+        return u8::from(failed);
+    }
     let generation = r.get("generation").unwrap_or("?");
     if !waited {
         println!(
@@ -321,14 +373,7 @@ pub fn status_table(records: &[Record]) -> String {
 /// "last_reload": {...} | null, "workers": [...], "slots": [...]}`. Numbers and booleans
 /// are JSON numbers and booleans; everything else is a string.
 pub fn status_json(records: &[Record]) -> String {
-    let object = |r: &Record| {
-        let fields: Vec<String> = r
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{}:{}", json_string(k), json_value(v)))
-            .collect();
-        format!("{{{}}}", fields.join(","))
-    };
+    let object = json_object;
     let many = |kind: &str| {
         let items: Vec<String> = records
             .iter()
@@ -354,6 +399,16 @@ pub fn status_json(records: &[Record]) -> String {
     )
 }
 
+/// A record's fields as a JSON object (numbers and booleans typed).
+fn json_object(r: &Record) -> String {
+    let fields: Vec<String> = r
+        .fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_value(v)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
 fn json_value(v: &str) -> String {
     let numeric = !v.is_empty()
         && v.parse::<f64>().is_ok_and(f64::is_finite)
@@ -368,23 +423,7 @@ fn json_value(v: &str) -> String {
     }
 }
 
-pub(crate) fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub(crate) use crate::logging::json_string;
 
 #[cfg(test)]
 mod tests {

@@ -15,12 +15,15 @@
 //! MP/1 stop [wait]
 //! MP/1 signal SIGNAL
 //! MP/1 upgrade [wait]
+//! MP/1 events
 //! ```
 //!
 //! The master answers with records, one per line: a kind then `key=value` fields, values
 //! percent-encoded (`%20` for a space, `%25`, `%3D`, `%0A`...), and a last line `end`, or
 //! `error message=...` instead. A malformed or oversized request gets an `error` record and
-//! the connection is closed; it never disturbs the master.
+//! the connection is closed; it never disturbs the master. `events` gets no `end`: one
+//! `event` record per line as things happen (a reload started or ended, a worker started,
+//! ready, stopping, killed, exited; the master running or stopping), until either side closes.
 
 #[cfg(feature = "cli")]
 mod client;
@@ -31,7 +34,7 @@ mod status;
 #[cfg(feature = "cli")]
 pub use client::run_command;
 pub use server::{ClientId, Server, Wait, fail_stream};
-pub use status::{outcome_record, status_records};
+pub use status::{Extras, event, event_record, outcome_record, status_records};
 
 use std::fmt;
 
@@ -65,6 +68,8 @@ pub enum Request {
         /// Answer once the reload after the upgrade ended.
         wait: bool,
     },
+    /// Every event as it happens (`event` records), until either side closes.
+    Events,
 }
 
 impl Request {
@@ -90,6 +95,8 @@ impl Request {
         match verb {
             "status" if rest.is_empty() => Ok(Request::Status),
             "status" => Err("status takes no argument".into()),
+            "events" if rest.is_empty() => Ok(Request::Events),
+            "events" => Err("events takes no argument".into()),
             "reload" => wait(&rest).map(|wait| Request::Reload { wait }),
             "stop" => wait(&rest).map(|wait| Request::Stop { wait }),
             "upgrade" => wait(&rest).map(|wait| Request::Upgrade { wait }),
@@ -105,6 +112,7 @@ impl Request {
     pub fn line(&self) -> String {
         match self {
             Request::Status => format!("{VERSION} status"),
+            Request::Events => format!("{VERSION} events"),
             Request::Reload { wait } => {
                 format!("{VERSION} reload{}", if *wait { " wait" } else { "" })
             }
@@ -233,6 +241,7 @@ mod tests {
             Request::Stop { wait: true },
             Request::Signal(Signal::User1),
             Request::Upgrade { wait: true },
+            Request::Events,
         ] {
             assert_eq!(Request::parse(&r.line()), Ok(r));
         }

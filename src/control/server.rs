@@ -37,7 +37,12 @@ pub enum Wait {
     Reload(u64),
     /// The master's exit.
     Stop,
+    /// Every event, as it happens, until either side closes (`master-process events`).
+    Events,
 }
+
+/// The most a slow events client may have waiting to be written before it is dropped.
+const MAX_OUTBOX: usize = 1024 * 1024;
 
 #[derive(Debug)]
 struct Client {
@@ -46,6 +51,8 @@ struct Client {
     buf: Vec<u8>,
     deadline: Instant,
     waiting: Option<Wait>,
+    /// Events written as the client takes them (`Wait::Events`).
+    outbox: Vec<u8>,
 }
 
 /// The control socket and its clients.
@@ -109,6 +116,7 @@ impl Server {
             buf: Vec::new(),
             deadline: Instant::now(),
             waiting: Some(wait),
+            outbox: Vec::new(),
         });
         id
     }
@@ -129,19 +137,69 @@ impl Server {
         (self.listener.as_fd(), self.file.identity())
     }
 
-    /// The descriptors to poll for input: the listener, then each client still sending.
-    pub fn poll_fds(&self, now: Instant) -> Vec<(Option<ClientId>, BorrowedFd<'_>)> {
+    /// The descriptors to poll: the listener, each client still sending, and each events
+    /// client (to learn that it left, and to write what it has not taken yet); with whether
+    /// to wait for room to write.
+    pub fn poll_fds(&self, now: Instant) -> Vec<(Option<ClientId>, BorrowedFd<'_>, bool)> {
         let mut fds = Vec::new();
         if self.paused_until.is_none_or(|t| t <= now) {
-            fds.push((None, self.listener.as_fd()));
+            fds.push((None, self.listener.as_fd(), false));
         }
         fds.extend(
             self.clients
                 .iter()
-                .filter(|c| c.waiting.is_none())
-                .map(|c| (Some(c.id), c.stream.as_fd())),
+                .filter(|c| matches!(c.waiting, None | Some(Wait::Events)))
+                .map(|c| (Some(c.id), c.stream.as_fd(), !c.outbox.is_empty())),
         );
         fds
+    }
+
+    /// Sends `record` to events client `id`.
+    pub fn send(&mut self, id: ClientId, record: &Record) {
+        if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
+            c.outbox.extend_from_slice(record.encode().as_bytes());
+            c.outbox.push(b'\n');
+        }
+        self.flush(id);
+    }
+
+    /// Sends `record` to every events client; one that lets too much pile up is dropped.
+    pub fn publish(&mut self, record: &Record) {
+        let mut line = record.encode();
+        line.push('\n');
+        let ids: Vec<ClientId> = self.waiting(|w| w == Wait::Events);
+        for id in ids {
+            if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
+                c.outbox.extend_from_slice(line.as_bytes());
+            }
+            self.flush(id);
+        }
+    }
+
+    /// Writes what events client `id` can take; drops it if it left or fell too far behind.
+    fn flush(&mut self, id: ClientId) {
+        let Some(pos) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let c = &mut self.clients[pos];
+        while !c.outbox.is_empty() {
+            match c.stream.write(&c.outbox) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.outbox.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.clients.remove(pos);
+                    return;
+                }
+            }
+        }
+        if c.outbox.len() > MAX_OUTBOX {
+            tracing::warn!("control: an events client does not keep up; dropping it");
+            self.clients.remove(pos);
+        }
     }
 
     /// When the next client runs out of time to send its request, or accepting resumes.
@@ -185,6 +243,7 @@ impl Server {
                 buf: Vec::new(),
                 deadline: now + REQUEST_TIMEOUT,
                 waiting: None,
+                outbox: Vec::new(),
             };
             if let Err(why) = self.admit(&client) {
                 tracing::warn!("control: {why}");
@@ -244,6 +303,11 @@ impl Server {
     /// request is answered with an error and the client dropped.
     pub fn read(&mut self, id: ClientId) -> Option<Request> {
         let pos = self.clients.iter().position(|c| c.id == id)?;
+        if self.clients[pos].waiting == Some(Wait::Events) {
+            self.flush(id);
+            self.drop_if_gone(id);
+            return None;
+        }
         let client = &mut self.clients[pos];
         let mut chunk = [0u8; 1024];
         loop {
@@ -273,6 +337,29 @@ impl Server {
                 Err(_) => {
                     self.clients.remove(pos);
                     return None;
+                }
+            }
+        }
+    }
+
+    /// Drops an events client that closed its side (anything it sends is ignored).
+    fn drop_if_gone(&mut self, id: ClientId) {
+        let Some(pos) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let mut chunk = [0u8; 256];
+        loop {
+            match self.clients[pos].stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.clients.remove(pos);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.clients.remove(pos);
+                    return;
                 }
             }
         }
@@ -341,7 +428,7 @@ impl Server {
         }
     }
 
-    /// Client `id` gets its answer when `wait` happens.
+    /// Client `id` gets its answer when `wait` happens (events clients: from now on).
     pub fn wait(&mut self, id: ClientId, wait: Wait) {
         if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
             c.waiting = Some(wait);
@@ -380,6 +467,7 @@ pub fn fail_stream(stream: UnixStream, why: &str) {
         buf: Vec::new(),
         deadline: Instant::now(),
         waiting: None,
+        outbox: Vec::new(),
     };
     answer(&mut client, &[error_record(why)]);
 }

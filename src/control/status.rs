@@ -6,18 +6,27 @@ use super::Record;
 use crate::monitor::Monitor;
 use crate::procfs;
 use crate::socket::ListenerSet;
-use crate::supervisor::{CRASH_LOOP, Canary, ReloadOutcome, Supervisor};
+use crate::supervisor::{CRASH_LOOP, Canary, Notice, ReloadOutcome, Supervisor, WorkerEventKind};
 
-/// What the master says about itself, its listeners and its workers. `adopted` gives, per
-/// listener, how many binds of an app were adopted so far (`None`: adoption is off).
+/// What the master shows besides its supervisor and listeners.
+pub struct Extras<'a> {
+    /// The resource monitor, if it runs.
+    pub monitor: Option<&'a Monitor>,
+    /// Binds adopted per listener, if adoption is on.
+    pub adopted: Option<&'a dyn Fn(usize) -> u64>,
+    /// Where metrics are served, if they are.
+    pub metrics: Option<&'a str>,
+}
+
+/// What the master says about itself, its listeners and its workers.
 pub fn status_records(
     sup: &Supervisor,
-    monitor: Option<&Monitor>,
     listeners: &ListenerSet,
-    adopted: Option<&dyn Fn(usize) -> u64>,
+    extras: &Extras<'_>,
     started: Instant,
     now: Instant,
 ) -> Vec<Record> {
+    let (monitor, adopted) = (extras.monitor, extras.adopted);
     let settings = sup.settings();
     let reloads = sup.reload_counts();
     let mut master = Record::new("master")
@@ -32,6 +41,9 @@ pub fn status_records(
         .with("reloads_done", reloads.done)
         .with("reloads_failed", reloads.failed)
         .with("adopt", if adopted.is_some() { "on" } else { "off" });
+    if let Some(metrics) = extras.metrics {
+        master = master.with("metrics", metrics);
+    }
     if let Some(r) = sup.reload() {
         let stage = match r.canary {
             Canary::Starting(_) | Canary::Watching { .. } => "canary",
@@ -131,6 +143,51 @@ pub fn status_records(
     records
 }
 
+/// A notice as an `event` record: its `type`, when (`time`, RFC 3339, and `at_ms` on the
+/// master's clock) and its fields.
+pub fn event_record(notice: &Notice, at_ms: u64) -> Record {
+    let head = |kind: &str| event(kind, at_ms);
+    match notice {
+        Notice::Running => head("master_running"),
+        Notice::Stopping => head("master_stopping"),
+        Notice::ReloadStarted(g) => head("reload_started").with("generation", g),
+        Notice::ReloadEnded(outcome) => {
+            let mut r = head("reload_ended");
+            r.fields.extend(outcome_record("reload", outcome).fields);
+            r
+        }
+        Notice::Worker(e) => {
+            let mut r = head(e.kind.name())
+                .with("pid", e.pid)
+                .with("index", e.index)
+                .with("generation", e.generation)
+                .with("role", e.role.name());
+            match e.kind {
+                WorkerEventKind::Ready(after) => r = r.with("after_ms", ms(after)),
+                WorkerEventKind::Exited { status, expected } => {
+                    r = r
+                        .with("status", status)
+                        .with("code", status.code())
+                        .with("expected", expected);
+                }
+                WorkerEventKind::Started | WorkerEventKind::Stopping | WorkerEventKind::Killed => {}
+            }
+            r
+        }
+    }
+}
+
+/// An `event` record of type `kind`, at `at_ms` on the master's clock (and now, in RFC 3339).
+pub fn event(kind: &str, at_ms: u64) -> Record {
+    Record::new("event")
+        .with("type", kind)
+        .with(
+            "time",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        )
+        .with("at_ms", at_ms)
+}
+
 /// A reload's outcome as a record of kind `kind`: generation, outcome (`done` or
 /// `failed`), how long it took, who serves (`slot:pid@generation,...`), and why it failed.
 pub fn outcome_record(kind: &str, outcome: &ReloadOutcome) -> Record {
@@ -151,8 +208,10 @@ pub fn outcome_record(kind: &str, outcome: &ReloadOutcome) -> Record {
         )
         .with("took_ms", ms(outcome.took))
         .with("serving", serving.join(","));
-    if let Some(reason) = &outcome.failure {
-        r = r.with("reason", reason);
+    if let Some(failure) = &outcome.failure {
+        r = r
+            .with("reason", &failure.reason)
+            .with("failure_kind", failure.kind.name());
     }
     r
 }

@@ -65,6 +65,7 @@ impl Default for Builder {
         // with LISTEN_FDS: they need no adoption of their own bind.
         config.supervisor.ready = ReadyMode::Notify;
         config.adopt = false;
+        config.node_drain = false;
         Builder {
             config,
             refused: None,
@@ -268,7 +269,7 @@ impl Builder {
             return Worker::alone(why, &config);
         }
         crate::upgrade::preflight_if_requested(&config);
-        crate::logging::init(config.verbose);
+        crate::logging::init(config.verbose, config.log_format);
         warn_if_threads();
         let code = crate::master::run(config)?;
         std::process::exit(code);

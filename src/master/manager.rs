@@ -82,6 +82,7 @@ impl ServiceManager {
             ),
             Notice::ReloadEnded(_) => format!("READY=1\nSTATUS={summary}"),
             Notice::Stopping => format!("STOPPING=1\nSTATUS={summary}"),
+            Notice::Worker(_) => return,
         };
         self.send(&state);
     }

@@ -19,6 +19,7 @@ mod os;
 mod sources;
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, ControlSocket};
 use crate::control::{self, ClientId, Record, Request, Wait};
 use crate::error::{Error, Result};
+use crate::metrics;
 use crate::monitor::{Monitor, Subject};
 use crate::notify::{self, Datagram, NotifySocket};
 use crate::policy::{OnMasterChange, OnVersionChange, ReadyMode};
@@ -61,6 +63,7 @@ pub fn run(config: Config) -> Result<i32> {
     let signals = SignalPipe::install(&MASTER_SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     die_with_parent()?;
+    blocking_stdio();
     if crate::upgrade::resuming() {
         return handover::resume(config, signals);
     }
@@ -128,6 +131,24 @@ pub fn run(config: Config) -> Result<i32> {
     master.finish()
 }
 
+/// Makes stdin, stdout and stderr blocking: a parent (Node.js, after `process.execve`) may
+/// leave them non-blocking, and workers inherit them (many programs fail on `EAGAIN` there).
+fn blocking_stdio() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    for fd in [
+        std::io::stdin().as_fd(),
+        std::io::stdout().as_fd(),
+        std::io::stderr().as_fd(),
+    ] {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags);
+            if flags.contains(OFlag::O_NONBLOCK) {
+                let _ = fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK));
+            }
+        }
+    }
+}
+
 /// The control socket `config` asks for, bound.
 fn bind_control(config: &Config) -> Result<Option<control::Server>> {
     let path = match &config.control {
@@ -155,9 +176,36 @@ fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Re
         Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
+        worker_env(config, notify),
         probe,
         config.adopt,
     ))
+}
+
+/// What every worker gets besides the protocol's variables: the drain timeout the reference
+/// called `MAX_KILL_TIMEOUT` (however it was given), and the Node.js drain preload.
+fn worker_env(config: &Config, notify: &NotifySocket) -> Vec<(&'static str, String)> {
+    let mut vars = vec![(
+        "MAX_KILL_TIMEOUT",
+        config.supervisor.kill_timeout.as_millis().to_string(),
+    )];
+    if config.node_drain {
+        match crate::node::install_preload(notify.dir()) {
+            Ok(preload) => {
+                let existing = std::env::var("NODE_OPTIONS").ok();
+                vars.push((
+                    "NODE_OPTIONS",
+                    crate::node::node_options(existing.as_deref(), &preload),
+                ));
+            }
+            Err(e) => warn!(
+                "cannot write the Node.js drain preload in {}: {e}; Node.js workers without a \
+                 SIGTERM handler will not drain",
+                notify.dir().display()
+            ),
+        }
+    }
+    vars
 }
 
 /// With `MASTER_PROCESS_PARENT_PID` (the npm package on Node.js versions that cannot
@@ -206,6 +254,10 @@ struct Master {
     monitor: Option<Monitor>,
     manager: Option<ServiceManager>,
     versions: Versions,
+    /// `--metrics`.
+    metrics: Option<metrics::Server>,
+    /// What metrics count as the loop goes.
+    counters: metrics::Counters,
     started: Instant,
     exe: Executable,
     on_master_change: OnMasterChange,
@@ -223,7 +275,17 @@ impl Master {
     ) -> Result<Master> {
         let argv = crate::spawn::own_command()?;
         let path = PathBuf::from(&argv[0]);
+        let metrics = config
+            .metrics
+            .as_ref()
+            .map(metrics::Server::bind)
+            .transpose()?;
+        if let Some(m) = &metrics {
+            info!("metrics at http://{}/metrics", m.local());
+        }
         Ok(Master {
+            metrics,
+            counters: metrics::Counters::default(),
             sup,
             os,
             signals,
@@ -279,7 +341,11 @@ impl Master {
                     Source::Control => control = true,
                     Source::Client(id) => clients.push(id),
                     Source::Adoption(worker) => self.on_adoption(worker, now),
+                    Source::Metrics | Source::MetricsClient(_) => self.on_metrics(source, now),
                 }
+            }
+            if let Some(m) = self.metrics.as_mut() {
+                m.expire(now);
             }
             self.probe(now);
             if starting {
@@ -319,6 +385,9 @@ impl Master {
                 .as_ref()
                 .and_then(control::Server::next_deadline),
             self.monitor.as_ref().and_then(Monitor::next_sample),
+            self.metrics
+                .as_ref()
+                .and_then(metrics::Server::next_deadline),
             self.manager
                 .as_ref()
                 .and_then(ServiceManager::next_deadline),
@@ -327,9 +396,14 @@ impl Master {
         set.add(Source::Signals, self.signals.fd());
         set.add(Source::Notify, self.notify.fd());
         if let Some(server) = &self.control {
-            for (client, fd) in server.poll_fds(Instant::now()) {
+            for (client, fd, write) in server.poll_fds(Instant::now()) {
                 let source = client.map_or(Source::Control, Source::Client);
-                set.add(source, fd);
+                let events = if write {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                set.add_for(source, fd, events);
             }
         }
         for (i, l) in self.os.listeners().iter().enumerate() {
@@ -339,6 +413,16 @@ impl Master {
         }
         for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
             set.add(Source::Adoption(worker), fd);
+        }
+        if let Some(m) = &self.metrics {
+            set.add(Source::Metrics, m.fd());
+            for (id, fd, interest) in m.client_fds() {
+                let events = match interest {
+                    metrics::server::Interest::Read => PollFlags::POLLIN,
+                    metrics::server::Interest::Write => PollFlags::POLLOUT,
+                };
+                set.add_for(Source::MetricsClient(id), fd, events);
+            }
         }
         set.wait(due.into_iter().flatten().min())
             .map_err(|e| Error::io("poll failed", e))
@@ -376,6 +460,54 @@ impl Master {
     fn on_adoption(&mut self, worker: Pid, now: Instant) {
         for (pid, reason) in self.os.on_adoption(worker) {
             self.sup.refuse(&mut self.os, pid, &reason, now);
+        }
+    }
+
+    /// Accepts metrics clients, reads their requests, answers them.
+    fn on_metrics(&mut self, source: Source, now: Instant) {
+        use metrics::server::Asked;
+        let Some(server) = self.metrics.as_mut() else {
+            return;
+        };
+        let id = match source {
+            Source::Metrics => return server.accept(now),
+            Source::MetricsClient(id) => id,
+            _ => return,
+        };
+        let Some(asked) = server.read(id) else {
+            return server.write(id);
+        };
+        let (status, body, head_only) = match asked {
+            Asked::Metrics { head_only } => {
+                let adoption = self.os.adoption();
+                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
+                let facts = metrics::Facts {
+                    sup: &self.sup,
+                    listeners: self.os.listeners(),
+                    adopted: adoption
+                        .is_some()
+                        .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    counters: &self.counters,
+                    monitor_paused: self.monitor.as_ref().map(Monitor::paused),
+                    started: self.started,
+                    now,
+                };
+                ("200 OK", metrics::render(&facts), head_only)
+            }
+            Asked::NotFound => (
+                "404 Not Found",
+                "only /metrics is served here\n".into(),
+                false,
+            ),
+            Asked::NotAllowed => (
+                "405 Method Not Allowed",
+                "GET /metrics only\n".into(),
+                false,
+            ),
+            Asked::Bad => ("400 Bad Request", "not an HTTP/1 request\n".into(), false),
+        };
+        if let Some(server) = self.metrics.as_mut() {
+            server.answer(id, status, &body, head_only);
         }
     }
 
@@ -562,12 +694,15 @@ impl Master {
             })
             .collect();
         for verdict in monitor.sample(&subjects, now) {
-            if let Err(why) = self
+            match self
                 .sup
                 .replace(&mut self.os, verdict.pid, &verdict.reason, now)
             {
-                debug!(pid = verdict.pid, "no replacement now: {why}");
-                monitor.replacement_refused(verdict.pid);
+                Ok(_) => self.counters.replaced(verdict.resource),
+                Err(why) => {
+                    debug!(pid = verdict.pid, "no replacement now: {why}");
+                    monitor.replacement_refused(verdict.pid);
+                }
             }
         }
     }
@@ -671,13 +806,17 @@ impl Master {
             Request::Status => {
                 let adoption = self.os.adoption();
                 let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
-                let records = control::status_records(
-                    &self.sup,
-                    self.monitor.as_ref(),
-                    self.os.listeners(),
-                    adoption
+                let extras = control::Extras {
+                    monitor: self.monitor.as_ref(),
+                    adopted: adoption
                         .is_some()
                         .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    metrics: self.metrics.as_ref().map(metrics::Server::local),
+                };
+                let records = control::status_records(
+                    &self.sup,
+                    self.os.listeners(),
+                    &extras,
                     self.started,
                     now,
                 );
@@ -694,6 +833,14 @@ impl Master {
                 }
             }
             Request::Upgrade { wait } => self.upgrade(Some((id, wait)), now),
+            Request::Events => {
+                // First the state it starts from, then every event.
+                server.wait(id, Wait::Events);
+                let hello = control::event("subscribed", self.sup.at_ms_now())
+                    .with("generation", self.sup.generation())
+                    .with("phase", self.sup.phase().name());
+                server.send(id, &hello);
+            }
             Request::Signal(signal) => {
                 let workers = self.sup.workers().len();
                 self.sup.forward(&mut self.os, signal);
@@ -712,6 +859,10 @@ impl Master {
     }
 
     fn on_notice(&mut self, notice: Notice) {
+        self.counters.on_notice(&notice);
+        if let Some(server) = self.control.as_mut() {
+            server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
+        }
         if let Some(manager) = self.manager.as_mut() {
             manager.on_notice(&notice, &summary(&self.sup, &notice));
         }
@@ -730,7 +881,7 @@ impl Master {
                     server.fail(id, "the master is stopping");
                 }
             }
-            Notice::Running | Notice::ReloadStarted(_) => {}
+            Notice::Running | Notice::ReloadStarted(_) | Notice::Worker(_) => {}
         }
     }
 }
@@ -787,6 +938,7 @@ fn summary(sup: &Supervisor, notice: &Notice) -> String {
             ),
         },
         Notice::Stopping => "stopping".to_string(),
+        Notice::Worker(_) => String::new(),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct RealOs {
     spawner: Spawner,
     listeners: ListenerSet,
     notify_path: String,
+    /// What every worker gets besides the protocol's variables (`MAX_KILL_TIMEOUT`, the
+    /// Node.js preload).
+    worker_env: Vec<(&'static str, String)>,
     /// With `--ready listening`.
     probe: Option<ListenProbe>,
     /// With `--adopt on`, where the kernel allows it.
@@ -40,6 +43,7 @@ impl RealOs {
         spawner: Spawner,
         listeners: ListenerSet,
         notify_path: String,
+        worker_env: Vec<(&'static str, String)>,
         probe: Option<ListenProbe>,
         adopt: bool,
     ) -> RealOs {
@@ -55,6 +59,7 @@ impl RealOs {
             spawner,
             listeners,
             notify_path,
+            worker_env,
             probe,
             adoption,
             adoption_off,
@@ -139,7 +144,7 @@ impl RealOs {
 impl Os for RealOs {
     fn spawn(&mut self, index: usize, generation: u64) -> Result<Pid, SpawnError> {
         let [fds, names] = self.listeners.env();
-        let vars = [
+        let mut vars = vec![
             (env::WORKER, "1".to_string()),
             (env::PPID, std::process::id().to_string()),
             (env::WORKER_INDEX, index.to_string()),
@@ -148,6 +153,7 @@ impl Os for RealOs {
             fds,
             names,
         ];
+        vars.extend(self.worker_env.iter().cloned());
         let filter = match self.adoption.as_ref().map(Adoption::filter) {
             Some(Ok(filter)) => Some(filter),
             Some(Err(e)) => {

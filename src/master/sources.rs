@@ -20,6 +20,10 @@ pub enum Source {
     Control,
     /// A control client still sending its request.
     Client(ClientId),
+    /// The metrics endpoint's listener.
+    Metrics,
+    /// A metrics client: a request to read, or an answer to write.
+    MetricsClient(crate::metrics::ClientId),
     /// The adoption filter's notify fd of the tree headed by this worker.
     Adoption(crate::worker::Pid),
     /// Listener `i`, watched for a hang-up only (a worker shut it down), never for the

@@ -109,6 +109,15 @@ impl Harness {
             .collect()
     }
 
+    /// The notices since the last call, but those only metrics count.
+    fn lifecycle_notices(&mut self) -> Vec<Notice> {
+        self.sup
+            .take_notices()
+            .into_iter()
+            .filter(|n| !matches!(n, Notice::Worker(_)))
+            .collect()
+    }
+
     fn ready(&mut self, pid: Pid) {
         self.sup.on_ready(&mut self.os, pid, self.now);
     }
@@ -285,7 +294,8 @@ fn new_worker_that_exits_fails_the_reload_and_old_workers_keep_serving() {
         .sup
         .reload()
         .and_then(|r| r.failure.clone())
-        .expect("failed");
+        .expect("failed")
+        .reason;
     assert!(failure.contains("exited with code 3"), "{failure}");
     // The other candidate is stopped; the old workers are not touched.
     assert_eq!(h.calls(), vec![term(new[1])]);
@@ -311,6 +321,7 @@ fn new_worker_not_ready_in_time_fails_the_reload_and_is_stopped() {
             .failure
             .as_ref()
             .unwrap()
+            .reason
             .contains("not ready within 1m")
     );
     // It ignores SIGTERM: SIGKILL after MAX_KILL_TIMEOUT.
@@ -751,7 +762,12 @@ fn failure_midway_through_a_rolling_reload_stops_it_where_it_is() {
     assert_eq!(h.calls(), vec![term(old[0]), spawn(1, 1, 105)]);
     h.exit(105, ExitStatus::Code(3));
     assert!(h.sup.reload().is_none(), "nothing left in flight: it ended");
-    let failure = h.sup.last_reload().and_then(|r| r.failure.clone()).unwrap();
+    let failure = h
+        .sup
+        .last_reload()
+        .and_then(|r| r.failure.clone())
+        .unwrap()
+        .reason;
     assert!(failure.contains("worker 1 (pid 105)"), "{failure}");
     h.at(60_000);
     assert!(h.calls().is_empty(), "no further slot is touched");
@@ -836,9 +852,9 @@ fn canary_under_a_rolling_reload_passes_then_the_rest_follow_within_max_surge() 
 #[test]
 fn canary_that_crashes_during_its_canary_time_fails_the_reload_and_retires_nothing() {
     let (mut h, old) = Harness::running_with(canary(3, Strategy::Parallel, 2_000));
-    assert_eq!(h.sup.take_notices(), vec![Notice::Running]);
+    assert_eq!(h.lifecycle_notices(), vec![Notice::Running]);
     h.signal(Signal::Hangup);
-    assert_eq!(h.sup.take_notices(), vec![Notice::ReloadStarted(1)]);
+    assert_eq!(h.lifecycle_notices(), vec![Notice::ReloadStarted(1)]);
     assert_eq!(h.spawned(), vec![104]);
     h.ready(104);
     h.at(500);
@@ -849,7 +865,7 @@ fn canary_that_crashes_during_its_canary_time_fails_the_reload_and_retires_nothi
     );
     assert!(h.sup.reload().is_none(), "nothing left to wait for");
     let outcome = h.sup.last_reload().unwrap().clone();
-    let failure = outcome.failure.clone().unwrap();
+    let failure = outcome.failure.clone().unwrap().reason;
     assert!(
         failure.contains("the canary, worker 0 (pid 104)")
             && failure.contains("during its canary time"),
@@ -863,7 +879,7 @@ fn canary_that_crashes_during_its_canary_time_fails_the_reload_and_retires_nothi
             .collect::<Vec<_>>(),
         vec![(0, old[0], 0), (1, old[1], 0), (2, old[2], 0)]
     );
-    assert_eq!(h.sup.take_notices(), vec![Notice::ReloadEnded(outcome)]);
+    assert_eq!(h.lifecycle_notices(), vec![Notice::ReloadEnded(outcome)]);
     assert_eq!(h.sup.reload_counts(), ReloadCounts { done: 0, failed: 1 });
     h.at(60_000);
     assert!(h.calls().is_empty(), "and nothing later either");
@@ -876,7 +892,7 @@ fn canary_that_crashes_before_it_is_ready_fails_the_reload_and_retires_nothing()
     assert_eq!(h.spawned(), vec![103]);
     h.exit(103, ExitStatus::Code(3));
     assert!(h.calls().is_empty());
-    let failure = h.sup.last_reload().unwrap().failure.clone().unwrap();
+    let failure = h.sup.last_reload().unwrap().failure.clone().unwrap().reason;
     assert!(
         failure.contains("exited with code 3 before it was ready"),
         "{failure}"
@@ -1086,6 +1102,47 @@ fn request_reload_returns_the_generation_that_will_carry_the_request() {
         h.sup.request_reload(&mut h.os, now),
         Err("the master is stopping")
     );
+}
+
+#[test]
+fn every_worker_event_is_noticed_in_order() {
+    let (mut h, pids) = Harness::running(1);
+    let kinds = |h: &mut Harness| -> Vec<WorkerEventKind> {
+        h.sup
+            .take_notices()
+            .into_iter()
+            .filter_map(|n| match n {
+                Notice::Worker(e) => Some(e.kind),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&mut h),
+        vec![
+            WorkerEventKind::Started,
+            WorkerEventKind::Ready(Duration::ZERO)
+        ]
+    );
+    h.exit(pids[0], ExitStatus::Code(1));
+    assert_eq!(
+        kinds(&mut h)[0],
+        WorkerEventKind::Exited {
+            status: ExitStatus::Code(1),
+            expected: false
+        },
+        "a crash"
+    );
+    h.at(1_000);
+    assert_eq!(kinds(&mut h), vec![WorkerEventKind::Started], "the restart");
+    h.signal(Signal::Terminate);
+    let stopping = kinds(&mut h);
+    assert!(
+        stopping.contains(&WorkerEventKind::Stopping),
+        "{stopping:?}"
+    );
+    h.at(60_000);
+    assert!(kinds(&mut h).contains(&WorkerEventKind::Killed));
 }
 
 #[test]

@@ -1,0 +1,367 @@
+//! Observability: Prometheus metrics served by the master.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{DEADLINE, Master};
+
+/// A master with `--metrics` on a free loopback port; its metrics address.
+fn with_metrics(extra: &[&str]) -> (Master, SocketAddr) {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .args(extra.iter().copied())
+        .env("TW_READY", "notify")
+        .start();
+    m.wait_ready();
+    let status = m.status();
+    let master = status.iter().find(|r| r.kind == "master").unwrap();
+    let addr = master.get("metrics").parse().unwrap();
+    (m, addr)
+}
+
+/// One HTTP exchange: sends `request` as is, returns (status line, body).
+fn http(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body
+}
+
+/// The exposition as the official Python client parses it: one line per sample,
+/// `family<TAB>name<TAB>labels as k=v,...<TAB>value`. Fails the test if it does not parse.
+fn parsed_by_the_prometheus_client(text: &str) -> Vec<(String, String, String, f64)> {
+    let script = "import sys\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  for f in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   for s in f.samples:\n\
+                  \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+                  \x20       print(f'{f.name}\\t{f.type}\\t{s.name}\\t{labels}\\t{s.value}')\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus client rejects the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                format!("{} {}", f[0], f[1]),
+                f[2].to_string(),
+                f[3].to_string(),
+                f[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn value(samples: &[(String, String, String, f64)], name: &str, labels: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(_, n, l, _)| n == name && l == labels)
+        .unwrap_or_else(|| panic!("no {name}{{{labels}}}"))
+        .3
+}
+
+#[test]
+fn metrics_parse_with_the_prometheus_client_and_follow_the_master() {
+    let (mut m, addr) = with_metrics(&["-w", "2"]);
+    m.reload(1);
+    let samples = parsed_by_the_prometheus_client(&scrape(addr));
+    let families: std::collections::BTreeSet<&str> =
+        samples.iter().map(|(f, ..)| f.as_str()).collect();
+    for family in [
+        "master_process_build_info gauge",
+        "master_process_phase gauge",
+        "master_process_generation gauge",
+        "master_process_reloads_started counter",
+        "master_process_reloads counter",
+        "master_process_reload_failures counter",
+        "master_process_reload_duration_seconds histogram",
+        "master_process_worker_ready_duration_seconds histogram",
+        "master_process_workers gauge",
+        "master_process_worker_restarts counter",
+        "master_process_worker_crashes counter",
+        "master_process_slot_crash_looping gauge",
+        "master_process_worker_resident_memory_bytes gauge",
+        "master_process_worker_cpu_seconds counter",
+        "master_process_monitor_replacements counter",
+        "master_process_listener_backlog gauge",
+        "process_resident_memory_bytes gauge",
+        "process_cpu_seconds counter",
+        "process_open_fds gauge",
+    ] {
+        assert!(families.contains(family), "no {family}: {families:?}");
+    }
+    assert_eq!(value(&samples, "master_process_generation", ""), 1.0);
+    assert_eq!(
+        value(&samples, "master_process_reloads_total", "outcome=done"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "master_process_workers",
+            "role=serving,state=ready"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&samples, "master_process_reload_duration_seconds_count", ""),
+        1.0
+    );
+    // Per worker: its slot, pid and generation as labels, real figures.
+    let serving: Vec<&(String, String, String, f64)> = samples
+        .iter()
+        .filter(|(_, n, l, _)| {
+            n == "master_process_worker_resident_memory_bytes" && l.contains("role=serving")
+        })
+        .collect();
+    assert_eq!(serving.len(), 2, "{serving:?}");
+    for (_, _, labels, rss) in serving {
+        assert!(
+            labels.contains("generation=1") && labels.contains("pid="),
+            "{labels}"
+        );
+        assert!(*rss > 100_000.0, "{labels}: {rss}");
+    }
+    assert!(value(&samples, "process_resident_memory_bytes", "") > 0.0);
+}
+
+#[test]
+fn the_metrics_endpoint_serves_nothing_else_and_sheds_idle_clients() {
+    let (_m, addr) = with_metrics(&[]);
+    assert_eq!(
+        http(addr, b"GET / HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        http(addr, b"POST /metrics HTTP/1.1\r\n\r\n").0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(http(addr, b"hello\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+    // A request head that never ends, past the size limit.
+    let huge = vec![b'a'; 20_000];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = s.write_all(&huge);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.80}");
+    // Connections that say nothing do not keep a scrape out.
+    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    assert!(scrape(addr).contains("master_process_build_info"));
+    drop(idle);
+}
+
+#[test]
+fn metrics_can_be_served_on_a_unix_socket() {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+            "--metrics",
+            "./metrics.sock",
+        ])
+        .env("TW_READY", "notify")
+        .start();
+    m.wait_ready();
+    let path = m.dir().join("metrics.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:.80}");
+    assert!(
+        answer.contains("text/plain; version=0.0.4"),
+        "{answer:.300}"
+    );
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait_exit(), 0);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+/// Every line parses as a JSON object (checked by Python's json module); returns them as
+/// Python's repr of (key, type name) pairs per line, one per line.
+fn json_lines_checked(lines: &[String]) -> Vec<String> {
+    let script = "import sys, json\n\
+                  for line in sys.stdin:\n\
+                  \x20   o = json.loads(line)\n\
+                  \x20   assert isinstance(o, dict), line\n\
+                  \x20   print(' '.join(f'{k}:{type(v).__name__}' for k, v in o.items()))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not JSON: {}\n{lines:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_every_field() {
+    let mut m = Master::cmd()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ready",
+            "notify",
+        ])
+        .env("TW_READY", "notify")
+        .start();
+    let line = m.expect("\"message\":\"all workers ready\"");
+    assert!(line.starts_with('{'), "{line}");
+    let ours: Vec<String> = m
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with('{'))
+        .collect();
+    let shapes = json_lines_checked(&ours);
+    assert!(
+        shapes
+            .iter()
+            .all(|s| s.starts_with("time:str level:str target:str message:str")),
+        "{shapes:#?}"
+    );
+    let started = shapes
+        .iter()
+        .find(|s| s.contains("pid:int index:int generation:int at_ms:int"))
+        .unwrap_or_else(|| panic!("no worker started line with typed fields: {shapes:#?}"));
+    assert!(started.contains("message:str"), "{started}");
+}
+
+#[test]
+fn events_stream_every_reload_and_worker_event_as_json_lines() {
+    use std::io::BufRead;
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "-w", "2", "--ready", "notify"])
+        .env("TW_READY", "notify")
+        .start();
+    m.wait_ready();
+    let mut events = crate::support::control_command(m.dir(), &["events"]);
+    let mut child = events.stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first line says the subscription holds, and from which generation.
+    let hello = rx
+        .recv_timeout(DEADLINE)
+        .expect("the subscription's first line");
+    assert!(
+        hello.contains("\"type\":\"subscribed\"") && hello.contains("\"generation\":0"),
+        "{hello}"
+    );
+    let reload = m.ctl(&["reload", "--wait", "--json"]);
+    let first = rx.recv_timeout(DEADLINE).expect("the reload's first event");
+    assert_eq!(reload.code, 0, "{reload:?}");
+    assert!(reload.stdout.starts_with('{') && reload.stdout.contains("\"outcome\":\"done\""));
+    let generation = {
+        let s = reload.stdout.split("\"generation\":").nth(1).unwrap();
+        s.split(',').next().unwrap().to_string()
+    };
+    let mut lines = vec![first];
+    while !lines.last().unwrap().contains("\"type\":\"reload_ended\"")
+        || !lines
+            .last()
+            .unwrap()
+            .contains(&format!("\"generation\":{generation}"))
+    {
+        lines.push(rx.recv_timeout(DEADLINE).expect("the reload's events"));
+    }
+    json_lines_checked(&lines);
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.split("\"type\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    for wanted in [
+        "reload_started",
+        "worker_started",
+        "worker_ready",
+        "worker_stopping",
+        "worker_exited",
+        "reload_ended",
+    ] {
+        assert!(types.contains(&wanted), "{wanted} missing: {types:?}");
+    }
+    let ready = lines.iter().find(|l| l.contains("worker_ready")).unwrap();
+    assert!(
+        ready.contains("\"after_ms\":") && ready.contains("\"pid\":"),
+        "{ready}"
+    );
+    // The stream ends when the master does.
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait_exit(), 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
