@@ -49,12 +49,17 @@ impl Fit {
         points.retain(|(x, y)| x.is_finite() && y.is_finite());
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (slope, intercept) = line(&points);
-        let last_over_line = (points.len() >= 3).then(|| {
-            let (rest, last) = points.split_at(points.len() - 1);
-            let (s, i) = line(rest);
-            let predicted = s * last[0].0 + i;
-            last[0].1 / predicted.max(f64::MIN_POSITIVE)
-        });
+        // Only where the line of the others predicts a clearly positive value: a ratio to a
+        // value near 0 (a flat, noisy series) says nothing.
+        let scale = points.iter().map(|p| p.1.abs()).fold(0.0, f64::max);
+        let last_over_line = (points.len() >= 3)
+            .then(|| {
+                let (rest, last) = points.split_at(points.len() - 1);
+                let (s, i) = line(rest);
+                let predicted = s * last[0].0 + i;
+                (predicted > 0.05 * scale).then(|| last[0].1 / predicted)
+            })
+            .flatten();
         Fit {
             key: key.to_owned(),
             what: what.to_owned(),
