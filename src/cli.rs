@@ -30,16 +30,19 @@ pub fn command() -> Command {
         .long_about(
             "Reload server applications with no downtime.\n\n\
              The master binds the listening sockets and runs the command as worker processes \
-             that inherit them (systemd's LISTEN_FDS protocol: fd 3, 4, ...). SIGHUP starts new \
-             workers and retires each old one once its replacement is ready; a broken release \
-             never replaces a working one. SIGTERM or SIGINT stops everything gracefully.",
+             that get them: inherited (systemd's LISTEN_FDS protocol: fd 3, 4, ...), or, for an \
+             app that binds its port itself, in place of its own socket (adoption). SIGHUP \
+             starts new workers and retires each old one once its replacement is ready; a broken \
+             release never replaces a working one. SIGTERM or SIGINT stops everything \
+             gracefully.",
         )
         .max_term_width(100)
         .args_override_self(true)
         .args_conflicts_with_subcommands(true)
         .override_usage(
             "master-process [OPTIONS] -- <COMMAND>...\n       \
-             master-process <reload|status|stop|signal|upgrade|events|list> [OPTIONS]",
+             master-process <reload|status|stop|signal|upgrade|events|list> [OPTIONS]\n       \
+             master-process <completions SHELL|man>",
         )
         .after_help(
             "Exit codes: 0 clean stop, 1 fatal error, 2 usage error, the worker's code with \
@@ -131,8 +134,9 @@ fn apply_flags(config: &mut Config, matches: &ArgMatches, opts: &[&dyn Declared]
     Ok(())
 }
 
-/// `master-process reload | status | stop | signal | upgrade | list`: control a running
-/// master.
+// `master-process reload | status | stop | signal | upgrade | events | list`: control a
+// running master; `completions` and `man` describe the tool. (A plain comment: a doc comment
+// here would become the tool's own description.)
 #[derive(Debug, clap::Subcommand)]
 enum ControlCommand {
     /// Reload: new workers, each old one retired once its replacement is ready
@@ -154,8 +158,11 @@ enum ControlCommand {
     /// uptime, restarts, RSS, CPU%)
     Status {
         /// Stable JSON for scripts
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// A live view, redrawn every second; q or Ctrl-C quits
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -201,6 +208,14 @@ enum ControlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Shell completions on stdout, e.g. `master-process completions bash >
+    /// /etc/bash_completion.d/master-process`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, e.g. `master-process man | man -l -`
+    Man,
 }
 
 /// Which master a control command is for.
@@ -266,10 +281,10 @@ fn wait_timeout(value: Option<String>) -> Result<Option<Duration>> {
 }
 
 /// Runs a control command; returns the exit code.
-fn control(command: ControlCommand) -> Result<u8> {
+fn control(subcommand: ControlCommand) -> Result<u8> {
     use crate::control::{Request, run_command};
     let answer = Some(Duration::from_secs(10));
-    let (target, request, timeout, json) = match command {
+    let (target, request, timeout, json) = match subcommand {
         ControlCommand::Reload {
             wait,
             json,
@@ -293,7 +308,12 @@ fn control(command: ControlCommand) -> Result<u8> {
             json,
         ),
         ControlCommand::Events { target } => (target, Request::Events, None, true),
-        ControlCommand::Status { json, target } => (target, Request::Status, answer, json),
+        ControlCommand::Status {
+            watch: true,
+            target,
+            ..
+        } => return Ok(crate::control::watch(&target.socket()?)),
+        ControlCommand::Status { json, target, .. } => (target, Request::Status, answer, json),
         ControlCommand::Stop { wait, target } => (target, Request::Stop { wait }, None, false),
         ControlCommand::Signal { signal, target } => {
             let sig = signal
@@ -302,8 +322,30 @@ fn control(command: ControlCommand) -> Result<u8> {
             (target, Request::Signal(sig), answer, false)
         }
         ControlCommand::List { json } => return Ok(crate::control::paths::print_list(json)),
+        ControlCommand::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut command(), "master-process", &mut text);
+            return print_bytes(&text, "the completions");
+        }
+        ControlCommand::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(command())
+                .render(&mut text)
+                .map_err(|e| Error::io("cannot write the manual page", e))?;
+            return print_bytes(&text, "the manual page");
+        }
     };
     Ok(run_command(&target.socket()?, request, timeout, json))
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8], what: &str) -> Result<u8> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::io(format!("cannot write {what}"), e)),
+    }
 }
 
 /// The binary's `main`.

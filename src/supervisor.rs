@@ -408,6 +408,9 @@ pub struct SlotSnapshot {
     pub restart_in: Option<Duration>,
 }
 
+/// How many of the last reloads [`Supervisor::recent_reloads`] keeps.
+pub const RECENT_RELOADS: usize = 10;
+
 /// Crashes in a row from which a slot is said to be crash-looping.
 pub const CRASH_LOOP: u32 = 3;
 
@@ -440,6 +443,8 @@ pub struct Supervisor {
     reload_queued: bool,
     reloads: ReloadCounts,
     last_reload: Option<ReloadOutcome>,
+    /// The last [`RECENT_RELOADS`] reloads that ended, newest last.
+    recent: VecDeque<ReloadOutcome>,
     lingering: Vec<Lingering>,
     notices: Vec<Notice>,
     /// When [`Supervisor::start`] ran: event times in logs are counted from it (`at_ms`).
@@ -460,6 +465,7 @@ impl Supervisor {
             reload_queued: false,
             reloads: ReloadCounts::default(),
             last_reload: None,
+            recent: VecDeque::new(),
             lingering: Vec::new(),
             notices: Vec::new(),
             epoch: None,
@@ -499,6 +505,11 @@ impl Supervisor {
     /// How the last reload that ended, ended.
     pub fn last_reload(&self) -> Option<&ReloadOutcome> {
         self.last_reload.as_ref()
+    }
+
+    /// The last reloads that ended (at most [`RECENT_RELOADS`]), newest first.
+    pub fn recent_reloads(&self) -> impl Iterator<Item = &ReloadOutcome> {
+        self.recent.iter().rev()
     }
 
     /// Reloads that succeeded and that failed, so far.
@@ -612,6 +623,7 @@ impl Supervisor {
         sup.epoch = Some(now);
         sup.generation = snap.generation;
         sup.reloads = snap.reloads;
+        sup.recent.extend(snap.last_reload.clone());
         sup.last_reload = snap.last_reload;
         let back = |d: Duration| now.checked_sub(d).unwrap_or(now);
         for w in snap.workers {
@@ -1467,6 +1479,10 @@ impl Supervisor {
             serving,
         };
         self.last_reload = Some(outcome.clone());
+        if self.recent.len() == RECENT_RELOADS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(outcome.clone());
         self.notices.push(Notice::ReloadEnded(outcome));
     }
 

@@ -365,3 +365,151 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     assert_eq!(m.wait_exit(), 0);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::support::master_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flags = [
+        "--listen",
+        "--workers",
+        "--kill-timeout",
+        "--metrics",
+        "--log-format",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let text = run(&["completions", shell]);
+        for flag in flags {
+            let bare = flag.trim_start_matches('-');
+            assert!(text.contains(bare), "{shell} completions lack {flag}");
+        }
+        assert!(text.contains("reload"), "{shell}: no subcommands");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH master-process 1"), "{man:.200}");
+    assert!(man.contains("Reload server applications with no downtime"));
+    for flag in flags {
+        assert!(man.contains(&flag.replace('-', "\\-")), "man lacks {flag}");
+    }
+    let out = Command::new(crate::support::master_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("mp-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> crate::support::Output {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket]).args(args);
+        crate::support::run_bounded(cmd, DEADLINE)
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "w"]).stdout
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for_screen(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{screen}"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn status_watch_is_a_live_view_that_leaves_the_terminal_as_it_was() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test (CI installs it)");
+    }
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "-w", "2", "--ready", "notify", "-v"])
+        .env("TW_READY", "notify")
+        .start();
+    let pids = m.wait_ready();
+    let tmux = Tmux::new("watch");
+    let shell = format!(
+        "env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR={} TERM=xterm bash --norc --noprofile",
+        m.dir().display()
+    );
+    assert_eq!(
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            "120",
+            "-y",
+            "32",
+            &shell
+        ])
+        .code,
+        0
+    );
+    tmux.run(&["send-keys", "-t", "w", "echo BEFORE-THE-VIEW", "Enter"]);
+    tmux.wait_for_screen("BEFORE-THE-VIEW\n");
+    for (quit, key) in [("q", "q"), ("Ctrl-C", "C-c")] {
+        let line = format!(
+            "{} status --watch; echo AFTER-$?; tmux -L {} wait-for -S quit",
+            crate::support::master_bin(),
+            tmux.socket
+        );
+        tmux.run(&["send-keys", "-t", "w", &line, "Enter"]);
+        // The view asks the master for its status, then draws it.
+        m.expect("control: MP/1 status");
+        let view = tmux.wait_for_screen("INDEX  PID");
+        assert!(view.contains("status --watch"), "{view}");
+        for pid in &pids {
+            assert!(
+                view.contains(&pid.to_string()),
+                "{quit}: no worker {pid}:\n{view}"
+            );
+        }
+        assert!(
+            !view.contains("BEFORE-THE-VIEW"),
+            "the view has the screen to itself"
+        );
+        tmux.run(&["send-keys", "-t", "w", key]);
+        assert_eq!(tmux.run(&["wait-for", "quit"]).code, 0);
+        let after = tmux.wait_for_screen("AFTER-0");
+        assert!(
+            after.contains("BEFORE-THE-VIEW") && !after.contains("INDEX  PID"),
+            "{quit} left the terminal as it was:\n{after}"
+        );
+    }
+}

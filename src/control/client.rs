@@ -242,7 +242,7 @@ fn describe(r: &Record) -> String {
     s
 }
 
-fn get<'a>(r: &'a Record, key: &str) -> &'a str {
+pub(crate) fn get<'a>(r: &'a Record, key: &str) -> &'a str {
     r.get(key).unwrap_or("-")
 }
 
@@ -370,7 +370,8 @@ pub fn status_table(records: &[Record]) -> String {
 }
 
 /// The status answer as JSON for scripts: `{"master": {...}, "listeners": [...],
-/// "last_reload": {...} | null, "workers": [...], "slots": [...]}`. Numbers and booleans
+/// "last_reload": {...} | null, "recent_reloads": [...newest first], "workers": [...],
+/// "slots": [...]}`. Numbers and booleans
 /// are JSON numbers and booleans; everything else is a string.
 pub fn status_json(records: &[Record]) -> String {
     let object = json_object;
@@ -390,10 +391,11 @@ pub fn status_json(records: &[Record]) -> String {
             .unwrap_or_else(|| "null".into())
     };
     format!(
-        "{{\"master\":{},\"listeners\":{},\"last_reload\":{},\"workers\":{},\"slots\":{}}}\n",
+        "{{\"master\":{},\"listeners\":{},\"last_reload\":{},\"recent_reloads\":{},\"workers\":{},\"slots\":{}}}\n",
         single("master"),
         many("listener"),
         single("last_reload"),
+        many("recent_reload"),
         many("worker"),
         many("slot")
     )

@@ -30,11 +30,15 @@ mod client;
 pub mod paths;
 mod server;
 mod status;
+#[cfg(feature = "cli")]
+mod watch;
 
 #[cfg(feature = "cli")]
 pub use client::run_command;
 pub use server::{ClientId, Server, Wait, fail_stream};
 pub use status::{Extras, event, event_record, outcome_record, status_records};
+#[cfg(feature = "cli")]
+pub use watch::watch;
 
 use std::fmt;
 

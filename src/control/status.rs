@@ -90,6 +90,9 @@ pub fn status_records(
         }
         records.push(r);
     }
+    for r in sup.recent_reloads() {
+        records.push(outcome_record("recent_reload", r));
+    }
     if let Some(last) = sup.last_reload() {
         records.push(outcome_record("last_reload", last));
     }
