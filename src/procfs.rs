@@ -114,8 +114,13 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// A pidfd for process `pid` (`pidfd_open(2)`, Linux 5.3).
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    pidfd_open_with(pid, 0)
+}
+
+/// A pidfd for `pid` with `flags` (`PIDFD_THREAD`, Linux 6.9, for a thread).
+pub fn pidfd_open_with(pid: u32, flags: libc::c_long) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -124,8 +129,9 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 }
 
 /// A duplicate, in this process, of descriptor `fd` of the process behind `pidfd`
-/// (`pidfd_getfd(2)`, Linux 5.6; needs the right to ptrace that process).
-pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
+/// (`pidfd_getfd(2)`, Linux 5.6; needs the right to ptrace that process). It shares that
+/// process's open file description (`O_NONBLOCK` included).
+pub fn pidfd_getfd(pidfd: std::os::fd::BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
     use std::os::fd::AsRawFd;
     // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a new
     // descriptor (close-on-exec) or -1.

@@ -228,6 +228,15 @@ fn json_lines_checked(lines: &[String]) -> Vec<String> {
                   \x20   o = json.loads(line)\n\
                   \x20   assert isinstance(o, dict), line\n\
                   \x20   print(' '.join(f'{k}:{type(v).__name__}' for k, v in o.items()))\n";
+    python(script, &lines.join("\n"), "not JSON")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs a Python `script` on `input`; its output. Fails the test, saying `what`, if the
+/// script fails.
+fn python(script: &str, input: &str, what: &str) -> String {
     let mut child = Command::new("python3")
         .args(["-c", script])
         .stdin(Stdio::piped())
@@ -239,19 +248,15 @@ fn json_lines_checked(lines: &[String]) -> Vec<String> {
         .stdin
         .take()
         .unwrap()
-        .write_all(lines.join("\n").as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "not JSON: {}\n{lines:#?}",
+        "{what}: {}\n{input}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod adoption;
 mod cli;
 mod control;
 mod crash;

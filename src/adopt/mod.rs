@@ -68,10 +68,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
-    sockopt,
-};
+use nix::sys::socket::{self, Backlog, SockaddrIn, SockaddrIn6, SockaddrStorage, sockopt};
 
 #[allow(unused_imports)] // The API the master will use once wired.
 pub use decide::{
@@ -156,17 +153,7 @@ pub fn bind_listener(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
 }
 
 fn tcp_socket(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    if addr.is_ipv6() {
-        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
-    }
-    Ok(fd)
+    Ok(crate::socket::tcp_socket(addr, Some(v6only))?)
 }
 
 /// The sockets the master holds, for the engine: a duplicate of each, and what the decision
@@ -656,7 +643,14 @@ fn claim(
     Ok(())
 }
 
-/// Gives the held socket the app's `O_NONBLOCK` and installs it at the app's descriptor.
+/// Installs the held socket at the app's descriptor; the first adopter also gives it the
+/// app's `O_NONBLOCK`.
+///
+/// A later adopter asked the same mode at its bind ([`decide()`] refuses the other), and the
+/// shared socket is left as it is: the generation that serves may have changed the mode since
+/// its own bind (asyncio binds a blocking socket, then makes it non-blocking through the
+/// shared file description), and forcing the bind-time mode back would freeze it inside
+/// `accept` until the new generation changes it again, if ever.
 fn adopt(
     notify: &OwnedFd,
     n: &Notification,
@@ -669,7 +663,9 @@ fn adopt(
         .position(listener)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
     let fd = held.fds[i].as_fd();
-    notif::set_nonblock(fd, nonblock)?;
+    if held.held[i].nonblock.is_none() {
+        notif::set_nonblock(fd, nonblock)?;
+    }
     notif::add_fd_at(notify.as_fd(), n.id, fd, n.args[0] as i32, cloexec)?;
     held.held[i].nonblock = Some(nonblock);
     held.held[i].claimable = false;

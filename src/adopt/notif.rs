@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -204,15 +204,7 @@ pub fn add_fd_at(
 /// `O_EXCL`, as in `<linux/pidfd.h>`.
 const PIDFD_THREAD: libc::c_long = libc::O_EXCL as libc::c_long;
 
-fn pidfd_open(pid: u32, flags: libc::c_long) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+use crate::procfs::{pidfd_getfd, pidfd_open_with as pidfd_open};
 
 /// A pidfd for the process that thread `tid` belongs to: `tid` itself when it leads its
 /// group (the common case), else with `PIDFD_THREAD` (6.9), else the group's, from `Tgid:`
@@ -240,26 +232,6 @@ fn pidfd_of_group(tid: u32) -> io::Result<OwnedFd> {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .ok_or_else(|| io::Error::other(format!("no Tgid in /proc/{tid}/status")))?;
     pidfd_open(tgid, 0)
-}
-
-/// A duplicate, here, of descriptor `fd` of the process behind `pidfd` (`pidfd_getfd`,
-/// Linux 5.6). It shares the app's open file description (`O_NONBLOCK` included).
-pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags, and returns a new
-    // close-on-exec descriptor or -1.
-    let dup = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_getfd,
-            pidfd.as_raw_fd() as libc::c_long,
-            fd as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
 }
 
 /// Reads `buf.len()` bytes at `addr` in thread `tid`'s memory (`process_vm_readv`); returns

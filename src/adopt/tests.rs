@@ -711,6 +711,55 @@ fn a_blocking_generation_after_a_non_blocking_one_is_refused() {
     );
 }
 
+/// Whether the shared socket of listener 0 is non-blocking now.
+fn shared_nonblock(d: &Driver) -> bool {
+    let flags = nix::fcntl::fcntl(d.held.fd(0).unwrap(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    flags & libc::O_NONBLOCK != 0
+}
+
+#[test]
+fn a_later_generation_leaves_the_mode_the_serving_one_set_after_its_bind() {
+    if !have("python3") {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let mut d = Driver::new();
+    let addr = d.hold(0, "127.0.0.1:0", false);
+    // As asyncio does: bind a blocking socket, listen, then make it non-blocking (the shared
+    // file description, once adopted).
+    let app = |serve: bool| {
+        let script = format!(
+            "import socket, sys, time\n\
+             s = socket.socket()\n\
+             s.bind(('127.0.0.1', {port}))\n\
+             print('bound', flush=True)\n\
+             if {serve}:\n    s.listen(100)\n    s.setblocking(False)\n    print('serving', flush=True)\n\
+             time.sleep(60)\n",
+            port = addr.port(),
+            serve = if serve { "True" } else { "False" },
+        );
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", &script]);
+        cmd
+    };
+    let first = d.spawn(app(true), false);
+    d.line(first, "serving");
+    assert_eq!(d.held.held()[0].nonblock, Some(false), "its mode at bind");
+    assert!(
+        shared_nonblock(&d),
+        "the serving generation made it non-blocking"
+    );
+    // The next generation binds (blocking, as the first did at its bind) and takes its time
+    // before it switches: the socket the first one serves must stay non-blocking meanwhile.
+    let second = d.spawn(app(false), false);
+    d.line(second, "bound");
+    assert_eq!(sent(&d, &Decision::Adopt { listener: 0 }), 2);
+    assert!(
+        shared_nonblock(&d),
+        "a later adoption set the serving generation's socket back to blocking"
+    );
+}
+
 #[test]
 fn udp_on_a_held_port_is_untouched() {
     let mut d = Driver::new();

@@ -138,3 +138,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_readme_documents_every_option_and_its_environment_twins() {
+    let readme = include_str!("../../README.md");
+    for opt in ALL {
+        let m = opt.meta();
+        assert!(
+            readme.contains(&format!("`--{}", m.long))
+                || readme.contains(&format!(", --{}", m.long)),
+            "README lacks --{}",
+            m.long
+        );
+        for env in m.env {
+            assert!(readme.contains(env), "README lacks {env}");
+        }
+    }
+}

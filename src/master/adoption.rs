@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::adopt::{
     self, ChildFilter, Decision, HeldAddr, HeldSockets, Notifier, Received, Syscall,
@@ -60,8 +60,8 @@ pub struct Adoption {
     trees: Vec<Tree>,
     /// A unix listener is held: `unlink` is trapped too.
     trap_unlink: bool,
-    /// What was logged already: each line once.
-    told: HashSet<String>,
+    /// What was logged already: each line once, whichever worker it was about.
+    told: Told,
     /// Binds adopted, by listener.
     adopted: Vec<u64>,
 }
@@ -80,7 +80,7 @@ impl Adoption {
             held: HeldSockets::new(),
             trees: Vec::new(),
             trap_unlink: false,
-            told: HashSet::new(),
+            told: Told::default(),
             adopted: vec![0; listeners.iter().count()],
         };
         for (i, l) in listeners.iter().enumerate() {
@@ -120,12 +120,22 @@ impl Adoption {
         match adopt::receive(channel.as_fd()) {
             Ok(Received::Listener(fd)) => match Notifier::new(fd) {
                 Ok(notifier) => self.trees.push(Tree { worker, notifier }),
-                Err(e) => self.tell(format!("adoption: cannot watch worker {worker}: {e}")),
+                Err(e) => self.tell(
+                    worker,
+                    None,
+                    format!("adoption: cannot watch a worker: {e}"),
+                ),
             },
-            Ok(Received::Unavailable(why)) => self.tell(format!(
-                "adoption is off for worker {worker} (and those like it): {why}"
-            )),
-            Err(e) => self.tell(format!("adoption: no word from worker {worker}: {e}")),
+            Ok(Received::Unavailable(why)) => self.tell(
+                worker,
+                None,
+                format!("adoption is off for this worker (and those like it): {why}"),
+            ),
+            Err(e) => self.tell(
+                worker,
+                None,
+                format!("adoption: no word from a worker: {e}"),
+            ),
         }
     }
 
@@ -171,10 +181,7 @@ impl Adoption {
                 }
                 Decision::Refuse { reason, .. } => {
                     let reason = reason.to_string();
-                    self.tell(format!(
-                        "worker {worker}: the bind of thread {} refused: {reason}",
-                        h.tid
-                    ));
+                    self.tell(worker, Some(h.tid), format!("bind refused: {reason}"));
                     events.push(Event::Refused { worker, reason });
                 }
                 Decision::Claim { .. }
@@ -204,10 +211,14 @@ impl Adoption {
         self.adopted.get(i).copied().unwrap_or(0)
     }
 
-    /// Logs `line` as a warning, once.
-    fn tell(&mut self, line: String) {
-        if self.told.insert(line.clone()) {
-            warn!("{line}");
+    /// Logs `line` about worker tree `worker` (thread `tid` of it) as a warning, the first
+    /// time only: every worker of a release hits the same refusal, and a crash loop repeats it.
+    /// The worker and the thread are fields of the line, not part of what is compared.
+    fn tell(&mut self, worker: Pid, tid: Option<u32>, line: String) {
+        if self.told.first(&line) {
+            warn!(pid = worker, tid, "{line}");
+        } else {
+            debug!(pid = worker, tid, "{line}");
         }
     }
 
@@ -243,6 +254,17 @@ impl Adoption {
     }
 }
 
+/// Lines already logged.
+#[derive(Debug, Default)]
+struct Told(HashSet<String>);
+
+impl Told {
+    /// Whether `line` is new (and from now on known).
+    fn first(&mut self, line: &str) -> bool {
+        self.0.insert(line.to_string())
+    }
+}
+
 /// Whether `fd` reports a hang-up with nothing to read.
 fn hung_up(fd: BorrowedFd<'_>) -> bool {
     let mut pfd = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -250,4 +272,19 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
         && pfd[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP) && !r.contains(PollFlags::POLLIN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_told_once_whichever_worker_it_is_about() {
+        let mut told = Told::default();
+        // The worker is a field of the log line, not part of the text: the second worker
+        // refused for the same reason is not told again.
+        assert!(told.first("bind refused: the app binds [::]:8080 (IPv6) ..."));
+        assert!(!told.first("bind refused: the app binds [::]:8080 (IPv6) ..."));
+        assert!(told.first("bind refused: the app binds 127.0.0.1:8080 ..."));
+    }
 }

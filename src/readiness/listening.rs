@@ -405,7 +405,7 @@ fn scan_connections(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
             }
         }
         let Some(pf) = &pidfd else { return };
-        let dup = match procfs::pidfd_getfd(pf, fd) {
+        let dup = match procfs::pidfd_getfd(pf.as_fd(), fd) {
             Ok(dup) => dup,
             Err(e) => {
                 note_access_problem(watch, &entry.path(), &e);

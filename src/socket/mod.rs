@@ -136,6 +136,27 @@ pub fn activated() -> bool {
         && std::env::var_os(env::LISTEN_FDS).is_some()
 }
 
+/// A new TCP socket for `addr`'s family: close-on-exec, `SO_REUSEADDR` (so that an address
+/// whose old socket stopped listening can be bound again while workers still hold it), and
+/// for IPv6 `IPV6_V6ONLY` as given (`None`: the system's default).
+///
+/// # Errors
+/// The socket cannot be made.
+pub fn tcp_socket(addr: SocketAddr, v6only: Option<bool>) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, sockopt};
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if let (true, Some(v6only)) = (addr.is_ipv6(), v6only) {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
+    }
+    Ok(fd)
+}
+
 /// Whether descriptor `fd` is open in this process.
 pub fn is_open(fd: std::os::fd::RawFd) -> bool {
     // SAFETY: fcntl(F_GETFD) on any number only reports whether it is open.

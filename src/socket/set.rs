@@ -6,9 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, sockopt,
-};
+use nix::sys::socket::{self, Backlog, SockType, SockaddrIn, SockaddrIn6, sockopt};
 
 use super::file::{self, Identity, SocketFile};
 use super::{ListenAddr, ListenerSpec, describe};
@@ -380,21 +378,17 @@ fn bind_tcp(
     dual_stack: bool,
     backlog: u32,
 ) -> std::result::Result<OwnedFd, Errno> {
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
+    // A bare port is every address, IPv4 included; an explicit IPv6 address is IPv6 only (so
+    // that `0.0.0.0:P` and `[::]:P` can both be listened on, as some apps want).
+    let v6only = if dual_stack {
+        Some(false)
     } else {
-        AddressFamily::Inet
+        addr.is_ipv6().then_some(true)
     };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let fd = super::tcp_socket(addr, v6only)?;
     match addr {
         SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => {
-            if dual_stack {
-                socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-            }
-            socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?
-        }
+        SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
     }
     socket::listen(
         &fd,
@@ -461,6 +455,20 @@ mod tests {
         assert_eq!(rebound.local(), local);
         assert!(rebound.alive());
         std::net::TcpStream::connect(&local).unwrap();
+    }
+
+    #[test]
+    fn an_explicit_ipv6_any_address_leaves_ipv4_to_another_listener() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 on this machine; nothing to test");
+            return;
+        }
+        let v4 = Listener::bind(&spec("0.0.0.0:0"), 0o664, 16).unwrap();
+        let port = v4.local().rsplit(':').next().unwrap().to_string();
+        let v6 = Listener::bind(&spec(&format!("[::]:{port}")), 0o664, 16).unwrap();
+        assert!(socket::getsockopt(&v6.fd(), sockopt::Ipv6V6Only).unwrap());
+        let any = Listener::bind(&spec("0"), 0o664, 16).unwrap();
+        assert!(!socket::getsockopt(&any.fd(), sockopt::Ipv6V6Only).unwrap());
     }
 
     #[test]

@@ -14,11 +14,23 @@ usage: cargo run --release -p bench -- [OPTIONS]
                     (default 40)
   --monitor-secs N  measured period of each default-interval master of the monitor
                     section; its 100 ms-interval masters get half of it (default 20)
+  --scale-workers N the most workers of the scale sweeps: 1, 2, 4 ... N (default 128)
+  --scale-reloads N reloads per point of the scale sweeps (default 3)
+  --probe-secs N    how long a never-ready worker is watched (default 60; at least 6)
+  --scale-secs N    measured period per point of the scale monitor sweep (default 6)
+  --burst N         connections of the scale burst (default 2000)
+  --soak-reloads N  reloads back to back in the scale soak (default 10000)
+  --queue-clients N the most concurrent clients of the queue section: 64, 256 ... N
+                    (default 4096)
+  --queue-reloads N reloads per point of the queue section, one per second (default 3)
   --quick           smoke run: --reps 2 --duration 2 --storm-secs 5 --idle-secs 2
-                    --detect-reloads 8 --monitor-secs 6 (explicit options win)
+                    --detect-reloads 8 --monitor-secs 6 --scale-workers 16
+                    --scale-reloads 2 --probe-secs 8 --scale-secs 4 --burst 500
+                    --soak-reloads 300 --queue-clients 256 --queue-reloads 2
+                    (explicit options win)
   --only LIST       comma-separated sections to run: throughput, storm, detection,
-                    monitor, peers (peers installs pm2 and gunicorn under
-                    target/bench/peers on first use: npm and PyPI)
+                    monitor, peers, scale, queue (peers and queue install pm2 and
+                    gunicorn under target/bench/peers on first use: npm and PyPI)
   --no-build        use the binaries already in target/release
   -v, --verbose     copy every child's output to stderr
   -h, --help        this text";
@@ -38,6 +50,22 @@ pub struct Opts {
     pub detect_reloads: usize,
     /// Measured seconds of each default-interval master of the monitor section.
     pub monitor_secs: u64,
+    /// The most workers of the scale sweeps.
+    pub scale_workers: usize,
+    /// Reloads per point of the scale sweeps.
+    pub scale_reloads: usize,
+    /// Seconds a never-ready worker is watched.
+    pub probe_secs: u64,
+    /// Measured seconds per point of the scale monitor sweep.
+    pub scale_secs: u64,
+    /// Connections of the scale burst.
+    pub burst: usize,
+    /// Reloads of the scale soak.
+    pub soak_reloads: usize,
+    /// The most concurrent clients of the queue section.
+    pub queue_clients: usize,
+    /// Reloads per point of the queue section.
+    pub queue_reloads: u64,
     /// `--quick` was given.
     pub quick: bool,
     /// Build the binaries first.
@@ -49,17 +77,25 @@ pub struct Opts {
 }
 
 /// The numeric options: the defaults, then those of `--quick`.
-const DEFAULTS: Numbers = [5, 5, 20, 5, 40, 20];
-const QUICK: Numbers = [2, 2, 5, 2, 8, 6];
-const FLAGS: [&str; 6] = [
+const DEFAULTS: Numbers = [5, 5, 20, 5, 40, 20, 128, 3, 60, 6, 2000, 10_000, 4096, 3];
+const QUICK: Numbers = [2, 2, 5, 2, 8, 6, 16, 2, 8, 4, 500, 300, 256, 2];
+const FLAGS: [&str; 14] = [
     "--reps",
     "--duration",
     "--storm-secs",
     "--idle-secs",
     "--detect-reloads",
     "--monitor-secs",
+    "--scale-workers",
+    "--scale-reloads",
+    "--probe-secs",
+    "--scale-secs",
+    "--burst",
+    "--soak-reloads",
+    "--queue-clients",
+    "--queue-reloads",
 ];
-type Numbers = [u64; 6];
+type Numbers = [u64; 14];
 
 fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -76,7 +112,7 @@ impl Opts {
         args: impl IntoIterator<Item = String>,
         sections: &[&str],
     ) -> Result<Option<Opts>, String> {
-        let mut given: [Option<u64>; 6] = [None; 6];
+        let mut given: [Option<u64>; 14] = [None; 14];
         let (mut quick, mut build, mut verbose, mut only) = (false, true, false, None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -113,6 +149,14 @@ impl Opts {
             idle_secs,
             detect,
             monitor_secs,
+            scale_workers,
+            scale_reloads,
+            probe_secs,
+            scale_secs,
+            burst,
+            soak_reloads,
+            queue_clients,
+            queue_reloads,
         ] = std::array::from_fn(|i| given[i].unwrap_or(base[i]));
         if reps == 0 || duration_s == 0 || storm_secs == 0 || detect == 0 {
             return Err(
@@ -122,6 +166,22 @@ impl Opts {
         if monitor_secs < 2 {
             return Err("--monitor-secs must be at least 2".into());
         }
+        let scale = [
+            scale_workers,
+            scale_reloads,
+            scale_secs,
+            burst,
+            soak_reloads,
+        ];
+        if scale.contains(&0) || queue_clients < 64 || queue_reloads == 0 {
+            return Err("--scale-workers, --scale-reloads, --scale-secs, --burst, \
+                        --soak-reloads and --queue-reloads must be at least 1, \
+                        --queue-clients at least 64"
+                .into());
+        }
+        if probe_secs < 6 {
+            return Err("--probe-secs must be at least 6".into());
+        }
         Ok(Some(Opts {
             reps: reps as usize,
             duration_s,
@@ -129,6 +189,14 @@ impl Opts {
             idle_secs,
             detect_reloads: detect as usize,
             monitor_secs,
+            scale_workers: scale_workers as usize,
+            scale_reloads: scale_reloads as usize,
+            probe_secs,
+            scale_secs,
+            burst: burst as usize,
+            soak_reloads: soak_reloads as usize,
+            queue_clients: queue_clients as usize,
+            queue_reloads,
             quick,
             build,
             verbose,
@@ -147,7 +215,15 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Option<Opts>, String> {
-        let sections = ["throughput", "storm", "detection", "monitor", "peers"];
+        let sections = [
+            "throughput",
+            "storm",
+            "detection",
+            "monitor",
+            "peers",
+            "scale",
+            "queue",
+        ];
         Opts::parse(args.iter().map(|s| s.to_string()), &sections)
     }
 
@@ -184,5 +260,22 @@ mod tests {
         assert!(parse(&["--reps"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["-h"]).expect("ok").is_none());
+        let o = opts(&[
+            "--only",
+            "scale",
+            "--scale-workers",
+            "8",
+            "--soak-reloads=50",
+        ]);
+        assert_eq!((o.scale_workers, o.soak_reloads, o.probe_secs), (8, 50, 60));
+        assert_eq!((o.burst, o.queue_clients, o.queue_reloads), (2000, 4096, 3));
+        let o = opts(&["--quick"]);
+        assert_eq!(
+            (o.scale_workers, o.soak_reloads, o.queue_clients),
+            (16, 300, 256)
+        );
+        assert!(parse(&["--probe-secs", "5"]).is_err());
+        assert!(parse(&["--queue-clients", "10"]).is_err());
+        assert!(parse(&["--burst", "0"]).is_err());
     }
 }

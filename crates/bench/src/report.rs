@@ -277,10 +277,6 @@ impl Section {
     }
 
     /// Adds a chart, written to `file` (`NAME.svg`) next to the report.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "no section plots yet (issue 16)")
-    )]
     pub fn plot(&mut self, file: &str, chart: Chart) {
         self.plots.push((file.to_owned(), chart));
     }

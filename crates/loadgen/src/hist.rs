@@ -87,6 +87,11 @@ impl Histogram {
         Duration::from_micros(self.max_us)
     }
 
+    /// How many values were recorded.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
     /// The largest value recorded.
     pub(crate) fn max(&self) -> Duration {
         Duration::from_micros(self.max_us)

@@ -508,3 +508,27 @@ fn drop_stops_threads() {
     thread::sleep(Duration::from_millis(50));
     assert_eq!(served.load(Ordering::Relaxed), after);
 }
+
+#[test]
+fn a_burst_sends_one_request_per_connection_at_once() {
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&served);
+    let target = tcp_server(move |mut s| serve_pid(&mut s, 1, &counter));
+    let mut cfg = Config::new(target);
+    cfg.connections = 32;
+    cfg.requests_per_connection = Some(1);
+    cfg.start_together = true;
+    let load = start(cfg);
+    assert!(
+        load.wait_for_requests(32, Duration::from_secs(20)),
+        "{}",
+        load.snapshot()
+    );
+    // The threads stop by themselves: nothing more is sent while we wait.
+    thread::sleep(Duration::from_millis(100));
+    let r = load.stop();
+    assert_eq!((r.ok, r.failed(), r.connects), (32, 0, 32), "{r}");
+    assert_eq!(served.load(Ordering::Relaxed), 32);
+    assert!(r.connect_p50 <= r.connect_p99 && r.connect_p99 <= r.connect_max);
+    assert!(r.to_json().contains("\"connects\":32"));
+}

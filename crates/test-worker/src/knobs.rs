@@ -71,6 +71,8 @@ pub struct Knobs {
     pub memory_grow_mb_per_s: u64,
     /// `TW_SPIN=1`: a thread burning one CPU.
     pub spin: bool,
+    /// `TW_THREADS`: this many extra threads, idle (parked) for ever, started before serving.
+    pub threads: u64,
     /// `TW_REPORT`: directory for `<pid>.env`.
     pub report_dir: Option<PathBuf>,
     /// `TW_FORK_CHILD`.
@@ -96,6 +98,7 @@ impl Knobs {
             memory_mb: opt("TW_MEMORY_MB", number)?.unwrap_or(0),
             memory_grow_mb_per_s: opt("TW_MEMORY_GROW_MB_PER_S", number)?.unwrap_or(0),
             spin: opt("TW_SPIN", flag)?.unwrap_or(false),
+            threads: opt("TW_THREADS", number)?.unwrap_or(0),
             report_dir: env::var_os("TW_REPORT")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),

@@ -117,6 +117,7 @@ fn run() -> i32 {
     misbehave::fork_child(pid, knobs.fork_child);
     misbehave::allocate(pid, knobs.memory_mb);
     misbehave::grow(knobs.memory_grow_mb_per_s);
+    misbehave::idle_threads(pid, knobs.threads);
     if knobs.spin {
         misbehave::spin();
     }

@@ -85,6 +85,25 @@ pub fn grow(mib_per_s: u64) {
     });
 }
 
+/// `TW_THREADS`: `n` threads that do nothing (parked), as the pools of a real server, so that
+/// a probe that looks at every thread has that many to look at.
+pub fn idle_threads(pid: u32, n: u64) {
+    for _ in 0..n {
+        let spawned = thread::Builder::new().stack_size(64 * 1024).spawn(|| {
+            loop {
+                thread::park();
+            }
+        });
+        if let Err(e) = spawned {
+            say!("test-worker[{pid}]: cannot start an idle thread: {e}");
+            return;
+        }
+    }
+    if n > 0 {
+        say!("test-worker[{pid}]: {n} idle thread(s) (TW_THREADS)");
+    }
+}
+
 /// `TW_SPIN=1`: one thread at 100% of a CPU.
 pub fn spin() {
     thread::spawn(|| {

@@ -160,6 +160,9 @@ function install() {
 
     // Close HTTP/1 connections that stayed idle for IDLE_MS: no response in flight, and
     // no byte received (a request on its way shows up in bytesRead before it is parsed).
+    // Idle at two sweeps in a row: after a stall (a process short of CPU), the first sweep
+    // may run before the event loop has read a request already waiting in the socket; the
+    // loop polls for I/O between two sweeps.
     const sweep = setInterval(() => {
       const now = Date.now();
       for (const [socket, seen] of idle) {
@@ -168,8 +171,11 @@ function install() {
         } else if (socket._httpMessage || received(socket) !== seen.bytes || !socket.parser) {
           seen.bytes = received(socket);
           seen.since = now;
+          seen.quiet = false;
           if (!socket.parser) idle.delete(socket); // upgraded (WebSocket...): not ours
-        } else if (now - seen.since >= IDLE_MS) {
+        } else if (now - seen.since >= IDLE_MS && !seen.quiet) {
+          seen.quiet = true;
+        } else if (seen.quiet) {
           idle.delete(socket);
           socket.end();
           // A peer that does not close its side in turn is cut.

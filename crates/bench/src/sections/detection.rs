@@ -35,7 +35,7 @@ const SETTLED_FOR: Duration = Duration::from_millis(100);
 
 /// One new worker seen ready.
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     /// The reload that started it.
     generation: u64,
     /// The new worker.
@@ -52,7 +52,7 @@ struct Sample {
 }
 
 impl Sample {
-    fn latency_ms(&self) -> f64 {
+    pub(crate) fn latency_ms(&self) -> f64 {
         (self.ready_us - self.waiting_us) as f64 / 1000.0
     }
 
@@ -143,7 +143,7 @@ fn waiting_at(line: &str) -> Option<(i32, i64)> {
 
 /// Pairs the `worker ready` lines of reload `generation` in `lines` (those logged since its
 /// SIGHUP) with their worker's `waiting at` line.
-fn pair(lines: &[String], generation: u64) -> (Vec<Sample>, Vec<String>) {
+pub(crate) fn pair(lines: &[String], generation: u64) -> (Vec<Sample>, Vec<String>) {
     let mut samples = Vec::new();
     let mut unpaired = Vec::new();
     for (i, line) in lines.iter().enumerate() {

@@ -3,5 +3,7 @@
 pub mod detection;
 pub mod monitor;
 pub mod peers;
+pub mod queue;
+pub mod scale;
 pub mod storms;
 pub mod throughput;

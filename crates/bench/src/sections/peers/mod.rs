@@ -21,10 +21,10 @@
 //! ([`install`]); a peer whose install fails is skipped with a note. [`server`] starts and
 //! stops each run, [`pm2`] drives pm2's daemon, [`report`] writes the section.
 
-mod install;
+pub(crate) mod install;
 mod pm2;
 mod report;
-mod server;
+pub(crate) mod server;
 
 use std::time::{Duration, Instant};
 
@@ -85,35 +85,47 @@ impl App {
 
 /// One way to run an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     NodeBare,
     Pm2,
     MasterNode,
     GunicornOne,
     GunicornTwo,
     MasterGunicorn,
+    /// The `queue` section's: master-process × Node.js with `--adopt off` (Node's own
+    /// `listen(511)` on the inherited socket runs).
+    MasterNodeAdoptOff,
+    /// The `queue` section's: a Node.js cluster primary that reloads as the reference
+    /// module does (`crates/bench/apps/node/cluster-server.js`).
+    ClusterRef,
 }
 
 impl Kind {
     fn app(self) -> App {
         match self {
-            Kind::NodeBare | Kind::Pm2 | Kind::MasterNode => App::Node,
+            Kind::NodeBare
+            | Kind::Pm2
+            | Kind::MasterNode
+            | Kind::MasterNodeAdoptOff
+            | Kind::ClusterRef => App::Node,
             _ => App::Python,
         }
     }
 
-    fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Kind::NodeBare => "bare",
             Kind::Pm2 => "pm2",
             Kind::MasterNode | Kind::MasterGunicorn => "master_process",
+            Kind::MasterNodeAdoptOff => "master_process_adopt_off",
+            Kind::ClusterRef => "cluster_reference",
             Kind::GunicornOne => "gunicorn_w1",
             Kind::GunicornTwo => "gunicorn_w2",
         }
     }
 
     /// The table's Manager column.
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::NodeBare => "none (bare `node server.js`, baseline)",
             Kind::Pm2 => "pm2 cluster mode (2 instances)",
@@ -121,6 +133,8 @@ impl Kind {
             Kind::GunicornOne => "gunicorn -w 1 alone (baseline)",
             Kind::GunicornTwo => "gunicorn -w 2",
             Kind::MasterGunicorn => "master-process (-w 2) × gunicorn -w 1",
+            Kind::MasterNodeAdoptOff => "master-process (-w 2) --adopt off",
+            Kind::ClusterRef => "Node.js cluster, the reference's reload (2 workers)",
         }
     }
 
@@ -130,15 +144,21 @@ impl Kind {
     }
 
     fn master(self) -> bool {
-        matches!(self, Kind::MasterNode | Kind::MasterGunicorn)
+        matches!(
+            self,
+            Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff
+        )
     }
 
     /// How a reload is asked for.
-    fn reload_how(self) -> &'static str {
+    pub(crate) fn reload_how(self) -> &'static str {
         match self {
             Kind::Pm2 => "`pm2 reload app`",
             Kind::GunicornTwo => "SIGHUP to the arbiter",
-            Kind::MasterNode | Kind::MasterGunicorn => "SIGHUP to the master",
+            Kind::ClusterRef => "SIGHUP to the cluster primary",
+            Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff => {
+                "SIGHUP to the master"
+            }
             _ => "none",
         }
     }

@@ -97,7 +97,8 @@ impl Server {
             }
         }
         if let Some(p) = &mut self.proc {
-            let long = self.kind.master() || self.kind == Kind::GunicornTwo;
+            let long =
+                self.kind.master() || matches!(self.kind, Kind::GunicornTwo | Kind::ClusterRef);
             let grace = Duration::from_secs(if long { 15 } else { 5 });
             said = format!("SIGTERM: {}", exit_text(p.stop(grace)));
         }
@@ -177,7 +178,7 @@ impl Target for Storming<'_> {
         if let Some(r) = &mut self.reloads {
             return r.settle(deadline);
         }
-        if self.server.kind == Kind::GunicornTwo {
+        if matches!(self.server.kind, Kind::GunicornTwo | Kind::ClusterRef) {
             while self.server.workers().len() != WORKERS {
                 if Instant::now() >= deadline {
                     return false;
@@ -302,10 +303,27 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
                 echo,
             )?);
         }
-        Kind::MasterNode | Kind::MasterGunicorn => {
+        Kind::ClusterRef => {
+            let port = free_port()?;
+            let mut cmd = Command::new(node()?);
+            cmd.arg(dirs.apps.join("node/cluster-server.js"))
+                .current_dir(&dirs.node);
+            cmd.env("PORT", port.to_string())
+                .env("HOST", "127.0.0.1")
+                .env("WORKERS", WORKERS.to_string());
+            server.command = format!("WORKERS={WORKERS} PORT={port} node cluster-server.js");
+            server.addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut p = Proc::spawn("node cluster", cmd, false, echo)?;
+            p.wait_line("serving", START_TIMEOUT, |l| l.contains("serving "))?;
+            server.proc = Some(p);
+        }
+        Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff => {
             let mut cmd = master::command(&ctx.bins.master, WORKERS);
+            if kind == Kind::MasterNodeAdoptOff {
+                cmd.args(["--adopt", "off"]);
+            }
             cmd.arg("--");
-            let app = if kind == Kind::MasterNode {
+            let app = if kind != Kind::MasterGunicorn {
                 cmd.arg(node()?)
                     .arg(dirs.node.join("server.js"))
                     .current_dir(&dirs.node);
@@ -320,8 +338,14 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
                 cmd.current_dir(dirs.apps.join("python"));
                 "gunicorn -w 1 --no-control-socket app:app"
             };
-            server.command =
-                format!("master-process -l 127.0.0.1:PORT -w {WORKERS} --control off -- {app}");
+            let adopt = if kind == Kind::MasterNodeAdoptOff {
+                " --adopt off"
+            } else {
+                ""
+            };
+            server.command = format!(
+                "master-process -l 127.0.0.1:PORT -w {WORKERS} --control off{adopt} -- {app}"
+            );
             let (p, addr) = master::start(cmd, echo, START_TIMEOUT)?;
             (server.proc, server.addr) = (Some(p), addr);
         }

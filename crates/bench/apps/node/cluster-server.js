@@ -1,0 +1,51 @@
+// The reference's way, for the bench's `queue` section: a Node.js cluster primary that
+// reloads as the original Node.js master-process module did (its behaviour as described in
+// shared/research/peers.md §0; that npm package is not on the registry this machine reaches).
+// The primary owns the listening socket (Node's cluster, round-robin: it accepts every
+// connection and hands it to a worker), forks WORKERS workers running the test suite's Node.js
+// app, and on SIGHUP forks a new worker for every slot at once; when a new worker listens, the
+// older workers of its slot get SIGTERM (the app drains gracefully). SIGTERM stops everything.
+'use strict';
+const cluster = require('cluster');
+const path = require('path');
+
+if (!cluster.isPrimary) {
+  require(path.resolve(__dirname, '../../../../tests/fixtures/node/server.js'));
+  return;
+}
+
+const slots = Math.max(1, Number(process.env.WORKERS || 1));
+let generation = 0;
+let stopping = false;
+
+function start(slot, gen) {
+  const worker = cluster.fork({ WORKER_INDEX: String(slot), RELOAD_INDEX: String(gen) });
+  worker.slot = slot;
+  worker.generation = gen;
+  worker.once('listening', () => {
+    for (const other of Object.values(cluster.workers)) {
+      if (other.slot === slot && other.generation < gen && !other.retired) {
+        other.retired = true;
+        other.process.kill('SIGTERM');
+      }
+    }
+  });
+}
+
+cluster.on('exit', (worker) => {
+  if (stopping && Object.keys(cluster.workers).length === 0) process.exit(0);
+  // A worker that died unasked is replaced after a second (the reference's throttle).
+  if (!stopping && !worker.retired) setTimeout(() => start(worker.slot, generation), 1000);
+});
+
+process.on('SIGHUP', () => {
+  generation += 1;
+  for (let slot = 0; slot < slots; slot++) start(slot, generation);
+});
+process.on('SIGTERM', () => {
+  stopping = true;
+  for (const worker of Object.values(cluster.workers)) worker.process.kill('SIGTERM');
+  setTimeout(() => process.exit(0), 10000).unref();
+});
+
+for (let slot = 0; slot < slots; slot++) start(slot, generation);
