@@ -199,7 +199,7 @@ fn remove_stale_dirs(base: &Path) {
         let is_socket = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
         let only_ours = std::fs::read_dir(&dir).is_ok_and(|d| {
             d.flatten()
-                .all(|e| e.file_name().to_str().is_some_and(|n| own_file(n)))
+                .all(|e| e.file_name().to_str().is_some_and(own_file))
         });
         if !ours || !is_socket || !only_ours {
             continue;
