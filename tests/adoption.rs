@@ -578,9 +578,8 @@ fn ten_reloads_under_load(m: &mut Master, target: Target) {
         );
         generations.push(trees(&new));
         for (mode, load) in &loads {
-            let seen = load.snapshot().total();
             assert!(
-                load.wait_for_requests(seen + 20, DEADLINE),
+                load.wait_for_more(20, DEADLINE),
                 "{mode} load goes on after reload {generation}: {}",
                 load.snapshot()
             );
@@ -784,9 +783,8 @@ fn a_new_asyncio_generation_does_not_freeze_the_serving_one_while_it_starts() {
     m.expect("bound; start-up work for 3000 ms");
     // Meanwhile the serving generation goes on answering.
     for (mode, load) in &loads {
-        let seen = load.snapshot().total();
         assert!(
-            load.wait_for_requests(seen + 100, Duration::from_secs(2)),
+            load.wait_for_more(100, Duration::from_secs(2)),
             "{mode}: the serving generation stalled while the new one started: {}",
             load.snapshot()
         );
@@ -1152,12 +1150,7 @@ fn a_blocking_generation_after_a_non_blocking_one_is_refused_and_the_old_one_kee
         text.contains("blocking"),
         "the failed reload says why: {text}"
     );
-    let seen = load.snapshot().total();
-    assert!(
-        load.wait_for_requests(seen + 100, DEADLINE),
-        "{}",
-        load.snapshot()
-    );
+    assert!(load.wait_for_more(100, DEADLINE), "{}", load.snapshot());
     assert_eq!(m.serving(), old);
     // The same mode again is served.
     m.set_knobs(&[
@@ -1167,12 +1160,7 @@ fn a_blocking_generation_after_a_non_blocking_one_is_refused_and_the_old_one_kee
     ]);
     let (code, text) = reload_wait(&m);
     assert_eq!(code, 0, "{text}");
-    let seen = load.snapshot().total();
-    assert!(
-        load.wait_for_requests(seen + 100, DEADLINE),
-        "{}",
-        load.snapshot()
-    );
+    assert!(load.wait_for_more(100, DEADLINE), "{}", load.snapshot());
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}\n{:#?}", report.errors);
     assert!(

@@ -24,9 +24,8 @@ use crate::support::{
 
 /// Waits until `load` has finished `more` requests beyond those it had finished so far.
 fn load_goes_on(load: &Load, more: u64) {
-    let seen = load.snapshot().total();
     assert!(
-        load.wait_for_requests(seen + more, DEADLINE),
+        load.wait_for_more(more, DEADLINE),
         "load goes on: {}",
         load.snapshot()
     );

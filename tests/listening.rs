@@ -165,8 +165,7 @@ fn undetectable_worker_fails_the_reload_after_the_timeout_and_the_old_one_keeps_
         assert!(why.contains(says), "{s}");
     }
     m.expect(why);
-    let seen = load.snapshot().total();
-    assert!(load.wait_for_requests(seen + 50, crate::support::DEADLINE));
+    assert!(load.wait_for_more(50, crate::support::DEADLINE));
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}");
     assert_eq!(get_pid(addr), old, "the old worker still serves");

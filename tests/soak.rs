@@ -19,9 +19,8 @@ const RSS_SLACK_KB: u64 = 256;
 
 /// Waits until `load` has finished `more` requests beyond those so far.
 fn goes_on(load: &Load, more: u64, generation: u64) {
-    let seen = load.snapshot().total();
     assert!(
-        load.wait_for_requests(seen + more, DEADLINE),
+        load.wait_for_more(more, DEADLINE),
         "load goes on after reload {generation}: {}",
         load.snapshot()
     );

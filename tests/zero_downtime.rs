@@ -31,9 +31,8 @@ pub fn reloads_under_load_with(
         );
         // The old generation is gone (a reload ends when its retired workers have exited):
         // what is answered from now on comes from the new one.
-        let seen = load.snapshot().total();
         assert!(
-            load.wait_for_requests(seen + 100, DEADLINE),
+            load.wait_for_more(100, DEADLINE),
             "load goes on: {}",
             load.snapshot()
         );

@@ -611,6 +611,13 @@ impl Load {
         *done >= n
     }
 
+    /// Blocks until `more` requests have finished (any outcome) after the ones finished
+    /// so far, or `timeout` passes; returns whether they did: the load goes on.
+    pub fn wait_for_more(&self, more: u64, timeout: Duration) -> bool {
+        let seen = *lock(&self.shared.done);
+        self.wait_for_requests(seen + more, timeout)
+    }
+
     /// Asks every thread to stop after its current request, waits for them
     /// (so in-flight requests are completed and counted; this can take up to
     /// the request timeout) and returns the final counts.
