@@ -5,7 +5,7 @@
 //! nothing useful within [`REQUEST_TIMEOUT`], sends too much, or is not of our user is
 //! answered with an error and dropped; at most [`MAX_CLIENTS`] are served at once.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -16,6 +16,7 @@ use nix::sys::socket::{self, sockopt};
 use super::{MAX_LINE, Record, Request};
 use crate::error::{Error, Result};
 use crate::socket::file::{self, Identity, SocketFile};
+use crate::socket::stream::{Step, read_some, write_some};
 
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,14 +184,12 @@ impl Server {
         };
         let c = &mut self.clients[pos];
         while !c.outbox.is_empty() {
-            match c.stream.write(&c.outbox) {
-                Ok(0) => break,
-                Ok(n) => {
+            match write_some(&mut c.stream, &c.outbox) {
+                Step::Moved(n) => {
                     c.outbox.drain(..n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
+                Step::Pending => break,
+                Step::Gone => {
                     self.clients.remove(pos);
                     return;
                 }
@@ -309,15 +308,9 @@ impl Server {
             return None;
         }
         let client = &mut self.clients[pos];
-        let mut chunk = [0u8; 1024];
         loop {
-            match client.stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.clients.remove(pos);
-                    return None;
-                }
-                Ok(n) => {
-                    client.buf.extend_from_slice(&chunk[..n]);
+            match read_some(&mut client.stream, &mut client.buf) {
+                Step::Moved(_) => {
                     let end = client.buf.iter().position(|&b| b == b'\n');
                     if end.map_or(client.buf.len(), |e| e + 1) > MAX_LINE {
                         self.refuse(pos, &format!("request longer than {MAX_LINE} bytes"));
@@ -327,14 +320,9 @@ impl Server {
                         let line = client.buf[..end].to_vec();
                         return self.parse(pos, &line);
                     }
-                    if client.buf.len() > MAX_LINE {
-                        self.refuse(pos, &format!("request longer than {MAX_LINE} bytes"));
-                        return None;
-                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(_) => {
+                Step::Pending => return None,
+                Step::Gone => {
                     self.clients.remove(pos);
                     return None;
                 }
@@ -347,17 +335,12 @@ impl Server {
         let Some(pos) = self.clients.iter().position(|c| c.id == id) else {
             return;
         };
-        let mut chunk = [0u8; 256];
+        let mut ignored = Vec::new();
         loop {
-            match self.clients[pos].stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.clients.remove(pos);
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
+            match read_some(&mut self.clients[pos].stream, &mut ignored) {
+                Step::Moved(_) => ignored.clear(),
+                Step::Pending => return,
+                Step::Gone => {
                     self.clients.remove(pos);
                     return;
                 }

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::socket::stream::{Step, read_some, write_some};
 use crate::socket::{ListenAddr, Listener, ListenerSpec};
 
 /// Connections served at once; beyond, the oldest is dropped.
@@ -43,19 +44,27 @@ impl Stream {
             Stream::Unix(s) => s.as_fd(),
         }
     }
+}
 
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
         }
     }
+}
 
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
         }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -188,15 +197,9 @@ impl Server {
     pub fn read(&mut self, id: ClientId) -> Option<Asked> {
         let pos = self.clients.iter().position(|c| c.id == id)?;
         let client = &mut self.clients[pos];
-        let mut chunk = [0u8; 2048];
         loop {
-            match client.stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.clients.remove(pos);
-                    return None;
-                }
-                Ok(n) => {
-                    client.request.extend_from_slice(&chunk[..n]);
+            match read_some(&mut client.stream, &mut client.request) {
+                Step::Moved(_) => {
                     if let Some(asked) = parse(&client.request) {
                         return Some(asked);
                     }
@@ -204,9 +207,8 @@ impl Server {
                         return Some(Asked::Bad);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(_) => {
+                Step::Pending => return None,
+                Step::Gone => {
                     self.clients.remove(pos);
                     return None;
                 }
@@ -246,12 +248,10 @@ impl Server {
             return;
         };
         while client.written < answer.len() {
-            match client.stream.write(&answer[client.written..]) {
-                Ok(0) => break,
-                Ok(n) => client.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+            match write_some(&mut client.stream, &answer[client.written..]) {
+                Step::Moved(n) => client.written += n,
+                Step::Pending => return,
+                Step::Gone => break,
             }
         }
         self.clients.remove(pos);

@@ -1,5 +1,6 @@
 //! Listening sockets: what `--listen` says ([`ListenerSpec`]), the sockets the master holds
-//! ([`ListenerSet`]), socket activation, and the unix socket file lifecycle ([`file`]).
+//! ([`ListenerSet`]), socket activation, the unix socket file lifecycle ([`file`]), and one
+//! non-blocking step on a client's stream ([`stream`]).
 //!
 //! The master binds every listener once and keeps it open for its whole life; workers
 //! inherit it as fd 3, 4, ... (see [`crate::spawn`]). One socket means one accept queue
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 
 pub mod file;
 mod set;
+pub mod stream;
 
 pub use set::{Listener, ListenerSet, Origin, UNNAMED, somaxconn};
 
