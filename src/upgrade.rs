@@ -127,6 +127,8 @@ pub struct Adopted {
     pub notifiers: Vec<(Pid, OwnedFd)>,
     /// The control client waiting for the upgrade's outcome.
     pub client: Option<OwnedFd>,
+    /// The previous executable, the way back until this image has resumed.
+    pub old_exe: Option<OwnedFd>,
     /// The supervisor's state.
     pub snapshot: Snapshot,
 }
@@ -161,9 +163,8 @@ impl Handover {
         // exec for this image to own, and named each once (checked above); nothing else in
         // this image refers to them, and `self` is consumed, so this runs once.
         let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
-        // The old executable was only needed to go back: this image resumed.
-        drop(self.old_exe.map(own));
         Ok(Adopted {
+            old_exe: self.old_exe.map(own),
             nonblock: self.listeners.iter().map(|l| l.nonblock).collect(),
             notifiers: self
                 .notifiers

@@ -147,6 +147,36 @@ fn an_upgrade_that_fails_after_the_exec_goes_back_to_the_old_master_under_load()
 }
 
 #[test]
+fn an_upgrade_whose_new_master_cannot_get_its_metrics_port_goes_back_with_every_socket() {
+    let (mut m, exe, old) = upgradable(&test_worker());
+    let addr = m.tcp_addr();
+    let load = start_load(Target::Tcp(addr), Mode::KeepAlive, 8);
+    // The new build passes the preflight, then asks for a metrics port that is taken: it
+    // fails as it resumes, holding every descriptor the old master handed over.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let real = m.dir().join("real-master");
+    std::fs::copy(master_bin(), &real).unwrap();
+    script(
+        &exe,
+        &format!(
+            "[ -n \"$__MASTER_PROCESS_PREFLIGHT\" ] && exec {real} \"$@\"\nexec {real} --metrics {taken} \"$@\"",
+            real = real.display(),
+            taken = taken.local_addr().unwrap(),
+        ),
+    );
+    let out = m.ctl(&["upgrade", "--wait"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("could not resume"), "{out:?}");
+    assert_eq!(master_pid_from_status(&m), m.pid());
+    assert_eq!(serving(&m), old);
+    assert!(load.wait_for_more(200, DEADLINE));
+    let out = m.ctl(&["reload", "--wait"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report}");
+}
+
+#[test]
 fn a_slow_preflight_interrupted_by_signals_succeeds_and_leaves_nothing_behind() {
     let (mut m, exe, _) = upgradable(&test_worker());
     let real = m.dir().join("real-master");

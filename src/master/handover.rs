@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Master, real_os};
+use super::{Master, Own, real_os};
 use crate::config::Config;
 use crate::control::{self, ClientId, Record, Wait};
 use crate::error::{Error, Result};
@@ -117,35 +117,59 @@ impl Master {
 }
 
 /// Resumes a master from the state its previous image handed over. If that state cannot be
-/// used, goes back to the previous executable (see [`upgrade::abandon_if_resuming`]) while
-/// every handed-over descriptor is still open.
+/// used, returns the error while every handed-over descriptor is still open, so that the
+/// caller can go back to the previous executable ([`upgrade::abandon_if_resuming`]): all
+/// that can fail happens before a descriptor is taken, or goes back on the spot.
 pub(super) fn resume(config: Config, signals: SignalPipe) -> Result<i32> {
-    let resumed = prepare(&config).and_then(|(os, notify, control, client, snapshot)| {
-        let now = Instant::now();
-        let mut os = os;
-        let adopted = snapshot.workers.len();
-        let sup = Supervisor::restore(&mut os, config.supervisor.clone(), snapshot, now);
-        let master = Master::new(&config, sup, os, signals, notify, control, now)
-            .map_err(|e| e.to_string())?;
-        Ok((master, client, adopted, now))
-    });
-    let (mut master, client, adopted, now) = match resumed {
-        Ok(m) => m,
-        Err(why) => {
-            upgrade::abandon_if_resuming(&why);
-            return Err(Error::io(
-                format!("cannot resume after the upgrade: {why}"),
-                std::io::Error::other(why),
-            ));
+    let text = std::env::var(crate::env::UPGRADE_STATE)
+        .map_err(|e| not_resumed(format!("no handover: {e}")))?;
+    let handover = Handover::decode(&text).map_err(not_resumed)?;
+    if config.subreaper || std::process::id() == 1 {
+        super::become_subreaper()?;
+    }
+    let own = Own::get(&config, signals)?;
+    let adopted = handover.take_fds().map_err(not_resumed)?;
+    // From here on, a descriptor dropped is one the previous image can no longer resume
+    // with: nothing below may fail but the probe, which goes back while they are all open.
+    let listeners = ListenerSet::new(
+        adopted.listeners,
+        config.backlog.unwrap_or_else(somaxconn),
+        config.socket_mode,
+    );
+    let probe = match super::listen_probe(&config, &listeners) {
+        Ok(probe) => probe,
+        Err(e) => {
+            upgrade::abandon_if_resuming(&e.to_string());
+            return Err(e);
         }
     };
+    // Resumed: the way back is not needed any more.
+    drop(adopted.old_exe);
+    let control = adopted
+        .control
+        .map(|(fd, file)| control::Server::adopt(fd, file));
+    let (fd, HandedNotify { dir, path, .. }) = adopted.notify;
+    let notify = NotifySocket::adopt(fd, dir, path);
+    let mut os = real_os(&config, listeners, &notify, probe);
+    match os.adoption_mut() {
+        Some(adoption) => adoption.restore(adopted.notifiers, &adopted.nonblock),
+        None if !adopted.notifiers.is_empty() => {
+            warn!("adoption is off in this image: the workers' filters are not watched any more")
+        }
+        None => {}
+    }
+    let client = adopted.client.map(UnixStream::from);
+    let now = Instant::now();
+    let workers = adopted.snapshot.workers.len();
+    let sup = Supervisor::restore(&mut os, config.supervisor.clone(), adopted.snapshot, now);
+    let mut master = Master::new(&config, sup, os, own, notify, control, now);
     // Signals that arrived during the exec were held: now they reach our handlers.
     upgrade::block_signals(false);
     master.reap();
     match upgrade::rolled_back() {
         Some(why) => {
             tracing::error!(
-                workers = adopted,
+                workers,
                 "upgrade failed: the new master could not resume ({why}); this master carries on with the same workers"
             );
             if let Some(stream) = client {
@@ -161,7 +185,7 @@ pub(super) fn resume(config: Config, signals: SignalPipe) -> Result<i32> {
         None => {
             info!(
                 pid = std::process::id(),
-                workers = adopted,
+                workers,
                 version = env!("CARGO_PKG_VERSION"),
                 "master upgraded in place: workers adopted"
             );
@@ -178,46 +202,10 @@ pub(super) fn resume(config: Config, signals: SignalPipe) -> Result<i32> {
     master.finish()
 }
 
-/// What a resuming image rebuilds from the handover.
-type Prepared = (
-    super::RealOs,
-    NotifySocket,
-    Option<control::Server>,
-    Option<UnixStream>,
-    crate::supervisor::Snapshot,
-);
-
-/// Reads the handover and takes over its descriptors.
-fn prepare(config: &Config) -> std::result::Result<Prepared, String> {
-    let text = std::env::var(crate::env::UPGRADE_STATE).map_err(|e| e.to_string())?;
-    let handover = Handover::decode(&text)?;
-    let adopted = handover.take_fds()?;
-    if config.subreaper || std::process::id() == 1 {
-        super::become_subreaper().map_err(|e| e.to_string())?;
-    }
-    let listeners = ListenerSet::new(
-        adopted.listeners,
-        config.backlog.unwrap_or_else(somaxconn),
-        config.socket_mode,
-    );
-    let control = adopted
-        .control
-        .map(|(fd, file)| control::Server::adopt(fd, file));
-    let (fd, HandedNotify { dir, path, .. }) = adopted.notify;
-    let notify = NotifySocket::adopt(fd, dir, path);
-    let mut os = real_os(config, listeners, &notify).map_err(|e| e.to_string())?;
-    match os.adoption_mut() {
-        Some(adoption) => adoption.restore(adopted.notifiers, &adopted.nonblock),
-        None if !adopted.notifiers.is_empty() => {
-            warn!("adoption is off in this image: the workers' filters are not watched any more")
-        }
-        None => {}
-    }
-    Ok((
-        os,
-        notify,
-        control,
-        adopted.client.map(UnixStream::from),
-        adopted.snapshot,
-    ))
+/// The error of a handover that cannot be used.
+fn not_resumed(why: String) -> Error {
+    Error::io(
+        format!("cannot resume after the upgrade: {why}"),
+        std::io::Error::other(why),
+    )
 }

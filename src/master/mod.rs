@@ -119,7 +119,9 @@ pub fn run(config: Config) -> Result<i32> {
         become_subreaper()?;
     }
     let notify = NotifySocket::bind(config.user.as_ref().map(|u| (u.uid, u.gid)))?;
-    let os = real_os(&config, listeners, &notify)?;
+    let own = Own::get(&config, signals)?;
+    let probe = listen_probe(&config, &listeners)?;
+    let os = real_os(&config, listeners, &notify, probe);
     info!(pid = std::process::id(), workers = config.supervisor.workers, ready = %config.supervisor.ready,
           "master started: {}", os.program());
     if let Some(user) = &config.user {
@@ -127,7 +129,7 @@ pub fn run(config: Config) -> Result<i32> {
     }
     let now = Instant::now();
     let sup = Supervisor::new(config.supervisor.clone());
-    let mut master = Master::new(&config, sup, os, signals, notify, control, now)?;
+    let mut master = Master::new(&config, sup, os, own, notify, control, now);
     master.sup.start(&mut master.os, now);
     master.finish()
 }
@@ -163,24 +165,32 @@ fn bind_control(config: &Config) -> Result<Option<control::Server>> {
     control::Server::bind(&path).map(Some)
 }
 
+/// The `/proc` probe that sees workers serving `listeners`, if the readiness mode asks.
+fn listen_probe(config: &Config, listeners: &ListenerSet) -> Result<Option<ListenProbe>> {
+    match config.supervisor.ready {
+        ReadyMode::Listening(coverage) => ListenProbe::new(listeners.fds(), coverage)
+            .map(Some)
+            .map_err(|e| Error::io("cannot inspect the listening sockets", e)),
+        _ => Ok(None),
+    }
+}
+
 /// The OS the supervisor acts through: `listeners` inherited by workers of `config`'s
-/// command, which notify on `notify`, seen serving by the `/proc` probe if the mode asks.
-fn real_os(config: &Config, listeners: ListenerSet, notify: &NotifySocket) -> Result<RealOs> {
-    let probe = match config.supervisor.ready {
-        ReadyMode::Listening(coverage) => Some(
-            ListenProbe::new(listeners.fds(), coverage)
-                .map_err(|e| Error::io("cannot inspect the listening sockets", e))?,
-        ),
-        _ => None,
-    };
-    Ok(RealOs::new(
+/// command, which notify on `notify`, seen serving by `probe`.
+fn real_os(
+    config: &Config,
+    listeners: ListenerSet,
+    notify: &NotifySocket,
+    probe: Option<ListenProbe>,
+) -> RealOs {
+    RealOs::new(
         Spawner::new(config.command.clone(), config.user.clone()),
         listeners,
         notify.path().to_string_lossy().into_owned(),
         worker_env(config, notify),
         probe,
         config.adopt,
-    ))
+    )
 }
 
 /// What every worker gets besides the protocol's variables: the drain timeout the reference
@@ -264,16 +274,17 @@ struct Master {
     on_master_change: OnMasterChange,
 }
 
-impl Master {
-    fn new(
-        config: &Config,
-        sup: Supervisor,
-        os: RealOs,
-        signals: SignalPipe,
-        notify: NotifySocket,
-        control: Option<control::Server>,
-        now: Instant,
-    ) -> Result<Master> {
+/// What the master has of its own, apart from its sockets and workers: everything about it
+/// that can fail to be had. A resuming image gets it before it takes over a single
+/// descriptor, so that one that cannot still has all of them to go back with.
+struct Own {
+    signals: SignalPipe,
+    exe: Executable,
+    metrics: Option<metrics::Server>,
+}
+
+impl Own {
+    fn get(config: &Config, signals: SignalPipe) -> Result<Own> {
         let argv = crate::spawn::own_command()?;
         let path = PathBuf::from(&argv[0]);
         let metrics = config
@@ -284,12 +295,34 @@ impl Master {
         if let Some(m) = &metrics {
             info!("metrics at http://{}/metrics", m.local());
         }
-        Ok(Master {
+        Ok(Own {
+            signals,
+            exe: Executable {
+                identity: ExeIdentity::of(&path),
+                path,
+                argv,
+            },
             metrics,
+        })
+    }
+}
+
+impl Master {
+    fn new(
+        config: &Config,
+        sup: Supervisor,
+        os: RealOs,
+        own: Own,
+        notify: NotifySocket,
+        control: Option<control::Server>,
+        now: Instant,
+    ) -> Master {
+        Master {
+            metrics: own.metrics,
             counters: metrics::Counters::default(),
             sup,
             os,
-            signals,
+            signals: own.signals,
             notify,
             control,
             manager: ServiceManager::from_env(now),
@@ -299,13 +332,9 @@ impl Master {
                 exit_pending: false,
             },
             started: now,
-            exe: Executable {
-                identity: ExeIdentity::of(&path),
-                path,
-                argv,
-            },
+            exe: own.exe,
             on_master_change: config.on_master_change,
-        })
+        }
     }
 
     /// Runs the loop until every worker is gone, then cleans up; returns the exit code.
