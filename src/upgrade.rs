@@ -23,7 +23,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -590,11 +590,10 @@ fn watch_preflight(child: &mut std::process::Child) -> Result<(String, String), 
 }
 
 /// Reads what `pipe` has now into `buf` (bounded); drops the pipe at its end.
-fn drain<R: Read + AsRawFd>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
+fn drain<R: Read + AsFd>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
     let Some(p) = pipe.as_mut() else { return };
     let _ = nix::fcntl::fcntl(
-        // SAFETY: the pipe is open for the duration of this call.
-        unsafe { BorrowedFd::borrow_raw(p.as_raw_fd()) },
+        p.as_fd(),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
     let mut chunk = [0u8; 4096];
