@@ -41,23 +41,30 @@ impl FromStr for Credentials {
         if user.is_empty() || group.is_some_and(str::is_empty) {
             return Err("expected USER or USER:GROUP (names or numbers)".into());
         }
+        let group = group.map(group_id).transpose()?;
         let found = match user.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)),
             Err(_) => User::from_name(user),
         }
-        .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
-        .ok_or_else(|| format!("no user {user:?} on this system"))?;
-        let gid = match group {
-            None => found.gid.as_raw(),
-            Some(g) => match g.parse::<u32>() {
-                Ok(gid) => gid,
-                Err(_) => Group::from_name(g)
-                    .map_err(|e| format!("cannot look up group {g:?}: {e}"))?
-                    .ok_or_else(|| format!("no group {g:?} on this system"))?
-                    .gid
-                    .as_raw(),
-            },
+        .map_err(|e| format!("cannot look up user {user:?}: {e}"))?;
+        let Some(found) = found else {
+            // A bare uid with no entry (common in containers) is fine with its group given.
+            return match (user.parse::<u32>(), group) {
+                (Ok(uid), Some(gid)) => Ok(Credentials {
+                    name: uid.to_string(),
+                    uid,
+                    gid,
+                    groups: vec![gid],
+                    home: PathBuf::from("/"),
+                }),
+                (Ok(uid), None) => Err(format!(
+                    "uid {uid} has no entry in the user database: give its group too \
+                     ({uid}:GID)"
+                )),
+                (Err(_), _) => Err(format!("no user {user:?} on this system")),
+            };
         };
+        let gid = group.unwrap_or(found.gid.as_raw());
         let name = CString::new(found.name.clone()).map_err(|_| "bad user name".to_string())?;
         let mut groups: Vec<u32> = getgrouplist(&name, Gid::from_raw(gid))
             .map(|g| g.into_iter().map(Gid::as_raw).collect())
@@ -71,6 +78,18 @@ impl FromStr for Credentials {
             groups,
             home: found.dir,
         })
+    }
+}
+
+/// A group given by number, or by a name the group database knows.
+fn group_id(g: &str) -> Result<u32, String> {
+    match g.parse::<u32>() {
+        Ok(gid) => Ok(gid),
+        Err(_) => Ok(Group::from_name(g)
+            .map_err(|e| format!("cannot look up group {g:?}: {e}"))?
+            .ok_or_else(|| format!("no group {g:?} on this system"))?
+            .gid
+            .as_raw()),
     }
 }
 
@@ -130,6 +149,19 @@ mod tests {
                 .parse::<Credentials>()
                 .unwrap_err()
                 .contains("no group")
+        );
+        // A bare uid without an entry, as containers run: its group must be given.
+        let bare: Credentials = "4000123:4000124".parse().unwrap();
+        assert_eq!(
+            (bare.uid, bare.gid, bare.groups.as_slice()),
+            (4000123, 4000124, &[4000124][..])
+        );
+        assert_eq!(bare.home, PathBuf::from("/"));
+        assert!(
+            "4000123"
+                .parse::<Credentials>()
+                .unwrap_err()
+                .contains("4000123:GID")
         );
         assert!("".parse::<Credentials>().is_err());
         assert!("root:".parse::<Credentials>().is_err());

@@ -438,7 +438,12 @@ fn workers_of_another_user_still_die_with_a_sigkilled_master() {
         eprintln!("not root: --user needs root; skipped");
         return;
     }
-    for ready in ["notify", "listening"] {
+    // A user by name, and a bare uid with no entry in the user database (as containers run).
+    for (user, uid, ready) in [
+        ("nobody", "65534", "notify"),
+        ("nobody", "65534", "listening"),
+        ("4000123:4000124", "4000123", "listening"),
+    ] {
         let cmd = Master::cmd();
         // The workers write their reports in the test's folder.
         let reports = cmd.dir().join("reports");
@@ -452,7 +457,7 @@ fn workers_of_another_user_still_die_with_a_sigkilled_master() {
                 "-w",
                 "2",
                 "--user",
-                "nobody",
+                user,
                 "--ready",
                 ready,
             ])
@@ -465,7 +470,7 @@ fn workers_of_another_user_still_die_with_a_sigkilled_master() {
         for &pid in &pids {
             let uids = proc_status(pid, "Uid").unwrap();
             assert!(
-                uids.split_whitespace().all(|u| u == "65534"),
+                uids.split_whitespace().all(|u| u == uid),
                 "worker {pid} runs as {uids}"
             );
         }

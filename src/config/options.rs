@@ -375,7 +375,8 @@ pub const USER: Opt<Credentials> = Opt {
         takes: Takes::Value("USER[:GROUP]"),
         heading: WORKERS,
         help: "Run the workers as this user (and group; default: the user's own), set by the \
-               master between fork and exec so that they still die with it; needs root",
+               master between fork and exec so that they still die with it; needs root. A bare \
+               uid with no entry in the user database needs its group (1000:1000)",
         ..Meta::NONE
     },
     parse: word,
