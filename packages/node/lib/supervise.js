@@ -27,10 +27,13 @@ function runMaster(bin, args, env) {
   }
   const { Worker } = require('worker_threads');
   const cell = new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
-  // Until the relay thread takes them over, a signal must not kill us with its default
-  // action: catch them here (this thread never runs their listeners: they are lost).
+  // Until the relay thread takes them over (before it starts the master), a SIGHUP or
+  // SIGUSR2 must not kill us with its default action: caught here, and lost (this thread
+  // never runs their listeners), which is harmless with no master yet. SIGINT, SIGTERM and
+  // SIGQUIT keep theirs: stopped that early, we stop, and nothing is left behind.
   const noop = () => {};
-  for (const sig of FORWARDED) process.on(sig, noop);
+  const HARMLESS = ['SIGHUP', 'SIGUSR2'];
+  for (const sig of HARMLESS) process.on(sig, noop);
   new Worker(path.join(__dirname, 'relay.js'), {
     workerData: {
       cell: cell.buffer,
@@ -45,7 +48,7 @@ function runMaster(bin, args, env) {
   while (Atomics.load(cell, 0) !== DONE) Atomics.wait(cell, 0, 0);
   const kind = Atomics.load(cell, 1);
   const value = Atomics.load(cell, 2);
-  for (const sig of FORWARDED) process.removeListener(sig, noop);
+  for (const sig of HARMLESS) process.removeListener(sig, noop);
   if (kind === SIGNALED) {
     // Die of the master's signal, as a shell would see it; exit 128+N if it does not kill.
     const name = Object.keys(os.constants.signals).find((n) => os.constants.signals[n] === value);
