@@ -216,18 +216,37 @@ impl ChildFilter {
         if self.killable_wait {
             flags |= libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
         }
-        let mut result = set(flags);
-        if result == Err(libc::EACCES) {
+        install(flags, set, || {
             // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes integers only.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-                return Err(errno());
+                Err(errno())
+            } else {
+                Ok(())
             }
-            result = set(flags);
+        })
+    }
+}
+
+/// Installs the filter with `set(flags)`, stepping down as the kernel answers: `EINVAL`
+/// drops `WAIT_KILLABLE_RECV` (Linux < 5.19 knows no such flag, and checks flags before
+/// privileges), `EACCES` asks for `no_new_privs` (a process without `CAP_SYS_ADMIN`), each
+/// once. Allocates nothing: it runs between fork and exec.
+fn install(
+    mut flags: libc::c_ulong,
+    mut set: impl FnMut(libc::c_ulong) -> Result<RawFd, i32>,
+    mut no_new_privs: impl FnMut() -> Result<(), i32>,
+) -> Result<RawFd, i32> {
+    let killable = libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    let mut asked_nnp = false;
+    loop {
+        match set(flags) {
+            Err(libc::EINVAL) if flags & killable != 0 => flags &= !killable,
+            Err(libc::EACCES) if !asked_nnp => {
+                no_new_privs()?;
+                asked_nnp = true;
+            }
+            result => return result,
         }
-        if result == Err(libc::EINVAL) && self.killable_wait {
-            result = set(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
-        }
-        result
     }
 }
 
@@ -428,6 +447,52 @@ mod tests {
         }
         let err = cmd.spawn().unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    /// A kernel's answers to `seccomp()`: whether it knows WAIT_KILLABLE_RECV, whether the
+    /// caller is privileged; it checks flags first, then privileges, as Linux does.
+    fn kernel(knows_killable: bool, privileged: bool) -> (Result<RawFd, i32>, Vec<String>) {
+        let log = std::cell::RefCell::new(Vec::new());
+        let nnp = std::cell::Cell::new(false);
+        let killable = libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        let result = install(
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | killable,
+            |flags| {
+                let k = flags & killable != 0;
+                log.borrow_mut().push(format!("seccomp killable={k}"));
+                if k && !knows_killable {
+                    Err(libc::EINVAL)
+                } else if !privileged && !nnp.get() {
+                    Err(libc::EACCES)
+                } else {
+                    Ok(7)
+                }
+            },
+            || {
+                log.borrow_mut().push("no_new_privs".into());
+                nnp.set(true);
+                Ok(())
+            },
+        );
+        (result, log.into_inner())
+    }
+
+    #[test]
+    fn an_unprivileged_master_on_a_kernel_before_5_19_still_gets_the_filter() {
+        let (result, steps) = kernel(false, false);
+        assert_eq!(result, Ok(7));
+        assert_eq!(
+            steps,
+            [
+                "seccomp killable=true",
+                "seccomp killable=false",
+                "no_new_privs",
+                "seccomp killable=false"
+            ]
+        );
+        assert_eq!(kernel(true, false).0, Ok(7));
+        assert_eq!(kernel(false, true).1.len(), 2);
+        assert_eq!(kernel(true, true).1, ["seccomp killable=true"]);
     }
 
     #[test]
