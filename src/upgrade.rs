@@ -67,8 +67,8 @@ pub struct HandedListener {
 /// The adoption filter's notify fd of a worker tree, handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandedNotifier {
-    /// The worker heading the tree.
-    pub worker: Pid,
+    /// The worker heading the tree, unless it is gone (what it left behind lives on).
+    pub worker: Option<Pid>,
     /// The descriptor.
     pub fd: RawFd,
 }
@@ -124,7 +124,7 @@ pub struct Adopted {
     /// The `O_NONBLOCK` mode of each listener's adopters, by listener.
     pub nonblock: Vec<Option<bool>>,
     /// The adoption filters' notify fds, with the worker heading each tree.
-    pub notifiers: Vec<(Pid, OwnedFd)>,
+    pub notifiers: Vec<(Option<Pid>, OwnedFd)>,
     /// The control client waiting for the upgrade's outcome.
     pub client: Option<OwnedFd>,
     /// The previous executable, the way back until this image has resumed.
@@ -227,11 +227,11 @@ impl Handover {
             lines.push(with_file(r, l.file.as_ref()));
         }
         for n in &self.notifiers {
-            lines.push(
-                Record::new("notifier")
-                    .with("worker", n.worker)
-                    .with("fd", n.fd),
-            );
+            let r = Record::new("notifier").with("fd", n.fd);
+            lines.push(match n.worker {
+                Some(worker) => r.with("worker", worker),
+                None => r,
+            });
         }
         for w in &s.workers {
             let mut r = Record::new("worker")
@@ -344,7 +344,7 @@ impl Handover {
                     nonblock: opt_num(r, "nonblock")?,
                 }),
                 "notifier" => notifiers.push(HandedNotifier {
-                    worker: num(r, "worker")?,
+                    worker: opt_num(r, "worker")?,
                     fd: num(r, "fd")?,
                 }),
                 "worker" => snapshot.workers.push(worker(r)?),
@@ -833,10 +833,16 @@ mod tests {
                 dir: "/tmp/master-process.1.0".into(),
                 path: "/tmp/master-process.1.0/notify".into(),
             },
-            notifiers: vec![HandedNotifier {
-                worker: 1234,
-                fd: 9,
-            }],
+            notifiers: vec![
+                HandedNotifier {
+                    worker: Some(1234),
+                    fd: 9,
+                },
+                HandedNotifier {
+                    worker: None,
+                    fd: 10,
+                },
+            ],
             client: Some(7),
             old_exe: Some(8),
             snapshot: Snapshot {
@@ -890,7 +896,7 @@ mod tests {
     fn a_handover_survives_encoding() {
         let h = sample();
         assert_eq!(Handover::decode(&h.encode()), Ok(h.clone()));
-        assert_eq!(h.fds(), vec![3, 4, 5, 6, 9, 7, 8]);
+        assert_eq!(h.fds(), vec![3, 4, 5, 6, 9, 10, 7, 8]);
     }
 
     #[test]

@@ -38,18 +38,24 @@ pub enum Event {
     },
     /// A worker's bind of a held address was refused.
     Refused {
-        /// The worker tree.
+        /// The worker heading the tree.
         worker: Pid,
         /// Why, in one line.
         reason: String,
     },
 }
 
+/// A worker tree under the filter, named for as long as any process of it lives: its
+/// worker's pid may be reused by a new worker meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeId(u64);
+
 /// One worker tree under the filter.
 #[derive(Debug)]
 struct Tree {
-    /// The worker that heads it.
-    worker: Pid,
+    id: TreeId,
+    /// The worker that heads it, until it is reaped (what it left behind may live on).
+    head: Option<Pid>,
     notifier: Notifier,
 }
 
@@ -64,6 +70,7 @@ pub struct Adoption {
     told: Told,
     /// Binds adopted, by listener.
     adopted: Vec<u64>,
+    next_tree: u64,
 }
 
 impl Adoption {
@@ -82,6 +89,7 @@ impl Adoption {
             trap_unlink: false,
             told: Told::default(),
             adopted: vec![0; listeners.iter().count()],
+            next_tree: 0,
         };
         for (i, l) in listeners.iter().enumerate() {
             if let Err(e) = adoption.hold(i, listeners) {
@@ -119,37 +127,56 @@ impl Adoption {
     pub fn spawned(&mut self, worker: Pid, channel: OwnedFd) {
         match adopt::receive(channel.as_fd()) {
             Ok(Received::Listener(fd)) => match Notifier::new(fd) {
-                Ok(notifier) => self.trees.push(Tree { worker, notifier }),
+                Ok(notifier) => self.watch(Some(worker), notifier),
                 Err(e) => self.tell(
-                    worker,
+                    Some(worker),
                     None,
                     format!("adoption: cannot watch a worker: {e}"),
                 ),
             },
             Ok(Received::Unavailable(why)) => self.tell(
-                worker,
+                Some(worker),
                 None,
                 format!("adoption is off for this worker (and those like it): {why}"),
             ),
             Err(e) => self.tell(
-                worker,
+                Some(worker),
                 None,
                 format!("adoption: no word from a worker: {e}"),
             ),
         }
     }
 
-    /// The notify fds to poll, with the worker heading each tree.
-    pub fn fds(&self) -> impl Iterator<Item = (Pid, BorrowedFd<'_>)> {
-        self.trees.iter().map(|t| (t.worker, t.notifier.fd()))
+    fn watch(&mut self, head: Option<Pid>, notifier: Notifier) {
+        self.next_tree += 1;
+        self.trees.push(Tree {
+            id: TreeId(self.next_tree),
+            head,
+            notifier,
+        });
     }
 
-    /// Handles what tree `worker` asks; drops the tree once no process of it is left.
-    pub fn handle(&mut self, worker: Pid) -> Vec<Event> {
+    /// Worker `pid` was reaped: its tree (what it left behind) heads nowhere now, and a new
+    /// worker that gets the same pid is not taken for it.
+    pub fn exited(&mut self, pid: Pid) {
+        for t in self.trees.iter_mut().filter(|t| t.head == Some(pid)) {
+            t.head = None;
+        }
+    }
+
+    /// The notify fds to poll, one per tree.
+    pub fn fds(&self) -> impl Iterator<Item = (TreeId, BorrowedFd<'_>)> {
+        self.trees.iter().map(|t| (t.id, t.notifier.fd()))
+    }
+
+    /// Handles what tree `id` asks; drops the tree once no process of it is left. A refusal
+    /// in a tree whose worker is gone is told, but fails no worker.
+    pub fn handle(&mut self, id: TreeId) -> Vec<Event> {
         let mut events = Vec::new();
-        let Some(pos) = self.trees.iter().position(|t| t.worker == worker) else {
+        let Some(pos) = self.trees.iter().position(|t| t.id == id) else {
             return events;
         };
+        let head = self.trees[pos].head;
         let mut handled = 0;
         while handled < BURST {
             let Some(h) = self.trees[pos].notifier.handle(&mut self.held) else {
@@ -181,8 +208,10 @@ impl Adoption {
                 }
                 Decision::Refuse { reason, .. } => {
                     let reason = reason.to_string();
-                    self.tell(worker, Some(h.tid), format!("bind refused: {reason}"));
-                    events.push(Event::Refused { worker, reason });
+                    self.tell(head, Some(h.tid), format!("bind refused: {reason}"));
+                    if let Some(worker) = head {
+                        events.push(Event::Refused { worker, reason });
+                    }
                 }
                 Decision::Claim { .. }
                 | Decision::KeepListen { .. }
@@ -214,7 +243,7 @@ impl Adoption {
     /// Logs `line` about worker tree `worker` (thread `tid` of it) as a warning, the first
     /// time only: every worker of a release hits the same refusal, and a crash loop repeats it.
     /// The worker and the thread are fields of the line, not part of what is compared.
-    fn tell(&mut self, worker: Pid, tid: Option<u32>, line: String) {
+    fn tell(&mut self, worker: Option<Pid>, tid: Option<u32>, line: String) {
         if self.told.first(&line) {
             warn!(pid = worker, tid, "{line}");
         } else {
@@ -233,11 +262,11 @@ impl Adoption {
 
     /// Restores what an earlier image knew: the notify fd of each worker tree, and each
     /// listener's O_NONBLOCK mode.
-    pub fn restore(&mut self, trees: Vec<(Pid, OwnedFd)>, nonblock: &[Option<bool>]) {
-        for (worker, fd) in trees {
+    pub fn restore(&mut self, trees: Vec<(Option<Pid>, OwnedFd)>, nonblock: &[Option<bool>]) {
+        for (head, fd) in trees {
             match Notifier::new(fd) {
-                Ok(notifier) => self.trees.push(Tree { worker, notifier }),
-                Err(e) => warn!("adoption: cannot watch worker {worker} again: {e}"),
+                Ok(notifier) => self.watch(head, notifier),
+                Err(e) => warn!("adoption: cannot watch a worker tree again: {e}"),
             }
         }
         for (i, &mode) in nonblock.iter().enumerate() {
@@ -246,10 +275,10 @@ impl Adoption {
     }
 
     /// The worker trees' notify fds, for a handover.
-    pub fn handover(&self) -> Vec<(Pid, i32)> {
+    pub fn handover(&self) -> Vec<(Option<Pid>, i32)> {
         self.trees
             .iter()
-            .map(|t| (t.worker, t.notifier.fd().as_raw_fd()))
+            .map(|t| (t.head, t.notifier.fd().as_raw_fd()))
             .collect()
     }
 }

@@ -44,7 +44,7 @@ use crate::spawn::Spawner;
 use crate::supervisor::{Notice, Phase, Supervisor};
 use crate::upgrade::ExeIdentity;
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
-use adoption::Adoption;
+use adoption::{Adoption, TreeId};
 use manager::ServiceManager;
 use os::RealOs;
 use sources::{PollSet, Source};
@@ -370,7 +370,7 @@ impl Master {
                     Source::Listener(i) => self.listener_died(i, now),
                     Source::Control => control = true,
                     Source::Client(id) => clients.push(id),
-                    Source::Adoption(worker) => self.on_adoption(worker, now),
+                    Source::Adoption(tree) => self.on_adoption(tree, now),
                     Source::Metrics | Source::MetricsClient(_) => self.on_metrics(source, now),
                 }
             }
@@ -443,8 +443,8 @@ impl Master {
                 set.add_for(Source::Listener(i), l.fd(), PollFlags::empty());
             }
         }
-        for (worker, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
-            set.add(Source::Adoption(worker), fd);
+        for (tree, fd) in self.os.adoption().into_iter().flat_map(|a| a.fds()) {
+            set.add(Source::Adoption(tree), fd);
         }
         if let Some(m) = &self.metrics {
             set.add(Source::Metrics, m.fd());
@@ -490,8 +490,8 @@ impl Master {
 
     /// Handles the calls worker tree `worker` made through its adoption filter. A refused
     /// bind fails the worker if it is new (its reload fails, saying why).
-    fn on_adoption(&mut self, worker: Pid, now: Instant) {
-        for (pid, reason) in self.os.on_adoption(worker) {
+    fn on_adoption(&mut self, tree: TreeId, now: Instant) {
+        for (pid, reason) in self.os.on_adoption(tree) {
             self.sup.refuse(&mut self.os, pid, &reason, now);
         }
     }
@@ -756,8 +756,11 @@ impl Master {
                 }
             };
             let now = Instant::now();
-            self.sup
-                .on_exit(&mut self.os, pid.as_raw() as Pid, status, now);
+            let pid = pid.as_raw() as Pid;
+            if let Some(adoption) = self.os.adoption_mut() {
+                adoption.exited(pid);
+            }
+            self.sup.on_exit(&mut self.os, pid, status, now);
         }
     }
 

@@ -9,7 +9,7 @@ use nix::sys::signal::killpg;
 use nix::unistd::Pid as NixPid;
 use tracing::{debug, warn};
 
-use super::adoption::{Adoption, Event as AdoptionEvent};
+use super::adoption::{Adoption, Event as AdoptionEvent, TreeId};
 use crate::env;
 use crate::readiness::listening::ListenProbe;
 use crate::signals::Signal;
@@ -76,14 +76,14 @@ impl RealOs {
         self.adoption.as_mut()
     }
 
-    /// Handles what worker tree `worker` asks through its filter; returns the refusals
-    /// (each as the worker and one line). A claimed `PORT` takes its listener's place here.
-    pub fn on_adoption(&mut self, worker: Pid) -> Vec<(Pid, String)> {
+    /// Handles what worker tree `tree` asks through its filter; returns the refusals (each
+    /// as the worker and one line). A claimed `PORT` takes its listener's place here.
+    pub fn on_adoption(&mut self, tree: TreeId) -> Vec<(Pid, String)> {
         let Some(adoption) = self.adoption.as_mut() else {
             return Vec::new();
         };
         let mut refused = Vec::new();
-        for event in adoption.handle(worker) {
+        for event in adoption.handle(tree) {
             match event {
                 AdoptionEvent::Claimed { listener, fd, addr } => {
                     self.listeners.claimed(listener, fd, addr);

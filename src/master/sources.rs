@@ -24,8 +24,8 @@ pub enum Source {
     Metrics,
     /// A metrics client: a request to read, or an answer to write.
     MetricsClient(crate::metrics::ClientId),
-    /// The adoption filter's notify fd of the tree headed by this worker.
-    Adoption(crate::worker::Pid),
+    /// The adoption filter's notify fd of a worker tree.
+    Adoption(super::adoption::TreeId),
     /// Listener `i`, watched for a hang-up only (a worker shut it down), never for the
     /// connections that arrive on it.
     Listener(usize),
