@@ -352,9 +352,11 @@ pub enum Answer {
     /// The caller died, or a signal interrupted its call (`ENOENT`): a restarted call comes
     /// back as a new notification, and an adoption already done is then answered as done.
     Gone,
-    /// The master could not perform the decision (e.g. binding a claimed address failed):
-    /// the caller got this errno.
+    /// The master could not answer (this errno).
     Failed(i32),
+    /// The master could not carry the decision out (binding a claimed address failed): the
+    /// caller got this errno, or died meanwhile; nothing changed.
+    Undone(i32),
 }
 
 impl fmt::Display for Syscall {
@@ -565,10 +567,8 @@ impl Notifier {
                     if let Err(e) = claim(held, *listener, *addr, *v6only) {
                         let errno = e.raw_os_error().unwrap_or(libc::EADDRINUSE);
                         tracing::warn!("adopt: cannot bind {addr} for the app: {e}");
-                        return match self.answer(n, Response::Error(errno)) {
-                            Answer::Sent => Answer::Failed(errno),
-                            other => other,
-                        };
+                        self.answer(n, Response::Error(errno));
+                        return Answer::Undone(errno);
                     }
                 }
                 match adopt(&self.fd, n, held, *listener, socket.nonblock, *cloexec) {

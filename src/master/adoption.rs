@@ -192,7 +192,7 @@ impl Adoption {
                     }
                 }
                 Decision::Claim { listener, addr, .. }
-                    if !matches!(h.answer, adopt::Answer::Failed(_)) =>
+                    if !matches!(h.answer, adopt::Answer::Undone(_)) =>
                 {
                     if let Some(fd) = self
                         .held
