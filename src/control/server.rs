@@ -164,6 +164,11 @@ impl Server {
         self.flush(id);
     }
 
+    /// Whether some client follows the events.
+    pub fn has_subscribers(&self) -> bool {
+        self.clients.iter().any(|c| c.waiting == Some(Wait::Events))
+    }
+
     /// Sends `record` to every events client; one that lets too much pile up is dropped.
     pub fn publish(&mut self, record: &Record) {
         let mut line = record.encode();

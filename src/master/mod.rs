@@ -409,7 +409,11 @@ impl Master {
     /// Sleeps until something happens or is due; returns what happened.
     fn wait(&self) -> Result<Vec<Source>> {
         // While a worker starts under `--ready listening`, wake up to look at it.
-        let probe_at = self.os.probe_due(&self.starting());
+        let probe_at = if self.os.has_probe() {
+            self.os.probe_due(&self.starting())
+        } else {
+            None
+        };
         let due = [
             self.sup.next_deadline(),
             probe_at,
@@ -543,13 +547,13 @@ impl Master {
     /// Once a worker served, the address of `PORT` is settled: later binds of another one
     /// are refused rather than claimed.
     fn settle_port(&mut self) {
-        let served = self
-            .sup
-            .workers()
-            .iter()
-            .any(|w| matches!(w.state, WorkerState::Ready { .. }));
+        let sup = &self.sup;
         if let Some(adoption) = self.os.adoption_mut().filter(|a| a.unsettled()) {
-            if served {
+            if sup
+                .workers()
+                .iter()
+                .any(|w| matches!(w.state, WorkerState::Ready { .. }))
+            {
                 adoption.settle();
             }
         }
@@ -575,6 +579,9 @@ impl Master {
 
     /// Looks in /proc for starting workers that serve (`--ready listening`).
     fn probe(&mut self, now: Instant) {
+        if !self.os.has_probe() {
+            return;
+        }
         let starting = self.starting();
         if starting.is_empty() {
             return;
@@ -891,11 +898,13 @@ impl Master {
 
     fn on_notice(&mut self, notice: Notice) {
         self.counters.on_notice(&notice);
-        if let Some(server) = self.control.as_mut() {
+        if let Some(server) = self.control.as_mut().filter(|s| s.has_subscribers()) {
             server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
         }
         if let Some(manager) = self.manager.as_mut() {
-            manager.on_notice(&notice, &summary(&self.sup, &notice));
+            if !matches!(notice, Notice::Worker(_)) {
+                manager.on_notice(&notice, &summary(&self.sup, &notice));
+            }
         }
         let Some(server) = self.control.as_mut() else {
             return;

@@ -114,6 +114,11 @@ impl RealOs {
         self.spawner.program()
     }
 
+    /// Whether readiness is seen in `/proc` (`--ready listening`).
+    pub fn has_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
     /// The readiness probe, with `--ready listening`.
     pub fn probe_mut(&mut self) -> Option<&mut ListenProbe> {
         self.probe.as_mut()
