@@ -84,7 +84,6 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-#[allow(dead_code)] // Not wired into the master yet.
 mod adopt;
 #[doc(hidden)]
 #[cfg(feature = "cli")]

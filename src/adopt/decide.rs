@@ -43,12 +43,6 @@ pub enum HeldAddr {
         /// `IPV6_V6ONLY` (meaningful for `[::]` only).
         v6only: bool,
     },
-    /// A port the master reserves without knowing the address the app binds (`PORT=8080`
-    /// with no `--listen`): bound, not listening. The first bind of the port decides.
-    Reserved {
-        /// The port.
-        port: u16,
-    },
     /// A listening unix stream socket and the file it was bound to.
     Unix {
         /// The socket file's path (for messages).
@@ -303,12 +297,13 @@ fn is_unspecified_v6(addr: &SocketAddr) -> bool {
 pub fn decide(request: &Request, held: &[Held]) -> Decision {
     match request {
         Request::Bind { target, socket } => decide_bind(target, socket, held),
-        Request::Listen { inode: Some(inode) } => held
-            .iter()
-            .find(|h| h.inode == *inode && !matches!(h.addr, HeldAddr::Reserved { .. }))
-            .map_or(Decision::Continue, |h| Decision::KeepListen {
-                listener: h.listener,
-            }),
+        Request::Listen { inode: Some(inode) } => {
+            held.iter()
+                .find(|h| h.inode == *inode)
+                .map_or(Decision::Continue, |h| Decision::KeepListen {
+                    listener: h.listener,
+                })
+        }
         Request::Unlink { file: Some(file) } => held
             .iter()
             .find(|h| matches!(&h.addr, HeldAddr::Unix { file: f, .. } if f == file))
@@ -328,7 +323,6 @@ pub fn concerns(target: &BindTarget, held: &[Held]) -> bool {
             asked.port() != 0
                 && held.iter().any(|h| match &h.addr {
                     HeldAddr::Tcp { addr, .. } => addr.port() == asked.port(),
-                    HeldAddr::Reserved { port } => *port == asked.port(),
                     HeldAddr::Unix { .. } => false,
                 })
         }
@@ -430,12 +424,6 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
             reason,
         };
     }
-    if let Some(h) = held
-        .iter()
-        .find(|h| matches!(h.addr, HeldAddr::Reserved { port } if port == asked.port()))
-    {
-        return claim(h, asked, socket);
-    }
     Decision::Continue
 }
 
@@ -454,7 +442,6 @@ fn adopt(h: &Held, socket: &AppSocket) -> Decision {
             reason: Refusal::Blocking {
                 held: match &h.addr {
                     HeldAddr::Tcp { addr, .. } => addr.to_string(),
-                    HeldAddr::Reserved { port } => format!("port {port}"),
                     HeldAddr::Unix { path, .. } => path.display().to_string(),
                 },
                 asked_nonblock: socket.nonblock,
@@ -533,16 +520,6 @@ mod tests {
                 addr: addr.parse().unwrap(),
                 v6only,
             },
-            inode: 1000 + listener as u64,
-            nonblock: None,
-            claimable: false,
-        }
-    }
-
-    fn reserved(listener: usize, port: u16) -> Held {
-        Held {
-            listener,
-            addr: HeldAddr::Reserved { port },
             inode: 1000 + listener as u64,
             nonblock: None,
             claimable: false,
@@ -751,9 +728,9 @@ mod tests {
             Decision::Continue
         );
         assert_eq!(decide(&bind4("127.0.0.1:0"), &held), Decision::Continue);
-        let reserved = [reserved(0, 8080)];
+        let claimable = [claimable(0, "[::]:8080")];
         assert_eq!(
-            decide(&bind("0.0.0.0:8080", udp), &reserved),
+            decide(&bind("0.0.0.0:8080", udp), &claimable),
             Decision::Continue
         );
     }
@@ -807,7 +784,11 @@ mod tests {
 
     #[test]
     fn only_binds_naming_a_held_port_or_file_are_worth_a_look() {
-        let held = [tcp(0, "127.0.0.1:8080", false), reserved(1, 9090), unix(2)];
+        let held = [
+            tcp(0, "127.0.0.1:8080", false),
+            claimable(1, "[::]:9090"),
+            unix(2),
+        ];
         let inet = |a: &str| BindTarget::Inet(a.parse().unwrap());
         for yes in ["127.0.0.1:8080", "[::]:8080", "0.0.0.0:9090"] {
             assert!(concerns(&inet(yes), &held), "{yes}");
@@ -885,31 +866,6 @@ mod tests {
         assert_eq!(
             decide(&Request::Listen { inode: Some(1000) }, &held),
             Decision::KeepListen { listener: 0 }
-        );
-    }
-
-    #[test]
-    fn the_first_bind_of_a_reserved_port_claims_its_address() {
-        let held = [reserved(0, 8080)];
-        for (req, addr) in [
-            (bind4("127.0.0.1:8080"), "127.0.0.1:8080"),
-            (bind4("0.0.0.0:8080"), "0.0.0.0:8080"),
-            (bind6("[::]:8080"), "[::]:8080"),
-        ] {
-            assert_eq!(
-                decide(&req, &held),
-                Decision::Claim {
-                    listener: 0,
-                    addr: addr.parse().unwrap(),
-                    v6only: false
-                }
-            );
-        }
-        assert_eq!(decide(&bind4("127.0.0.1:8081"), &held), Decision::Continue);
-        // Reserved, not listening: a listen on it is not ours to keep.
-        assert_eq!(
-            decide(&Request::Listen { inode: Some(1000) }, &held),
-            Decision::Continue
         );
     }
 

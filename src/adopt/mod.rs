@@ -62,7 +62,7 @@ mod tests;
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
@@ -70,13 +70,11 @@ use std::sync::OnceLock;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, Backlog, SockaddrIn, SockaddrIn6, SockaddrStorage, sockopt};
 
-#[allow(unused_imports)] // The API the master will use once wired.
 pub use decide::{
-    AppSocket, BindTarget, Decision, Family, FileId, Held, HeldAddr, Refusal, Request, Sockaddr,
-    concerns, decide, names_held_file, parse_sockaddr,
+    BindTarget, Decision, Family, FileId, Held, HeldAddr, Request, Sockaddr, concerns, decide,
+    names_held_file, parse_sockaddr,
 };
-#[allow(unused_imports)] // The API the master will use once wired.
-pub use filter::{ChildFilter, Received, Unavailable, receive};
+pub use filter::{ChildFilter, Received, receive};
 use notif::{Base, NotifSizes, Notification, Response};
 
 /// Whether this kernel and build can adopt: `Err` with one line saying why not. Asked once.
@@ -172,10 +170,9 @@ impl HeldSockets {
         HeldSockets::default()
     }
 
-    /// Holds socket `fd` as listener `listener`: a listening TCP socket, a listening unix
-    /// socket bound to a path, or a TCP socket bound but not listening, which is a
-    /// reservation (see [`HeldSockets::reserve`]; this is how one comes back after a
-    /// handover). Its address, `IPV6_V6ONLY`, inode and unix file are read from it.
+    /// Holds socket `fd` as listener `listener`: a listening TCP socket, or a listening unix
+    /// socket bound to a path. Its address, `IPV6_V6ONLY`, inode and unix file are read
+    /// from it.
     pub fn hold(&mut self, listener: usize, fd: OwnedFd) -> io::Result<()> {
         let name = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())?;
         let listening = socket::getsockopt(&fd, sockopt::AcceptConn)?;
@@ -183,14 +180,10 @@ impl HeldSockets {
             .as_sockaddr_in()
             .map(|a| SocketAddr::from(*a))
             .or_else(|| name.as_sockaddr_in6().map(|a| SocketAddr::from(*a)));
-        let addr = if let Some(addr) = inet {
-            if listening {
-                HeldAddr::Tcp {
-                    addr,
-                    v6only: addr.is_ipv6() && socket::getsockopt(&fd, sockopt::Ipv6V6Only)?,
-                }
-            } else {
-                HeldAddr::Reserved { port: addr.port() }
+        let addr = if let Some(addr) = inet.filter(|_| listening) {
+            HeldAddr::Tcp {
+                addr,
+                v6only: addr.is_ipv6() && socket::getsockopt(&fd, sockopt::Ipv6V6Only)?,
             }
         } else if let Some(path) = name
             .as_unix_addr()
@@ -208,41 +201,11 @@ impl HeldSockets {
         } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "only listening TCP sockets, listening unix sockets bound to a path and \
-                 reserved TCP ports can be held",
+                "only listening TCP sockets and listening unix sockets bound to a path can \
+                 be held",
             ));
         };
         self.push(listener, addr, fd)
-    }
-
-    /// Reserves `port` as listener `listener` for an app whose address is not known yet
-    /// (`PORT=8080`, no `--listen`): `[::]:port` dual-stack (or `0.0.0.0:port` without IPv6)
-    /// with `SO_REUSEADDR`, bound but not listening, so that nothing queues on it and the
-    /// claimed address can be bound beside it. Port 0 picks a free port. Returns the port.
-    ///
-    /// A reservation keeps out binders without `SO_REUSEADDR`; the kernel lets one with it
-    /// bind beside a socket that does not listen. Once claimed, the listener keeps everyone
-    /// out.
-    pub fn reserve(&mut self, listener: usize, port: u16) -> io::Result<u16> {
-        let bound = |addr: SocketAddr| -> io::Result<OwnedFd> {
-            let fd = tcp_socket(addr, false)?;
-            match addr {
-                SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
-                SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
-            }
-            Ok(fd)
-        };
-        let fd = match bound(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                bound(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)))?
-            }
-            other => other?,
-        };
-        self.hold(listener, fd)?;
-        match self.held.last().map(|h| &h.addr) {
-            Some(HeldAddr::Reserved { port }) => Ok(*port),
-            _ => Err(io::Error::other("the reserved socket is not a reservation")),
-        }
     }
 
     /// Makes listener `listener` claimable (see [`Held::claimable`]), or settles it.
@@ -396,11 +359,6 @@ impl Notifier {
     /// The notify fd, to poll.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-
-    /// The notify fd, for a handover across `exec`.
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
     }
 
     /// Handles one pending call, if any (it never blocks: a call whose caller died meanwhile
@@ -682,18 +640,5 @@ mod unit {
         assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(kernel_version("5"), None);
         assert_eq!(kernel_version(""), None);
-    }
-
-    #[test]
-    fn reserving_port_zero_picks_a_port_bound_but_not_listening() {
-        let mut held = HeldSockets::new();
-        let port = held.reserve(3, 0).unwrap();
-        assert_ne!(port, 0);
-        assert_eq!(held.held()[0].addr, HeldAddr::Reserved { port });
-        let listening: bool =
-            socket::getsockopt(&held.fd(3).unwrap(), sockopt::AcceptConn).unwrap();
-        assert!(!listening);
-        // Nothing queues: a connection is refused.
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 }

@@ -18,6 +18,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use super::decide::Refusal;
+use super::filter::Unavailable;
 use super::*;
 
 /// How long any one step may take on a loaded 2-core machine.
@@ -512,50 +514,6 @@ fn python_binding_ipv4_gets_the_masters_socket() {
     assert!(holder(d.apps[app].pid(), d.inode(0)).is_some());
     // http.server listens with a backlog of 5.
     assert_backlog_kept(addr.port());
-}
-
-#[test]
-fn python_default_claims_a_reserved_port_then_shares_it_with_the_next_generation() {
-    let mut d = Driver::new();
-    let port = d.held.reserve(0, 0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let python = || {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", &port.to_string()])
-            .current_dir(dir.path())
-            .stderr(Stdio::null());
-        cmd
-    };
-    // No --bind: Python picks its address itself (0.0.0.0 or [::], as getaddrinfo says).
-    let first = d.spawn(python(), false);
-    d.handled(Decision::KeepListen { listener: 0 });
-    let claimed = d
-        .handled
-        .iter()
-        .find_map(|h| match h.decision {
-            Decision::Claim { addr, .. } => Some(addr),
-            _ => None,
-        })
-        .expect("a claim");
-    assert_eq!(claimed.port(), port);
-    assert!(claimed.ip().is_unspecified(), "{claimed}");
-    assert!(matches!(d.held.held()[0].addr, HeldAddr::Tcp { addr, .. } if addr == claimed));
-    let target = SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(d.get(target).starts_with("HTTP/1.0 200"));
-
-    // The next generation adopts the claimed socket, served while the first still runs.
-    let second = d.spawn(python(), false);
-    d.run_until("the second generation's listen", None, |d| {
-        sent(d, &Decision::KeepListen { listener: 0 }) == 2
-    });
-    assert_eq!(sent(&d, &Decision::Adopt { listener: 0 }), 1);
-    let inode = d.inode(0);
-    assert!(holder(d.apps[first].pid(), inode).is_some());
-    assert!(holder(d.apps[second].pid(), inode).is_some());
-    // The first retires: the second serves the same queue.
-    d.apps.remove(first);
-    assert!(d.get(target).starts_with("HTTP/1.0 200"));
-    assert_backlog_kept(port);
 }
 
 #[test]
