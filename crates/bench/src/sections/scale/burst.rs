@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -88,7 +88,7 @@ fn listener_of(master: i32, port: u16) -> Result<OwnedFd, String> {
         .ok_or_else(|| format!("the master holds no {want}"))?;
     let pidfd =
         procfs::pidfd_open(master.unsigned_abs()).map_err(|e| format!("pidfd_open: {e}"))?;
-    procfs::pidfd_getfd(&pidfd, fd).map_err(|e| format!("pidfd_getfd: {e}"))
+    procfs::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"))
 }
 
 /// A listening socket's (queue length, backlog): `TCP_INFO`'s `tcpi_unacked` and
