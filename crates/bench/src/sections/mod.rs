@@ -2,6 +2,7 @@
 
 pub mod detection;
 pub mod monitor;
+pub mod naive;
 pub mod peers;
 pub mod queue;
 pub mod scale;
