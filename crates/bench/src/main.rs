@@ -50,17 +50,21 @@ use std::time::{Duration, Instant};
 
 use opts::{Opts, USAGE};
 use report::{Report, Section};
-use sections::{detection, monitor, naive, peers, queue, scale, storms, throughput};
+use sections::{
+    adoption, detection, metrics, monitor, naive, peers, queue, scale, storms, throughput,
+};
 
 /// A benchmark section: its name (for `--only`) and what runs it.
 type Runner = fn(&Ctx) -> Result<Vec<Section>, String>;
 
 /// Every section, in the order they run.
-const SECTIONS: [(&str, Runner); 8] = [
+const SECTIONS: [(&str, Runner); 10] = [
     ("throughput", throughput::run),
     ("storm", storms::run),
     ("detection", detection::run),
     ("monitor", monitor::run),
+    ("metrics", metrics::run),
+    ("adoption", adoption::run),
     ("peers", peers::run),
     ("naive", naive::run),
     ("scale", scale::run),

@@ -204,7 +204,10 @@ pub fn tools(ctx: &Ctx) -> Tools {
     }
     if let Some(Ok(r)) = &reference {
         let what = format!("{} ({})", r.version, r.source);
-        versions.push(("the reference module (master-process for Node.js)".into(), what));
+        versions.push((
+            "the reference module (master-process for Node.js)".into(),
+            what,
+        ));
     }
     if pm2.is_ok() {
         let pm2 = package_version(&peers.join("node_modules/pm2/package.json"));

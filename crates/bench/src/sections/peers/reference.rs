@@ -162,8 +162,9 @@ pub fn install(ctx: &Ctx, path: &Path, notes: &mut Vec<String>) -> Result<Refere
             run_tool("tar -x", cmd, INSTALL_TIMEOUT, echo)?;
             let _ = fs::remove_file(&tar);
         }
-        Kind::Checkout => copy_tree(&path, &module)
-            .map_err(|e| format!("cannot copy {}: {e}", path.display()))?,
+        Kind::Checkout => {
+            copy_tree(&path, &module).map_err(|e| format!("cannot copy {}: {e}", path.display()))?
+        }
     }
     let npm = setup::find_in_path("npm").ok_or("npm is not installed")?;
     eprintln!(

@@ -301,7 +301,11 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
             );
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
             let ecosystem = dirs.apps.join("node/ecosystem.config.js");
-            let env: &[(&str, &str)] = if naive { &[("PEERS_APP", "naive")] } else { &[] };
+            let env: &[(&str, &str)] = if naive {
+                &[("PEERS_APP", "naive")]
+            } else {
+                &[]
+            };
             server.pm2 = Some(Pm2::start(
                 &tools.pm2.clone()?,
                 &home,
@@ -325,9 +329,12 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
             if app_name == "server.js" {
                 cmd.env("HOST", "127.0.0.1");
             }
-            let host = if app_name == "server.js" { "HOST=127.0.0.1 " } else { "" };
-            let name = if kind.cluster() && matches!(kind, Kind::Reference | Kind::NaiveReference)
-            {
+            let host = if app_name == "server.js" {
+                "HOST=127.0.0.1 "
+            } else {
+                ""
+            };
+            let name = if kind.cluster() && matches!(kind, Kind::Reference | Kind::NaiveReference) {
                 let reference = tools
                     .reference()
                     .ok_or("the reference module is not installed")?;
@@ -376,7 +383,11 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
             cmd.current_dir(app.parent().unwrap_or(&dirs.node));
             cmd.env("PORT", port.to_string());
             let file = app.file_name().unwrap_or_default().to_string_lossy();
-            let host = if kind == Kind::MasterAdopted { "HOST=127.0.0.1 " } else { "" };
+            let host = if kind == Kind::MasterAdopted {
+                "HOST=127.0.0.1 "
+            } else {
+                ""
+            };
             server.command = format!(
                 "{host}PORT={port} master-process {what}-w {WORKERS} --control off{drain} -- \
                  node {file}"
