@@ -133,7 +133,9 @@ fn run() -> i32 {
         let first = || listeners.iter().find_map(|l| l.local.parse().ok());
         match knobs.bind_loop_addr.or_else(first) {
             Some(addr) => costs::bind_loop(pid, addr, knobs.bind_loop),
-            None => say!("test-worker[{pid}]: bind_loop: no TCP address to bind (TW_BIND_LOOP_ADDR)"),
+            None => {
+                say!("test-worker[{pid}]: bind_loop: no TCP address to bind (TW_BIND_LOOP_ADDR)")
+            }
         }
     }
     let shared = Shared::new(pid, &knobs);

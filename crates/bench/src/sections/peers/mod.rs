@@ -6,8 +6,12 @@
 //!
 //! - Node.js (`tests/fixtures/node/server.js`, the test suite's Node worker): bare (`node
 //!   server.js`, PORT), under pm2 in cluster mode (`crates/bench/apps/node/ecosystem.config.js`:
-//!   2 instances, `wait_ready`, `listen_timeout`, `kill_timeout`; reload = `pm2 reload app`)
-//!   and under master-process (`-w 2`, SIGHUP).
+//!   2 instances, `wait_ready`, `listen_timeout`, `kill_timeout`; reload = `pm2 reload app`),
+//!   under the reference module when `--reference` installed it ([`reference`];
+//!   `crates/bench/apps/node/reference-app.js`, SIGHUP) and under master-process (`-w 2`,
+//!   SIGHUP); and the unchanged app that binds PORT itself
+//!   (`tests/fixtures/node/binds/server.js`, the same handler) under master-process, which
+//!   adopts its bind.
 //! - Python WSGI (`crates/bench/apps/python/app.py`) served by gunicorn's sync workers:
 //!   `gunicorn -w 1` alone (the baseline), `gunicorn -w 2` (reload = SIGHUP to the arbiter)
 //!   and master-process running `gunicorn -w 1` as each of its 2 workers (gunicorn takes the

@@ -11,6 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::process::run_tool;
@@ -30,6 +31,14 @@ pub struct Reference {
     pub version: String,
     /// Where it came from, and its commit if known: for the report.
     pub source: String,
+}
+
+/// The reference installed in this run, if any.
+static INSTALLED: OnceLock<Reference> = OnceLock::new();
+
+/// The reference installed in this run, if any.
+pub fn installed() -> Option<&'static Reference> {
+    INSTALLED.get()
 }
 
 /// What PATH is.
@@ -135,11 +144,13 @@ pub fn install(ctx: &Ctx, path: &Path, notes: &mut Vec<String>) -> Result<Refere
             "the reference module {version} (from {source}): already installed in `{}`",
             module.display()
         ));
-        return Ok(Reference {
+        let r = Reference {
             node_path,
             version,
             source,
-        });
+        };
+        let _ = INSTALLED.set(r.clone());
+        return Ok(r);
     }
     let started = Instant::now();
     if root.exists() {
@@ -204,11 +215,13 @@ pub fn install(ctx: &Ctx, path: &Path, notes: &mut Vec<String>) -> Result<Refere
         deps.join(", "),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Reference {
+    let r = Reference {
         node_path,
         version,
         source,
-    })
+    };
+    let _ = INSTALLED.set(r.clone());
+    Ok(r)
 }
 
 #[cfg(test)]
