@@ -22,12 +22,15 @@ const DRAIN: &str = include_str!("../packages/node/lib/drain.js");
 /// The preload: the drain, and `cluster.isMaster` as the reference's workers had it.
 const WORKER: &str = include_str!("../packages/node/lib/worker.js");
 
+/// The files the preload is made of, as written into the master's folder.
+pub const FILES: [&str; 2] = ["drain.js", "worker.js"];
+
 /// Writes the preload into `dir`; returns the path to `--require`.
 ///
 /// # Errors
 /// The files cannot be written.
 pub fn install_preload(dir: &Path) -> io::Result<PathBuf> {
-    for (name, text) in [("drain.js", DRAIN), ("worker.js", WORKER)] {
+    for (name, text) in FILES.into_iter().zip([DRAIN, WORKER]) {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.new"));
         std::fs::OpenOptions::new()
@@ -39,7 +42,7 @@ pub fn install_preload(dir: &Path) -> io::Result<PathBuf> {
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))?;
         std::fs::rename(&tmp, &path)?;
     }
-    Ok(dir.join("worker.js"))
+    Ok(dir.join(FILES[1]))
 }
 
 /// `NODE_OPTIONS` with `--require PRELOAD` added to what the user set (quoted as Node.js

@@ -166,8 +166,7 @@ impl NotifySocket {
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
+        remove_own(&self.dir);
     }
 }
 
@@ -198,21 +197,39 @@ fn remove_stale_dirs(base: &Path) {
         let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == me);
         let socket = dir.join("notify");
         let is_socket = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
-        let alone = std::fs::read_dir(&dir).is_ok_and(|d| d.count() == 1);
-        if !ours || !is_socket || !alone {
+        let only_ours = std::fs::read_dir(&dir).is_ok_and(|d| {
+            d.flatten()
+                .all(|e| e.file_name().to_str().is_some_and(own_file))
+        });
+        if !ours || !is_socket || !only_ours {
             continue;
         }
         let probe = UnixDatagram::unbound().and_then(|s| s.connect(&socket));
         if !matches!(&probe, Err(e) if e.kind() == io::ErrorKind::ConnectionRefused) {
             continue;
         }
-        if std::fs::remove_file(&socket).is_ok() && std::fs::remove_dir(&dir).is_ok() {
+        if remove_own(&dir) {
             tracing::info!(
                 "removed {}, left behind by a master that died",
                 dir.display()
             );
         }
     }
+}
+
+/// Whether `name` is one of the files the master keeps in its private folder: the notify
+/// socket, and the Node.js preload (see [`crate::node`]).
+fn own_file(name: &str) -> bool {
+    name == "notify" || crate::node::FILES.contains(&name)
+}
+
+/// Removes the master's files from its private folder, then the folder (which fails,
+/// leaving it, if anything else is in it); whether it is gone.
+fn remove_own(dir: &Path) -> bool {
+    for name in std::iter::once("notify").chain(crate::node::FILES) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    std::fs::remove_dir(dir).is_ok()
 }
 
 /// Creates a new directory `master-process.PID.N` with mode 0700 under `base`.
@@ -302,6 +319,21 @@ mod tests {
         let dir = s.path().parent().unwrap().to_path_buf();
         drop(s);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn the_folder_goes_with_the_socket_and_the_preload_but_not_with_a_strangers_file() {
+        let s = NotifySocket::bind(None).unwrap();
+        let dir = s.dir().to_path_buf();
+        crate::node::install_preload(&dir).unwrap();
+        drop(s);
+        assert!(!dir.exists());
+        let s = NotifySocket::bind(None).unwrap();
+        let dir = s.dir().to_path_buf();
+        std::fs::write(dir.join("someone-elses"), "keep").unwrap();
+        drop(s);
+        assert!(dir.join("someone-elses").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub struct Extras<'a> {
     /// The resource monitor, if it runs.
     pub monitor: Option<&'a Monitor>,
     /// Binds adopted per listener, if adoption is on.
-    pub adopted: Option<&'a dyn Fn(usize) -> u64>,
+    pub adopted: Option<&'a [u64]>,
     /// Where metrics are served, if they are.
     pub metrics: Option<&'a str>,
 }
@@ -75,7 +75,7 @@ pub fn status_records(
             r = r.with("name", name);
         }
         // How workers got it: their own bind, adopted, or inherited (LISTEN_FDS).
-        let binds = adopted.map_or(0, |f| f(i));
+        let binds = adopted.and_then(|a| a.get(i).copied()).unwrap_or(0);
         r = r
             .with("addr", l.local())
             .with("origin", l.origin().name())

@@ -206,9 +206,9 @@ impl Adoption {
         self.held.held().iter().any(|h| h.claimable)
     }
 
-    /// Binds adopted on listener `i` so far.
-    pub fn adopted(&self, i: usize) -> u64 {
-        self.adopted.get(i).copied().unwrap_or(0)
+    /// Binds adopted so far, by listener.
+    pub fn adopted(&self) -> &[u64] {
+        &self.adopted
     }
 
     /// Logs `line` about worker tree `worker` (thread `tid` of it) as a warning, the first

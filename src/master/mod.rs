@@ -44,6 +44,7 @@ use crate::spawn::Spawner;
 use crate::supervisor::{Notice, Phase, Supervisor};
 use crate::upgrade::ExeIdentity;
 use crate::worker::{ExitStatus, Pid, Role, WorkerState};
+use adoption::Adoption;
 use manager::ServiceManager;
 use os::RealOs;
 use sources::{PollSet, Source};
@@ -479,14 +480,10 @@ impl Master {
         };
         let (status, body, head_only) = match asked {
             Asked::Metrics { head_only } => {
-                let adoption = self.os.adoption();
-                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
                 let facts = metrics::Facts {
                     sup: &self.sup,
                     listeners: self.os.listeners(),
-                    adopted: adoption
-                        .is_some()
-                        .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    adopted: self.os.adoption().map(Adoption::adopted),
                     counters: &self.counters,
                     monitor_paused: self.monitor.as_ref().map(Monitor::paused),
                     started: self.started,
@@ -804,13 +801,9 @@ impl Master {
         };
         match request {
             Request::Status => {
-                let adoption = self.os.adoption();
-                let adopted = |i: usize| adoption.map_or(0, |a| a.adopted(i));
                 let extras = control::Extras {
                     monitor: self.monitor.as_ref(),
-                    adopted: adoption
-                        .is_some()
-                        .then_some(&adopted as &dyn Fn(usize) -> u64),
+                    adopted: self.os.adoption().map(Adoption::adopted),
                     metrics: self.metrics.as_ref().map(metrics::Server::local),
                 };
                 let records = control::status_records(

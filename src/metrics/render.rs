@@ -16,7 +16,7 @@ pub struct Facts<'a> {
     /// The listeners.
     pub listeners: &'a ListenerSet,
     /// Binds adopted per listener, if adoption is on.
-    pub adopted: Option<&'a dyn Fn(usize) -> u64>,
+    pub adopted: Option<&'a [u64]>,
     /// What the loop counted.
     pub counters: &'a Counters,
     /// Whether the monitor is paused, if it runs.
@@ -30,6 +30,16 @@ pub struct Facts<'a> {
 /// Writes the exposition.
 pub fn render(f: &Facts<'_>) -> String {
     let mut out = Exposition::default();
+    reloads(&mut out, f);
+    workers(&mut out, f);
+    monitor(&mut out, f);
+    listeners(&mut out, f);
+    out.process(f.started, f.now);
+    out.text
+}
+
+/// The master, its reloads, and how long workers take to be ready.
+fn reloads(out: &mut Exposition, f: &Facts<'_>) {
     let sup = f.sup;
 
     out.family(
@@ -134,7 +144,11 @@ pub fn render(f: &Facts<'_>) -> String {
         "From a worker's start to the master knowing it is ready (readiness detection).",
         &f.counters.ready_seconds,
     );
+}
 
+/// The workers: by role and state, per slot, and each one's resources.
+fn workers(out: &mut Exposition, f: &Facts<'_>) {
+    let sup = f.sup;
     out.family(
         "master_process_workers_desired",
         "gauge",
@@ -258,7 +272,10 @@ pub fn render(f: &Facts<'_>) -> String {
             f.now.saturating_duration_since(w.started).as_secs_f64(),
         );
     }
+}
 
+/// The resource monitor.
+fn monitor(out: &mut Exposition, f: &Facts<'_>) {
     out.family(
         "master_process_monitor_replacements_total",
         "counter",
@@ -279,7 +296,10 @@ pub fn render(f: &Facts<'_>) -> String {
         );
         out.sample("master_process_monitor_paused", &[], f64::from(paused));
     }
+}
 
+/// The listeners.
+fn listeners(out: &mut Exposition, f: &Facts<'_>) {
     out.family(
         "master_process_listener_backlog",
         "gauge",
@@ -302,13 +322,10 @@ pub fn render(f: &Facts<'_>) -> String {
             out.sample(
                 "master_process_listener_adopted_binds_total",
                 &[("listener", l.local())],
-                adopted(i) as f64,
+                adopted.get(i).copied().unwrap_or(0) as f64,
             );
         }
     }
-
-    out.process(f.started, f.now);
-    out.text
 }
 
 /// The text being written.
