@@ -17,9 +17,9 @@ use loadgen::{Load, Mode, Report, Target};
 use proptest::prelude::*;
 
 use crate::support::{
-    DEADLINE, KillOnDrop, Master, alive, children, control_exchange, get, get_pid, get_unix,
-    master_bin, num, parent_of, proc_state, quiet_snapshot, run_bounded, same_process_alive,
-    start_load, start_time, test_worker, wait_gone,
+    DEADLINE, Ev, KillOnDrop, Master, Want, alive, children, control_exchange, get, get_pid,
+    get_unix, master_bin, num, parent_of, proc_state, quiet_snapshot, run_bounded,
+    same_process_alive, start_load, start_time, test_worker, wait_gone,
 };
 
 /// Waits until `load` has finished `more` requests beyond those it had finished so far.
@@ -178,15 +178,12 @@ fn a_storm_of_100_sighups_stays_bounded_and_ends_in_one_clean_generation() {
     // flight by then). Wait for the end of each reload that status reports in flight.
     let generation = loop {
         let status = m.status();
-        let Some(g) = status[0].fields.get("reload_in_flight").cloned() else {
-            break status[0].get("generation").parse::<u64>().unwrap();
+        let Some(g) = status.in_flight() else {
+            break status.generation();
         };
-        let done = format!("reload done generation={g} ");
-        let ended = format!(" generation={g} ");
-        m.wait_for(DEADLINE, |l| {
-            l.contains(&done) || (l.contains("reload ended") && l.contains(&ended))
-        })
-        .unwrap_or_else(|| panic!("reload {g} did not end within {DEADLINE:?}"));
+        let ended = Ev::ReloadEnded.generation(g);
+        m.wait_for(DEADLINE, |l| ended.matches(l))
+            .unwrap_or_else(|| panic!("reload {g} did not end within {DEADLINE:?}"));
     };
     drop(stop_sampling);
     let (most, samples) = sampler.join().unwrap();
@@ -194,17 +191,14 @@ fn a_storm_of_100_sighups_stays_bounded_and_ends_in_one_clean_generation() {
     let lines = m.lines();
     let reloads: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains("reload started") || l.contains("reload done"))
+        .filter(|l| Ev::ReloadStarted.matches(l) || Ev::ReloadEnded.matches(l))
         .collect();
     // The master's own account, line by line: workers started and not yet exited.
     let (mut live, mut most_logged) = (BTreeSet::new(), 0);
-    for l in lines
-        .iter()
-        .filter(|l| l.contains("master_process::supervisor: "))
-    {
-        if l.contains("worker started ") {
+    for l in &lines {
+        if Ev::Started.matches(l) {
             live.insert(num(l, "pid"));
-        } else if l.contains("worker stopped ") || l.contains(" exited ") {
+        } else if Ev::Exited.matches(l) {
             live.remove(&num(l, "pid"));
         }
         most_logged = most_logged.max(live.len());
@@ -224,28 +218,35 @@ fn a_storm_of_100_sighups_stays_bounded_and_ends_in_one_clean_generation() {
         most_logged <= bound,
         "the master ran {most_logged} workers at once (at most {bound} allowed)"
     );
-    // One reload at a time, each one done: started 1, done 1, started 2, done 2, ...
-    assert!(!m.logged("reload ended: failed"));
+    // One reload at a time, each one done: started 1, ended 1, started 2, ended 2, ...
+    let status = m.status();
+    assert_eq!(
+        (
+            status.master().num("reloads_done"),
+            status.master().num("reloads_failed")
+        ),
+        (generation, 0),
+        "{status}"
+    );
     assert!(
         generation >= 2,
         "requests during a reload queue one more: {generation} reloads"
     );
-    assert!(m.logged("reload queued"));
-    let expected: Vec<String> = (1..=generation)
+    assert!(!m.events(Ev::ReloadQueued).is_empty());
+    let expected: Vec<Want> = (1..=generation)
         .flat_map(|g| {
             [
-                format!("reload started generation={g} "),
-                format!("reload done generation={g} "),
+                Ev::ReloadStarted.generation(g),
+                Ev::ReloadEnded.generation(g),
             ]
         })
         .collect();
     assert_eq!(reloads.len(), expected.len(), "{reloads:#?}");
     for (line, what) in reloads.iter().zip(&expected) {
-        assert!(line.contains(what.as_str()), "{line:?} instead of {what:?}");
+        assert!(what.matches(line), "{line:?} instead of {what:?}");
     }
 
     // One clean generation: every worker serving, ready, of the last generation.
-    let status = m.status();
     let serving: Vec<_> = status.iter().filter(|r| r.kind == "worker").collect();
     assert_eq!(serving.len(), workers, "{status:#?}");
     for w in &serving {
@@ -273,23 +274,23 @@ fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout_in_a_reload_an
     let old_child = child_of_worker(&m, old);
 
     let killed_after_timeout = |m: &mut Master, pid: u32, child: u32| {
-        let stopping = m.expect(&format!("stopping worker pid={pid}"));
-        let killed = m.expect(&format!(
-            "still alive after MAX_KILL_TIMEOUT; sending SIGKILL to its process group pid={pid}"
-        ));
+        let stopping = m.expect_ev(Ev::Stopping.pid(pid));
+        let killed = m.expect_ev(Ev::Killed.pid(pid));
         let waited = num(&killed, "at_ms") - num(&stopping, "at_ms");
         assert!(waited >= 300, "SIGKILL {waited} ms after SIGTERM");
-        let stopped = m.expect(&format!("worker stopped pid={pid}"));
+        // The log says how it ended.
+        let stopped = m.expect_ev(Ev::Stopped.pid(pid));
         assert!(stopped.contains("killed by SIGKILL"), "{stopped}");
         // The child (SIGTERMed with its group, a zombie of the worker until the worker
         // died) was handed to the master, its subreaper, which reaped it.
-        m.eventually(&[format!("reaped a process that is not a worker pid={child}")]);
+        let reaped = Ev::Reaped.pid(child);
+        m.wait_for(DEADLINE, |l| reaped.matches(l))
+            .unwrap_or_else(|| panic!("the master never reaped {child}"));
     };
 
     m.signal(libc::SIGHUP);
     killed_after_timeout(&mut m, old, old_child);
-    m.expect("reload done generation=1 ");
-    let new = m.serving()[0];
+    let new = m.reload_done(1)[0];
     assert_ne!(new, old);
     let new_child = child_of_worker(&m, new);
     assert_eq!(get_pid(m.tcp_addr()), new, "the new worker serves");
@@ -309,7 +310,6 @@ fn a_daemon_left_by_a_worker_is_stopped_with_the_master_and_never_left_a_zombie(
         .args(["-l", "127.0.0.1:0", "-w", "2", "-v"])
         .env("TW_FORK_CHILD", "daemon")
         .start();
-    m.expect("reaping orphaned descendants (child subreaper)");
     let first = m.wait_ready();
     let first_daemons: Vec<u32> = first.iter().map(|&w| child_of_worker(&m, w)).collect();
     for (&w, &d) in first.iter().zip(&first_daemons) {
@@ -332,7 +332,7 @@ fn a_daemon_left_by_a_worker_is_stopped_with_the_master_and_never_left_a_zombie(
     let (dead, left) = (first_daemons[0], first_daemons[1]);
     // SAFETY: kill(2) has no memory effects; `dead` is our daemon, adopted and not reaped.
     unsafe { libc::kill(dead as i32, libc::SIGKILL) };
-    m.expect(&format!("reaped a process that is not a worker pid={dead}"));
+    m.expect_ev(Ev::Reaped.pid(dead));
     assert_eq!(proc_state(dead), None, "daemon {dead} reaped");
     no_zombie_child(m.pid());
 
@@ -341,7 +341,7 @@ fn a_daemon_left_by_a_worker_is_stopped_with_the_master_and_never_left_a_zombie(
         daemons.add(d);
     }
     m.signal(libc::SIGTERM);
-    let stopping = m.expect("stopping processes left behind by workers: ");
+    let stopping = m.expect_ev(Ev::OrphansStopping);
     let expected: BTreeSet<u32> = second_daemons.iter().copied().chain([left]).collect();
     assert_eq!(pid_list(&stopping), expected, "{stopping}");
     assert_eq!(m.wait_exit(), 0);
@@ -371,7 +371,7 @@ fn without_subreaper_a_daemon_left_by_a_worker_outlives_the_master() {
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);
     assert!(!m.logged("reaping orphaned descendants"));
-    assert!(!m.logged("stopping processes left behind"));
+    assert!(m.events(Ev::OrphansStopping).is_empty());
     let both = [first_daemon, second_daemon];
     for d in both {
         // Alive (running or sleeping: under load the last one may not have reached its
@@ -399,14 +399,12 @@ fn a_worker_shutting_down_the_shared_listener_is_recovered_from() {
     let load = start_load(Target::Tcp(addr), Mode::Close, 4);
 
     let by = get(addr, "/shutdown").expect("GET /shutdown");
+    // The log says what happened, and what to suspect.
     m.expect(&format!(
         "listener {addr} stopped listening (did a worker call shutdown() on it?)"
     ));
-    m.expect(&format!(
-        "listener {addr} bound again; reloading so that every worker gets it"
-    ));
-    m.expect("reload done generation=1 ");
-    let new = m.serving();
+    // Bound again, and a reload hands it to new workers.
+    let new = m.reload_done(1);
     assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
     for &pid in &old {
         assert!(wait_gone(pid, DEADLINE), "old worker {pid} retired");
@@ -426,8 +424,10 @@ fn a_worker_shutting_down_the_shared_listener_is_recovered_from() {
         after.by_pid
     );
     let status = m.status();
-    let listener = status.iter().find(|r| r.kind == "listener").unwrap();
+    let listener = status.listeners().next().unwrap();
     assert_eq!(listener.get("addr"), addr.to_string());
+    assert_eq!(listener.get("alive"), "true", "{status}");
+    assert_eq!(status.serving(), new, "{status}");
     eprintln!(
         "worker {} shut the listener down; meanwhile {} requests failed, then none of {}",
         by.trim(),
@@ -503,13 +503,8 @@ fn a_reload_fails_then_succeeds(
     let load = start_load(Target::Tcp(addr), Mode::Close, 4);
     fault(m);
     m.signal(libc::SIGHUP);
-    let failed = m.expect("reload failed: cannot start worker ");
-    assert!(failed.contains(reason), "{failed}");
-    assert!(
-        failed.contains("the previous workers keep serving"),
-        "{failed}"
-    );
-    m.expect("reload ended: failed");
+    // (Status once repaired: without descriptors the master cannot accept a control client.)
+    let ended = m.expect_ev(Ev::ReloadEnded.generation(1));
     load_goes_on(&load, 200);
     let during = load.snapshot();
     assert!(
@@ -518,9 +513,30 @@ fn a_reload_fails_then_succeeds(
         during.by_pid
     );
     for &pid in old {
-        assert!(!m.logged(&format!("stopping worker pid={pid}")), "{pid}");
+        assert!(m.events(Ev::Stopping.pid(pid)).is_empty(), "{pid}");
     }
     repair(m);
+    let s = m.status();
+    let last = s.last_reload().unwrap();
+    assert_eq!(
+        (last.get("generation"), last.get("outcome")),
+        ("1", "failed"),
+        "{s}"
+    );
+    let why = last.get("reason");
+    assert!(why.contains("cannot start worker"), "{s}");
+    assert!(why.contains(reason), "{s}");
+    assert_eq!(s.serving(), old, "{s}");
+    // The log says why, and that the old workers keep serving.
+    let failed = m
+        .lines()
+        .into_iter()
+        .find(|l| l.contains(why) && *l != ended)
+        .unwrap();
+    assert!(
+        failed.contains("the previous workers keep serving"),
+        "{failed}"
+    );
     // The failed reload used generation 1.
     let new = m.reload(2);
     assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
@@ -706,7 +722,10 @@ fn cannot_listen_in(dir: &Path, expected: &[&str]) {
     for more in lines {
         assert!(more.starts_with("  caused by: "), "{more:?} in {out:?}");
     }
-    assert!(!out.stderr.contains("worker started"), "{out:?}");
+    assert!(
+        !out.stderr.lines().any(|l| Ev::Started.matches(l)),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -909,7 +928,7 @@ fn arbitrary_datagrams_on_the_notify_socket_never_disturb_the_master() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(m.serving(), workers);
     assert_eq!(m.started_pids(), workers, "no worker was started");
-    assert!(!m.logged("stopping worker"));
+    assert!(m.events(Ev::Stopping).is_empty());
     let after = quiet_snapshot(master, DEADLINE).expect("the master sleeps");
     assert_eq!(after.fds, before.fds, "the master's descriptors");
     assert_eq!(after.threads, 1);

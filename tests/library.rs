@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use loadgen::Mode;
 
-use crate::support::{DEADLINE, Master, example, get_pid, wait_gone};
+use crate::support::{DEADLINE, Ev, Master, example, get_pid, wait_gone};
 use crate::zero_downtime::reloads_under_load;
 
 fn app(name: &str) -> Master {
@@ -20,8 +20,9 @@ fn app(name: &str) -> Master {
 fn hello_example_loses_no_request_across_ten_reloads() {
     let mut m = app("hello");
     reloads_under_load(&mut m, Mode::Close, 10);
-    assert!(
-        m.logged("ready=notify"),
+    assert_eq!(
+        m.status().master().get("ready"),
+        "notify",
         "library workers are ready by READY=1"
     );
 }
@@ -42,14 +43,15 @@ fn library_workers_serve_and_exit_cleanly_when_the_master_stops() {
     assert!(body.starts_with("hello from "), "{body}");
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);
-    for line in m.lines().iter().filter(|l| l.contains("worker stopped")) {
-        assert!(
-            line.contains("exited with code 0"),
-            "a graceful exit: {line}"
-        );
-    }
-    for pid in pids {
+    for &pid in &pids {
         assert!(wait_gone(pid, DEADLINE));
+        // The log says how each one ended.
+        let stopped = m.events(Ev::Stopped.pid(pid));
+        assert_eq!(stopped.len(), 1, "worker {pid}");
+        assert!(
+            stopped[0].contains("exited with code 0"),
+            "a graceful exit: {stopped:?}"
+        );
     }
 }
 
@@ -91,7 +93,10 @@ fn runs_alone(env: &[(&str, &str)], wrapper: &[&str]) {
     let status = child.wait().unwrap();
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    assert!(!rest.contains("master started"), "no master: {rest}");
+    assert!(
+        !rest.contains(" master_process::master"),
+        "no master: {rest}"
+    );
     assert!(
         status.success(),
         "a graceful exit on SIGTERM: {status:?}\n{rest}"
@@ -147,12 +152,13 @@ fn workers_of_another_master_process_version_are_logged() {
         ("TW_READY", "raw"),
         ("TW_NOTIFY_EXTRA", "MASTER_PROCESS_VERSION=9.9.9"),
     ]);
-    m.reload(1);
+    let new = m.reload(1);
     assert!(m.logged("worker built with master-process 9.9.9; this master is"));
     let addr = m.tcp_addr();
-    let _ = get_pid(addr);
-    assert!(
-        !m.logged("exiting with code 1"),
+    assert!(new.contains(&get_pid(addr)));
+    assert_eq!(
+        m.status().phase(),
+        "running",
         "by default the master keeps going"
     );
 }
@@ -176,7 +182,13 @@ fn on_version_change_exit_exits_1_once_the_new_workers_are_ready() {
         ("TW_NOTIFY_EXTRA", "MASTER_PROCESS_VERSION=9.9.9"),
     ]);
     m.signal(libc::SIGHUP);
-    m.expect("reload done generation=1 ");
+    m.expect_ev(Ev::ReloadEnded.generation(1));
+    // The log says why it exits.
     m.expect("--on-version-change exit");
     assert_eq!(m.wait_exit(), 1);
+    assert_eq!(
+        m.events(Ev::Ready.generation(1)).len(),
+        1,
+        "the new worker was ready first"
+    );
 }

@@ -95,6 +95,7 @@ fn unix_socket_replaces_a_stale_file_gets_its_mode_and_is_removed_at_exit() {
         .env("TW_READY", "notify")
         .start();
     m.wait_ready();
+    // The log says what happened to the file.
     assert!(m.logged("removed stale socket file"));
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o664, "default --socket-mode");
@@ -161,7 +162,8 @@ fn the_listener_outlives_every_worker() {
     let first = m.wait_ready()[0];
     let addr = m.tcp_addr();
     let _ = get(addr, "/exit?code=0");
-    m.expect(&format!("worker exited unexpectedly pid={first}"));
+    let s = m.wait_status("the worker gone", |s| s.worker(first).is_none());
+    assert!(s.serving().is_empty(), "no worker serves: {s}");
     let pid = get_pid(addr);
     assert_ne!(pid, first);
 }

@@ -3,7 +3,7 @@
 
 use loadgen::Mode;
 
-use crate::support::{Master, get_pid, num};
+use crate::support::{Ev, Master, get_pid, num};
 use crate::zero_downtime::{reloads_under_load, reloads_under_load_with};
 
 fn fixture(path: &str) -> String {
@@ -31,7 +31,7 @@ fn node_listening_on_fd_3_is_seen_ready_through_ten_reloads_under_load() {
     require("node");
     let mut m = runtime(&["node", &fixture("node/server.js")], &[]);
     reloads_under_load(&mut m, Mode::KeepAlive, 10);
-    assert!(m.logged("ready=listening"));
+    assert_eq!(m.status().master().get("ready"), "listening");
 }
 
 #[test]
@@ -85,19 +85,21 @@ fn late_server_is_not_ready_early(command: &[&str], late_env: (&str, &str), serv
     let addr = m.tcp_addr();
     let mut cfg = loadgen::Config::new(loadgen::Target::Tcp(addr));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     assert!(load.wait_for_requests(50, crate::support::DEADLINE));
     m.set_knobs(&[late_env]);
     m.signal(libc::SIGHUP);
-    let started = m.expect("worker started");
+    let started = m.expect_ev(Ev::Started.generation(1));
     let new = num(&started, "pid");
-    let ready = m.expect(&format!("worker ready pid={new}"));
+    let ready = m.expect_ev(Ev::Ready.pid(new));
     assert!(
         num(&ready, "after_ms") >= 500,
         "ready before the 500 ms of work were done: {ready}"
     );
-    m.expect(&format!("stopping worker pid={old}"));
-    m.expect("reload done generation=1 ");
+    m.expect_ev(Ev::Stopping.pid(old));
+    let s = m.reload_ended(1, "done");
+    assert_eq!(s.serving(), [new as u32], "{s}");
     let lines = m.lines();
     let served_at = lines
         .iter()
@@ -105,7 +107,7 @@ fn late_server_is_not_ready_early(command: &[&str], late_env: (&str, &str), serv
         .expect("new worker served");
     let stopped_at = lines
         .iter()
-        .position(|l| l.contains(&format!("stopping worker pid={old}")))
+        .position(|l| Ev::Stopping.pid(old).matches(l))
         .unwrap();
     assert!(
         served_at < stopped_at,
@@ -145,21 +147,24 @@ fn undetectable_worker_fails_the_reload_after_the_timeout_and_the_old_one_keeps_
         .start();
     let old = m.wait_ready()[0];
     let addr = m.tcp_addr();
-    let load = loadgen::start(loadgen::Config::new(loadgen::Target::Tcp(addr)));
+    let mut cfg = loadgen::Config::new(loadgen::Target::Tcp(addr));
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
+    let load = loadgen::start(cfg);
     assert!(load.wait_for_requests(50, crate::support::DEADLINE));
     m.set_knobs(&[("TW_NEVER_READY", "1")]);
     m.signal(libc::SIGHUP);
-    let failed = m.expect("reload failed");
-    assert!(failed.contains("was not ready within 1s"), "{failed}");
-    assert!(
-        failed.contains("--ready listening: it was never seen waiting on the listening socket"),
-        "{failed}"
-    );
-    assert!(
-        failed.contains("use --ready notify or --ready delay:DURATION"),
-        "{failed}"
-    );
-    m.expect("reload ended: failed");
+    let s = m.reload_ended(1, "failed");
+    assert_eq!(s.serving(), [old], "{s}");
+    // Status and the log say why, and what to do.
+    let why = s.last_reload().unwrap().get("reason");
+    for says in [
+        "was not ready within 1s",
+        "--ready listening: it was never seen waiting on the listening socket",
+        "use --ready notify or --ready delay:DURATION",
+    ] {
+        assert!(why.contains(says), "{s}");
+    }
+    m.expect(why);
     let seen = load.snapshot().total();
     assert!(load.wait_for_requests(seen + 50, crate::support::DEADLINE));
     let report = load.stop();
@@ -172,7 +177,7 @@ fn with_two_listeners_a_worker_serving_one_is_ready_only_with_listening_any() {
     require("python3");
     let server = fixture("python/blocking_server.py");
     // The blocking server accepts on fd 3 only.
-    let mut all = Master::cmd()
+    let all = Master::cmd()
         .args([
             "-l",
             "127.0.0.1:0",
@@ -185,8 +190,7 @@ fn with_two_listeners_a_worker_serving_one_is_ready_only_with_listening_any() {
         ])
         .command(["python3", server.as_str()])
         .start();
-    let line = all.expect("was not ready within 1s");
-    assert!(line.contains("--ready listening"), "{line}");
+    never_ready(&all);
     let mut any = Master::cmd()
         .args([
             "-l",
@@ -211,6 +215,17 @@ fn ready_from_notify_does_not_count_in_listening_mode() {
         .args(["-l", "127.0.0.1:0", "--ready-timeout", "1s", "-v"])
         .command(["sh", "-c", "systemd-notify --ready && exec sleep 1000"])
         .start();
+    // The debug log says why READY=1 does not count.
     m.expect("READY=1 ignored: --ready listening decides");
-    m.expect("was not ready within 1s");
+    never_ready(&m);
+}
+
+/// Waits until the master of `m` (`--ready-timeout 1s`) gave up on its first worker at its
+/// ready timeout (stopped, then restarted), and asserts that no worker was ever ready.
+fn never_ready(m: &Master) {
+    let s = m.wait_status("the first worker given up on", |s| {
+        s.slot(0).num("restarts") >= 1
+    });
+    assert_eq!(s.phase(), "starting", "{s}");
+    assert!(m.events(Ev::Ready).is_empty(), "never ready");
 }

@@ -6,20 +6,22 @@ use std::time::Duration;
 
 use loadgen::Target;
 
-use crate::support::{DEADLINE, Master, get, num};
+use crate::support::{DEADLINE, Ev, Master, Want, get, num};
 
-/// Position of the first line at or after `from` that contains every one of `parts`.
-fn find(lines: &[String], from: usize, parts: &[&str]) -> Option<usize> {
-    lines
-        .iter()
-        .skip(from)
-        .position(|l| parts.iter().all(|p| l.contains(p)))
-        .map(|i| i + from)
+/// A sample of worker `pid` with `over` samples in a row over the memory limit.
+fn sample(pid: impl std::fmt::Display, over: u32) -> Want {
+    Ev::Sample.pid(pid).field("memory_over", over)
 }
 
-/// The debug line of a sample of worker `pid` with `over` samples over the memory limit.
-fn sample(pid: u64, over: u32) -> String {
-    format!("monitor sample pid={pid} memory_over={over} ")
+/// Waits until none of `pids` is a worker of `m` any more and `workers` others serve;
+/// returns those. (Replaced by the resource monitor: generation 0, no reload.)
+fn replaced(m: &Master, pids: &[u32], workers: usize) -> Vec<u32> {
+    let s = m.wait_status("the workers replaced", |s| {
+        pids.iter().all(|p| s.worker(*p).is_none()) && s.serving().len() == workers
+    });
+    assert_eq!(s.generation(), 0, "replaced, not reloaded: {s}");
+    assert!(s.last_reload().is_none(), "{s}");
+    s.serving()
 }
 
 #[test]
@@ -44,43 +46,41 @@ fn memory_over_the_limit_replaces_the_worker_after_exactly_n_samples_with_no_fai
     m.set_knobs(&[]);
     let mut cfg = loadgen::Config::new(Target::Tcp(m.tcp_addr()));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
-    for &pid in &fat {
-        let pid = u64::from(pid);
-        let replacing = m.expect("replacing worker: memory");
+    for _ in &fat {
+        let replacing = m.expect_ev(Ev::Replacing);
         let lines = m.lines();
         let at = lines.iter().position(|l| *l == replacing).unwrap();
         let who = num(&replacing, "pid");
         assert!(fat.iter().any(|p| u64::from(*p) == who), "{replacing}");
+        // The log says why.
+        assert!(replacing.contains("memory"), "{replacing}");
         assert!(replacing.contains("for 3 samples in a row"), "{replacing}");
         // Exactly the third sample over the limit: samples 1 and 2 came before, and the
         // replacement right after the third.
-        let third = find(&lines, 0, &[&sample(who, 3)]).expect("a third sample");
-        let second = find(&lines, 0, &[&sample(who, 2)]).expect("a second sample");
+        let find = |want: Want| lines.iter().position(|l| want.matches(l));
+        let third = find(sample(who, 3)).expect("a third sample");
+        let second = find(sample(who, 2)).expect("a second sample");
         assert!(
             second < third && third < at,
             "order: 2nd {second}, 3rd {third}, replacement {at}"
         );
         assert!(
-            find(
-                &lines[..third],
-                0,
-                &["replacing worker", &format!("pid={who} ")]
-            )
-            .is_none(),
+            !lines[..third]
+                .iter()
+                .any(|l| Ev::Replacing.pid(who).matches(l)),
             "not before the 3rd"
         );
-        let _ = pid;
     }
-    for &pid in &fat {
-        m.eventually(&[format!("worker stopped pid={pid}")]);
-    }
+    let lean = replaced(&m, &fat, 2);
     let seen = load.snapshot().total();
     assert!(load.wait_for_requests(seen + 100, DEADLINE));
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}");
     // The replacements are lean: nothing more to replace.
-    assert!(m.quiet("replacing worker", Duration::from_millis(1500)));
+    assert!(m.quiet(Duration::from_millis(1500), |l| Ev::Replacing.matches(l)));
+    assert_eq!(m.serving(), lean);
 }
 
 #[test]
@@ -102,18 +102,20 @@ fn a_sample_under_the_limit_resets_the_count() {
     for _ in 0..2 {
         // Over for two samples, then under for one: never three in a row.
         get(addr, "/memory?mb=64").unwrap();
-        m.expect(&sample(pid, 2));
+        m.expect_ev(sample(pid, 2));
         get(addr, "/memory?mb=0").unwrap();
-        m.expect(&sample(pid, 0));
+        m.expect_ev(sample(pid, 0));
     }
     assert!(
-        !m.logged("replacing worker"),
+        m.events(Ev::Replacing).is_empty(),
         "a dip under the limit resets the count"
     );
+    assert_eq!(m.serving(), [pid as u32], "still serving");
     // Kept over, it is replaced at the third sample in a row.
     get(addr, "/memory?mb=64").unwrap();
-    m.expect(&sample(pid, 3));
-    m.expect("replacing worker: memory");
+    m.expect_ev(sample(pid, 3));
+    m.expect_ev(Ev::Replacing.pid(pid));
+    replaced(&m, &[pid as u32], 1);
 }
 
 #[test]
@@ -123,8 +125,10 @@ fn cpu_over_the_limit_replaces_the_worker() {
             "-l",
             "127.0.0.1:0",
             "-v",
+            // A spinning thread gets only a share of a core on a loaded machine; an idle
+            // worker uses none.
             "--max-cpu",
-            "50",
+            "2",
             "--cpu-failures",
             "2",
         ])
@@ -133,13 +137,14 @@ fn cpu_over_the_limit_replaces_the_worker() {
         .start();
     let pid = m.wait_ready()[0];
     m.set_knobs(&[]);
-    let line = m.expect("replacing worker: CPU");
+    let line = m.expect_ev(Ev::Replacing);
     assert_eq!(num(&line, "pid"), u64::from(pid));
+    // The log says why.
     assert!(
-        line.contains("over MAX_CPU_ALLOWED=50% for 2 samples in a row"),
+        line.contains("CPU") && line.contains("over MAX_CPU_ALLOWED=2% for 2 samples in a row"),
         "{line}"
     );
-    m.expect(&format!("worker stopped pid={pid}"));
+    replaced(&m, &[pid], 1);
 }
 
 #[test]
@@ -157,22 +162,29 @@ fn sigusr2_pauses_monitoring_and_a_second_sigusr2_resumes_it() {
         .args(["--monitor-interval", "200ms", "--monitor-grace", "0"])
         .with_knobs(&[("TW_MEMORY_MB", "64")])
         .start();
-    let pid = u64::from(m.wait_ready()[0]);
-    m.expect(&sample(pid, 1));
+    let pid = m.wait_ready()[0];
+    m.expect_ev(sample(pid, 1));
     m.signal(libc::SIGUSR2);
-    m.expect("resource monitor paused");
+    m.wait_status("the monitor paused", |s| {
+        s.master().get("monitor") == "paused"
+    });
     // Five intervals without a sample: paused (and the worker, over the limit, stays).
     assert!(
-        m.quiet("monitor sample", Duration::from_secs(1)),
+        m.quiet(Duration::from_secs(1), |l| Ev::Sample.matches(l)),
         "no sample while paused"
     );
-    assert!(!m.logged("replacing worker"));
+    assert!(m.events(Ev::Replacing).is_empty());
+    assert_eq!(m.serving(), [pid]);
+    m.mark();
     m.signal(libc::SIGUSR2);
-    m.expect("resource monitor resumed");
-    // Counts start over after a pause.
-    m.expect(&sample(pid, 1));
-    m.expect(&sample(pid, 3));
-    m.expect("replacing worker: memory");
+    m.wait_status("the monitor resumed", |s| s.master().get("monitor") == "on");
+    // Counts start over after a pause: the first sample since (none while paused) is the
+    // first over the limit.
+    let first = m.expect_ev(Ev::Sample.pid(pid));
+    assert_eq!(num(&first, "memory_over"), 1, "{first}");
+    m.expect_ev(sample(pid, 3));
+    let replacing = m.expect_ev(Ev::Replacing.pid(pid));
+    assert!(replacing.contains("memory"), "{replacing}");
     // SIGUSR2 still reached the worker each time (profiling).
     m.eventually(&[format!("test-worker[{pid}]: got SIGUSR2")]);
 }
@@ -197,17 +209,17 @@ fn a_worker_can_pause_its_own_monitoring() {
         .env("TW_MEMORY_MB", "64")
         .start();
     let pid = m.wait_ready()[0];
-    m.expect(&format!(
-        "resource monitoring of this worker paused by the worker pid={pid}"
-    ));
+    let s = m.wait_status("the worker's monitoring paused", |s| {
+        s.worker(pid)
+            .is_some_and(|w| w.fields.get("monitor_paused").is_some_and(|p| p == "true"))
+    });
+    assert_eq!(s.master().get("monitor"), "on", "only this worker's: {s}");
     assert!(
-        m.quiet(
-            &format!("monitor sample pid={pid} "),
-            Duration::from_secs(1)
-        ),
+        m.quiet(Duration::from_secs(1), |l| Ev::Sample.pid(pid).matches(l)),
         "not sampled"
     );
-    assert!(!m.logged("replacing worker"));
+    assert!(m.events(Ev::Replacing).is_empty());
+    assert_eq!(m.serving(), [pid]);
 }
 
 #[test]
@@ -225,21 +237,18 @@ fn memory_above_80_percent_is_warned_once_and_shown_in_status() {
         .args(["--monitor-interval", "200ms", "--monitor-grace", "0"])
         .env("TW_MEMORY_MB", "85")
         .start();
-    let pid = u64::from(m.wait_ready()[0]);
-    m.expect("worker memory above 80% of MAX_MEMORY_ALLOWED_MB");
-    m.expect(&format!("monitor sample pid={pid} "));
-    m.expect(&format!("monitor sample pid={pid} "));
-    assert_eq!(
-        m.count("above 80% of MAX_MEMORY_ALLOWED_MB"),
-        1,
-        "once per episode"
-    );
+    let pid = m.wait_ready()[0];
+    let warned = m.expect_ev(Ev::MemoryHigh.pid(pid));
+    assert!(warned.contains("80%"), "the log says it: {warned}");
+    m.expect_ev(Ev::Sample.pid(pid));
+    m.expect_ev(Ev::Sample.pid(pid));
+    assert_eq!(m.events(Ev::MemoryHigh).len(), 1, "once per episode");
     let out = m.ctl(&["status", "--json"]);
     assert!(out.stdout.contains("\"mem_high\":true"), "{out:?}");
     assert!(out.stdout.contains("\"max_memory_mb\":100"), "{out:?}");
     assert!(out.stdout.contains("\"monitor\":\"on\""), "{out:?}");
     assert!(
-        !m.logged("replacing worker"),
+        m.events(Ev::Replacing).is_empty(),
         "85 MiB is under the 100 MiB limit"
     );
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use loadgen::{Mode, Target};
 
 use crate::support::{
-    DEADLINE, Master, alive, children, field, get_pid, num, start_load, wait_gone,
+    DEADLINE, Ev, Master, alive, children, field, get_pid, num, start_load, wait_gone,
 };
 
 const WORKERS: usize = 4;
@@ -33,15 +33,14 @@ fn rolling_master(workers: usize, extra: &[&str]) -> Master {
 /// once.
 fn most_in_flight(lines: &[String]) -> usize {
     let (mut candidates, mut retiring, mut most) = (0usize, 0usize, 0usize);
-    let gen1 = |l: &str| field(l, "generation") == Some("1");
     for l in lines {
-        if l.contains("worker started ") && gen1(l) {
+        if Ev::Started.generation(1).matches(l) {
             candidates += 1;
-        } else if l.contains("worker ready ") && gen1(l) {
+        } else if Ev::Ready.generation(1).matches(l) {
             candidates -= 1;
-        } else if l.contains("stopping worker ") && field(l, "generation") == Some("0") {
+        } else if Ev::Stopping.generation(0).matches(l) {
             retiring += 1;
-        } else if l.contains("worker stopped ") && field(l, "generation") == Some("0") {
+        } else if Ev::Stopped.generation(0).matches(l) {
             retiring -= 1;
         }
         most = most.max(candidates + retiring);
@@ -59,11 +58,11 @@ fn rolling_reload_keeps_capacity(max_surge: usize) {
     // Each new worker takes 200 ms to serve: the rollout lasts long enough to watch.
     m.set_knobs(&[("TW_READY", "notify"), ("TW_LISTEN_DELAY_MS", "200")]);
     m.signal(libc::SIGHUP);
-    m.expect("reload started generation=1");
+    m.wait_status("reload 1 in flight", |s| s.in_flight() == Some(1));
     let deadline = std::time::Instant::now() + DEADLINE;
     let (mut samples, mut fewest_ready, mut most_children, mut most_workers) =
         (0usize, usize::MAX, 0usize, 0usize);
-    while !m.logged("reload done generation=1 ") {
+    loop {
         assert!(
             std::time::Instant::now() < deadline,
             "the rolling reload did not end within {DEADLINE:?}"
@@ -92,8 +91,11 @@ fn rolling_reload_keeps_capacity(max_surge: usize) {
         fewest_ready = fewest_ready.min(ready);
         most_children = most_children.max(kids);
         most_workers = most_workers.max(workers.len());
+        if status.last_reload().is_some() {
+            break;
+        }
     }
-    m.expect("reload done generation=1 ");
+    let status = m.reload_ended(1, "done");
     eprintln!(
         "max surge {max_surge}: {samples} samples, fewest ready {fewest_ready}, \
          most processes {most_children}, most workers in status {most_workers}"
@@ -113,8 +115,8 @@ fn rolling_reload_keeps_capacity(max_surge: usize) {
     assert!(load.wait_for_requests(seen + 100, DEADLINE));
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}\n{:#?}", report.errors);
-    let new = m.serving();
-    assert_eq!(new.len(), WORKERS);
+    let new = status.serving();
+    assert_eq!(new.len(), WORKERS, "{status}");
     for pid in &new {
         assert!(!old.contains(pid));
         assert_eq!(m.report(*pid)["RELOAD_INDEX"], "1");
@@ -147,27 +149,22 @@ fn canary_that_crashes_during_its_canary_time_stops_the_rollout_after_one_worker
     ]);
     let out = m.ctl(&["reload", "--wait", "--timeout", "20s"]);
     assert_eq!(out.code, 1, "{out:?}");
-    let canary = num(&m.expect("worker started "), "pid");
-    m.expect(&format!("worker ready pid={canary} "));
-    m.expect("canary ready: watching it before the rest follow");
-    m.expect(&format!(
-        "new worker exited before it had proven ready pid={canary} "
-    ));
-    m.expect("reload failed: ");
-    m.expect("reload ended: failed");
+    // It was ready, watched, and exited while watched.
+    let canary = num(&m.expect_ev(Ev::Started.generation(1)), "pid");
+    m.expect_ev(Ev::Ready.pid(canary));
+    m.expect_ev(Ev::CanaryWatched.pid(canary));
     assert!(
         out.stdout.starts_with(&format!(
             "reload 1 failed: the canary, worker 0 (pid {canary}), exited with code 9 during its canary time"
         )),
         "{out:?}"
     );
-    assert!(!m.logged("canary passed"));
-    let started_gen1 = m
-        .lines()
-        .iter()
-        .filter(|l| l.contains("worker started ") && field(l, "generation") == Some("1"))
-        .count();
-    assert_eq!(started_gen1, 1, "only the canary was started");
+    assert!(m.events(Ev::CanaryPassed).is_empty());
+    assert_eq!(
+        m.events(Ev::Started.generation(1)).len(),
+        1,
+        "only the canary was started"
+    );
     // Every old worker still serves; none was ever asked to stop.
     let answered: BTreeSet<u32> = (0..20).map(|_| get_pid(addr)).collect();
     assert!(
@@ -176,13 +173,15 @@ fn canary_that_crashes_during_its_canary_time_stops_the_rollout_after_one_worker
     );
     for pid in &old {
         assert!(alive(*pid), "old worker {pid} runs");
-        assert!(!m.logged(&format!("stopping worker pid={pid} ")), "{pid}");
+        assert!(m.events(Ev::Stopping.pid(pid)).is_empty(), "{pid}");
     }
     let status = m.status();
-    let master = &status[0];
+    let master = status.master();
     assert_eq!(master.get("reloads_failed"), "1");
     assert_eq!(master.get("reloads_done"), "0");
-    let last = status.iter().find(|r| r.kind == "last_reload").unwrap();
+    assert!(status.worker(canary as u32).is_none(), "{status}");
+    let last = status.last_reload().unwrap();
+    assert_eq!(last.get("generation"), "1");
     assert_eq!(last.get("outcome"), "failed");
     assert!(
         last.get("reason").contains("during its canary time"),
@@ -205,18 +204,17 @@ fn canary_that_stays_ready_for_its_canary_time_lets_the_rollout_through() {
     let old = m.wait_ready();
     m.set_knobs(&[("TW_READY", "notify")]);
     m.signal(libc::SIGHUP);
-    let started = m.expect("worker started ");
+    let started = m.expect_ev(Ev::Started.generation(1));
     let canary = num(&started, "pid");
-    assert_eq!(field(&started, "generation"), Some("1"));
-    let ready = m.expect(&format!("worker ready pid={canary} "));
+    assert_eq!(field(&started, "index"), Some("0"));
+    let ready = m.expect_ev(Ev::Ready.pid(canary));
     // The master's clock when it saw the canary ready.
     let ready_at = num(&started, "at_ms") + num(&ready, "after_ms");
-    m.expect("canary ready: watching it before the rest follow");
-    m.expect(&format!("canary passed: the rest follow pid={canary}"));
-    let stopping = m.expect(&format!("stopping worker pid={} ", old[0]));
-    let next = m.expect("worker started ");
-    assert_eq!(field(&next, "generation"), Some("1"));
-    m.expect("reload done generation=1 ");
+    m.expect_ev(Ev::CanaryWatched.pid(canary));
+    m.expect_ev(Ev::CanaryPassed.pid(canary));
+    let stopping = m.expect_ev(Ev::Stopping.pid(old[0]));
+    let next = m.expect_ev(Ev::Started.generation(1));
+    let status = m.reload_ended(1, "done");
     let watched = num(&stopping, "at_ms") - ready_at;
     assert!(
         watched >= 1000,
@@ -231,15 +229,15 @@ fn canary_that_stays_ready_for_its_canary_time_lets_the_rollout_through() {
     let lines = m.lines();
     let passed = lines
         .iter()
-        .position(|l| l.contains("canary passed"))
+        .position(|l| Ev::CanaryPassed.matches(l))
         .unwrap();
     let before = lines[..passed]
         .iter()
-        .filter(|l| l.contains("worker started ") && field(l, "generation") == Some("1"))
+        .filter(|l| Ev::Started.generation(1).matches(l))
         .count();
     assert_eq!(before, 1);
-    let new = m.serving();
-    assert_eq!(new.len(), 3);
+    let new = status.serving();
+    assert_eq!(new.len(), 3, "{status}");
     assert!(new.iter().all(|p| !old.contains(p)), "{new:?} vs {old:?}");
-    assert!(m.status()[0].get("reloads_done") == "1");
+    assert_eq!(status.master().get("reloads_done"), "1");
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{DEADLINE, Master, get, wait_gone};
+use crate::support::{DEADLINE, Ev, Master, get, wait_gone};
 
 fn stops_cleanly_on(sig: i32) {
     let mut m = Master::cmd()
@@ -13,14 +13,18 @@ fn stops_cleanly_on(sig: i32) {
     let pids = m.wait_ready();
     m.signal(sig);
     assert_eq!(m.wait_exit(), 0);
-    for pid in pids {
+    for &pid in &pids {
         assert!(
             wait_gone(pid, Duration::ZERO),
             "worker {pid} is gone when the master exits"
         );
     }
-    // The log is read by another thread: wait for the line, do not race it.
-    m.expect("all workers stopped code=0");
+    // Its last line read, the whole log is: the master saw each of them exit as asked (a
+    // stop, not a crash).
+    for pid in pids {
+        assert_eq!(m.events(Ev::Stopped.pid(pid)).len(), 1, "worker {pid}");
+    }
+    assert!(m.events(Ev::Crashed).is_empty());
 }
 
 #[test]
@@ -65,18 +69,26 @@ fn ignoring_sigterm(kill_timeout: &str) -> (Master, u32) {
 fn a_worker_that_ignores_sigterm_is_killed_after_max_kill_timeout() {
     let (mut m, pid) = ignoring_sigterm("300ms");
     m.signal(libc::SIGTERM);
-    m.expect(&format!("sending SIGKILL to its process group pid={pid}"));
+    m.expect_ev(Ev::Killed.pid(pid));
     assert_eq!(m.wait_exit(), 0);
+    // The log says how it ended.
+    let stopped = m.expect_ev(Ev::Stopped.pid(pid));
+    assert!(stopped.contains("killed by SIGKILL"), "{stopped}");
 }
 
 #[test]
 fn a_second_stop_signal_kills_at_once() {
     let (mut m, pid) = ignoring_sigterm("10m");
     m.signal(libc::SIGTERM);
-    m.expect(&format!("stopping worker pid={pid}"));
+    let s = m.wait_status("the worker stopping", |s| {
+        s.phase() == "stopping" && s.worker(pid).is_some_and(|w| w.get("state") == "stopping")
+    });
+    assert_eq!(s.master().get("phase"), "stopping");
     m.signal(libc::SIGINT);
-    m.expect("second stop request: killing every worker now");
     // Exits well before the 10-minute drain allowance.
     assert_eq!(m.wait_exit(), 0);
     assert!(wait_gone(pid, DEADLINE));
+    // Killed, not drained: the log says how it ended.
+    let stopped = m.expect_ev(Ev::Stopped.pid(pid));
+    assert!(stopped.contains("killed by SIGKILL"), "{stopped}");
 }

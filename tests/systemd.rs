@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loadgen::{Mode, Target};
 
-use crate::support::{DEADLINE, Master, master_bin, num, start_load, test_worker, wait_gone};
+use crate::support::{DEADLINE, Ev, Master, master_bin, num, start_load, test_worker, wait_gone};
 
 /// Runs a control command against the master of `m`; returns (exit code, stdout).
 fn control(m: &Master, args: &[&str]) -> (i32, String) {
@@ -49,13 +49,18 @@ fn a_socket_activated_master_serves_its_named_socket_through_reloads() {
     m.expect("Listening on");
     let mut cfg = loadgen::Config::new(Target::Unix(sock.clone()));
     cfg.connections = 4;
+    cfg.request_timeout = crate::support::REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
-    m.expect("listening on unix:");
-    assert!(
-        m.logged("(socket activation)"),
-        "the master used the passed socket"
-    );
     let pids = m.wait_ready();
+    let s = m.status();
+    let listeners: Vec<_> = s.listeners().collect();
+    assert_eq!(listeners.len(), 1, "{s}");
+    assert_eq!(
+        listeners[0].get("origin"),
+        "activated",
+        "the master used the passed socket: {s}"
+    );
+    assert_eq!(listeners[0].get("name"), "web", "{s}");
     assert_eq!(
         m.report(pids[0]).get("LISTEN_FDNAMES").map(String::as_str),
         Some("web")
@@ -207,8 +212,9 @@ fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
         .unwrap();
     let daemon_ns_pid = child_line.rsplit(' ').next().unwrap().trim().to_string();
     let _ = crate::support::get(addr, "/exit?code=1");
-    m.expect("worker exited unexpectedly");
-    m.expect("worker ready");
+    m.wait_status("the worker restarted and serving", |s| {
+        s.slot(0).num("restarts") == 1 && s.serving().len() == 1
+    });
     // Kill the orphaned daemon from inside the namespace (its pid there), then the master
     // must reap it: a zombie would stay a child of PID 1.
     let master_host_pid = children_of(m.pid())
@@ -229,9 +235,7 @@ fn as_pid_1_the_master_reaps_orphans_and_stops_on_sigterm() {
     );
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(daemons[0] as i32, libc::SIGKILL) };
-    m.expect(&format!(
-        "reaped a process that is not a worker pid={daemon_ns_pid}"
-    ));
+    m.expect_ev(Ev::Reaped.pid(&daemon_ns_pid));
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(master_host_pid as i32, libc::SIGTERM) };
     assert_eq!(m.wait_exit(), 0, "unshare exits with the master's code");
@@ -279,7 +283,7 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
     let (code, out) = control(&m, &["upgrade", "--wait"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("reload 1 done"), "{out}");
-    let upgraded = m.expect("master upgraded in place: workers adopted");
+    let upgraded = m.expect_ev(Ev::Upgraded);
     assert_eq!(num(&upgraded, "pid") as u32, m.pid(), "same pid");
     assert_eq!(num(&upgraded, "workers"), 2);
     // The workers were adopted as they were: none stopped before the new image's reload.
@@ -287,9 +291,7 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
     let at = lines.iter().position(|l| *l == upgraded).unwrap();
     for pid in &old {
         assert!(
-            !lines[..at]
-                .iter()
-                .any(|l| l.contains(&format!("stopping worker pid={pid}"))),
+            !lines[..at].iter().any(|l| Ev::Stopping.pid(pid).matches(l)),
             "{pid} kept until the reload"
         );
     }
@@ -300,6 +302,10 @@ fn an_upgrade_under_load_keeps_the_pid_the_sockets_and_every_request() {
     let (code, status) = control(&m, &["status"]);
     assert_eq!(code, 0);
     assert!(status.contains(&format!("master {} ", m.pid())), "{status}");
+    let s = m.status();
+    assert_eq!(s.master().num("pid"), u64::from(m.pid()), "{s}");
+    assert_eq!(s.master().num("reloads_done"), 1, "{s}");
+    assert!(s.serving().iter().all(|p| !old.contains(p)), "{s}");
 }
 
 #[test]
@@ -319,6 +325,7 @@ fn an_upgrade_to_a_broken_binary_fails_and_the_old_master_carries_on() {
     std::fs::rename(&broken, &exe).unwrap();
     let (code, _) = control(&m, &["upgrade", "--wait"]);
     assert_eq!(code, 1, "the upgrade failed");
+    // The log says so.
     m.expect("upgrade failed");
     assert_eq!(
         crate::support::get_pid(m.tcp_addr()),
@@ -328,6 +335,11 @@ fn an_upgrade_to_a_broken_binary_fails_and_the_old_master_carries_on() {
     let (code, status) = control(&m, &["status"]);
     assert_eq!(code, 0, "the old master still answers");
     assert!(status.contains("running"), "{status}");
+    let s = m.status();
+    assert_eq!(s.phase(), "running", "{s}");
+    assert_eq!((s.generation(), s.in_flight()), (0, None), "no reload: {s}");
+    assert_eq!(s.serving(), old, "{s}");
+    assert!(m.events(Ev::Upgraded).is_empty());
 }
 
 #[test]
@@ -358,9 +370,10 @@ fn on_master_change_upgrade_upgrades_in_place_when_a_reload_finds_a_new_binary()
     m.wait_ready();
     install_master(m.dir(), "mp-bin");
     m.signal(libc::SIGHUP);
-    let line = m.expect("master upgraded in place");
+    let line = m.expect_ev(Ev::Upgraded);
     assert_eq!(num(&line, "pid") as u32, m.pid());
-    m.expect("reload done generation=1 ");
+    let s = m.reload_ended(1, "done");
+    assert_eq!(s.master().num("pid"), u64::from(m.pid()), "{s}");
 }
 
 #[test]
@@ -375,7 +388,9 @@ fn by_default_a_new_binary_is_only_logged() {
     m.wait_ready();
     install_master(m.dir(), "mp-bin");
     m.signal(libc::SIGHUP);
+    // The log says it.
     m.expect("the master's own executable changed on disk");
-    m.expect("reload done generation=1 ");
-    assert!(!m.logged("upgrad"), "no upgrade by default");
+    m.reload_ended(1, "done");
+    assert!(m.events(Ev::Upgraded).is_empty(), "no upgrade by default");
+    assert!(!m.logged("upgrading the master"), "no upgrade by default");
 }

@@ -1,17 +1,23 @@
 //! The one harness for integration tests: start a real master over real workers, wait for
-//! its log lines with deadlines (never sleep), and clean up every process it started.
+//! what it does with deadlines (never sleep), and clean up every process it started.
 //!
-//! - [`Master::start`] runs the `master-process` binary in a fresh temp dir, with the
+//! - [`MasterCmd::start`] runs the `master-process` binary in a fresh temp dir, with the
 //!   `test-worker` fixture as the worker command by default.
-//! - [`Master::expect`] waits for the next log line that contains a pattern; the master's
-//!   stderr (and its workers', which they inherit) is read by a thread into [`Log`].
+//! - What the master did (ready workers, which pids serve, how a reload ended, a crash loop,
+//!   its phase) is read from its `status` over the control socket: [`Master::status`],
+//!   [`Master::wait_status`] (asked again at each line the master logs, within a deadline).
+//! - What status, a snapshot, cannot show (the order and timing of events: starts, stops,
+//!   SIGKILLs, restart plans, samples) is read from the log's structured fields through
+//!   [`Ev`], which recognises each event in one place: no test spells a log message.
+//! - [`Master::expect`] waits for a line containing a pattern: for what the log itself must
+//!   say (why a reload failed, debug lines with `-v`) and for the workers' own lines. The
+//!   master's stderr (and its workers', which they inherit) is read by a thread into [`Log`].
 //! - On drop: SIGKILL to the master and to the process group of every worker it logged.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -62,20 +68,14 @@ pub struct Log {
 }
 
 impl Log {
-    fn push(&self, line: String) {
-        let mut g = self.lines.lock().unwrap();
-        g.0.push(line);
-        self.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.lines.lock().unwrap().1 = true;
-        self.changed.notify_all();
-    }
-
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().0.clone()
+    }
+
+    /// How many lines so far.
+    pub fn len(&self) -> usize {
+        self.lines.lock().unwrap().0.len()
     }
 
     /// Waits until a line at or after `from` satisfies `pred`; returns its position.
@@ -95,6 +95,109 @@ impl Log {
                 return None;
             }
             g = self.changed.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Whether the writers closed the stream (the master and every worker are gone).
+    pub fn closed(&self) -> bool {
+        self.lines.lock().unwrap().1
+    }
+
+    /// Reads `stderr` into the log until every writer has closed it. Each chunk is read and
+    /// its lines pushed under the log's lock, so that [`Log::sync`] can tell when everything
+    /// written to the pipe so far is in the log.
+    fn read_from(&self, stderr: std::process::ChildStderr) {
+        use std::os::fd::AsRawFd;
+        let fd = stderr.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, -1) } < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            let mut g = self.lines.lock().unwrap();
+            let first = g.0.len();
+            let eof = loop {
+                // SAFETY: `buf` is valid for `buf.len()` bytes.
+                let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if n > 0 {
+                    pending.extend_from_slice(&buf[..n as usize]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let bytes: Vec<u8> = pending.drain(..=end).collect();
+                        g.0.push(String::from_utf8_lossy(&bytes[..end]).into_owned());
+                    }
+                    continue;
+                }
+                if n == 0 {
+                    break true;
+                }
+                match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::WouldBlock => break false,
+                    std::io::ErrorKind::Interrupted => {}
+                    _ => break true,
+                }
+            };
+            if eof && !pending.is_empty() {
+                g.0.push(String::from_utf8_lossy(&pending).into_owned());
+            }
+            // Echoed for the test's output, out of the lock (that output may be slow).
+            let new: Vec<String> = g.0[first..].to_vec();
+            if eof {
+                // Closed under the lock, before the descriptor is (when `stderr` drops).
+                g.1 = true;
+            }
+            drop(g);
+            self.changed.notify_all();
+            for line in new {
+                eprintln!("| {line}");
+            }
+            if eof {
+                return;
+            }
+        }
+        self.lines.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until every byte written to the stream so far (by the time of this call) is in
+    /// the log: the pipe `fd` (the read end of the stream, kept open by the reader until it
+    /// marks the log closed) is empty while the reader holds no chunk. A log line is written
+    /// with one write(2), so no line is half-read then.
+    fn sync(&self, fd: i32) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut g = self.lines.lock().unwrap();
+        loop {
+            if g.1 {
+                return;
+            }
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int; `fd` is open while the log is not closed.
+            let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+            if r != 0 || unread == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log reader did not catch up within {DEADLINE:?}"
+            );
+            g = self
+                .changed
+                .wait_timeout(g, Duration::from_millis(5))
+                .unwrap()
+                .0;
         }
     }
 }
@@ -248,21 +351,90 @@ impl MasterCmd {
         let mut child = cmd.spawn().expect("start master-process");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().unwrap();
+        let stderr_fd = {
+            use std::os::fd::AsRawFd;
+            stderr.as_raw_fd()
+        };
         let reader = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("| {line}");
-                reader.push(line);
-            }
-            reader.close();
-        });
+        std::thread::spawn(move || reader.read_from(stderr));
+        let control = self.control_at();
+        // The master is the child itself unless another program starts it (or is it).
+        let master_pid = self.program.is_none().then(|| child.id());
+        let runtime = self
+            .env_value("XDG_RUNTIME_DIR")
+            .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
         Master {
             child,
             log,
+            stderr_fd,
             cursor: 0,
             dir: self.dir,
+            runtime,
+            control,
+            master_pid,
             reports,
+        }
+    }
+
+    /// The last value given to environment variable `key`, if any.
+    fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Where the master will have its control socket, by its options.
+    fn control_at(&self) -> ControlAt {
+        let mut control = self.env_value("MASTER_PROCESS_CONTROL").map(str::to_string);
+        let mut name = self.env_value("MASTER_PROCESS_NAME").map(str::to_string);
+        let mut args = self.args.iter().map(|a| a.to_string_lossy());
+        while let Some(a) = args.next() {
+            for (flag, value) in [("--control", &mut control), ("--name", &mut name)] {
+                if a == flag {
+                    *value = args.next().map(|v| v.into_owned());
+                    break;
+                } else if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+                    *value = Some(v.to_string());
+                }
+            }
+        }
+        match control.as_deref() {
+            Some("off") => ControlAt::Off,
+            Some(path) => ControlAt::Path(self.dir.path().join(path)),
+            None => {
+                let folder = self
+                    .env_value("XDG_RUNTIME_DIR")
+                    .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from)
+                    .join("master-process");
+                match name {
+                    Some(name) => ControlAt::Path(folder.join(format!("{name}.sock"))),
+                    None => ControlAt::Folder(folder),
+                }
+            }
+        }
+    }
+}
+
+/// Where a master's control socket is.
+#[derive(Debug, Clone)]
+enum ControlAt {
+    /// The one socket in this folder (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
+    Folder(PathBuf),
+    /// This path (`--control PATH`, or `NAME.sock` in the folder with `--name NAME`).
+    Path(PathBuf),
+    /// None (`--control off`).
+    Off,
+}
+
+impl ControlAt {
+    /// The socket, if it is there.
+    fn find(&self) -> Option<PathBuf> {
+        match self {
+            ControlAt::Folder(folder) => find_control_socket(folder),
+            ControlAt::Path(path) => path.exists().then(|| path.clone()),
+            ControlAt::Off => None,
         }
     }
 }
@@ -278,8 +450,17 @@ fn write_knobs(path: &Path, knobs: &[(&str, &str)]) {
 pub struct Master {
     child: Child,
     log: Arc<Log>,
+    /// The read end of the master's stderr (owned by the reader thread; see [`Log::sync`]).
+    stderr_fd: i32,
     cursor: usize,
     dir: TempDir,
+    /// The `XDG_RUNTIME_DIR` the master was given (its temp dir unless the test set one).
+    runtime: PathBuf,
+    /// Where its control socket is.
+    control: ControlAt,
+    /// The master's pid, when the harness knows it (it started the master binary itself):
+    /// a status answer from another master is not this one's.
+    master_pid: Option<u32>,
     reports: PathBuf,
 }
 
@@ -306,30 +487,68 @@ impl Master {
         self.dir.path()
     }
 
-    /// Every log line so far.
+    /// Every log line so far: all the master (and its workers) wrote before this call.
     pub fn lines(&self) -> Vec<String> {
+        self.sync_log();
         self.log.lines()
     }
 
+    /// Waits until all the master (and its workers) wrote to stderr before this call is in
+    /// the log: what [`Master::logged`] and [`Master::lines`] see after a status answer
+    /// includes every line the master wrote before it answered.
+    pub fn sync_log(&self) {
+        self.log.sync(self.stderr_fd);
+    }
+
     /// Waits for the next line (after the previous match) containing `pattern`; returns it.
+    /// For what the log itself must say, and for the workers' own lines: what the master
+    /// did is read from [`Master::status`], and its events from [`Master::expect_ev`].
     pub fn expect(&mut self, pattern: &str) -> String {
         self.expect_within(pattern, DEADLINE)
     }
 
     /// [`Master::expect`] with another deadline.
     pub fn expect_within(&mut self, pattern: &str, within: Duration) -> String {
-        match self.log.wait(self.cursor, Instant::now() + within, |l| {
+        self.expect_line(&format!("a line containing {pattern:?}"), within, |l| {
             l.contains(pattern)
-        }) {
+        })
+    }
+
+    /// Moves the cursor of [`Master::expect`] past all the master wrote so far: what is
+    /// expected next happens after this call (say, after the signal the test sends next).
+    pub fn mark(&mut self) {
+        self.sync_log();
+        self.cursor = self.log.len();
+    }
+
+    /// Waits for the next event `want` of the master's log (after the previous match);
+    /// returns its line.
+    pub fn expect_ev(&mut self, want: impl Into<Want>) -> String {
+        let want = want.into();
+        self.expect_line(&format!("{want:?}"), DEADLINE, |l| want.matches(l))
+    }
+
+    /// Waits for the next line (after the previous match) that satisfies `pred`.
+    fn expect_line(&mut self, what: &str, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        match self.log.wait(self.cursor, Instant::now() + within, pred) {
             Some(i) => {
                 self.cursor = i + 1;
                 self.log.lines()[i].clone()
             }
             None => panic!(
-                "no log line containing {pattern:?} within {within:?}; log since the last match:\n{}",
+                "no {what} in the log within {within:?}; log since the last match:\n{}",
                 self.log.lines()[self.cursor..].join("\n")
             ),
         }
+    }
+
+    /// Every event `want` logged so far (from the start, the cursor does not move).
+    pub fn events(&self, want: impl Into<Want>) -> Vec<String> {
+        let want = want.into();
+        self.lines()
+            .into_iter()
+            .filter(|l| want.matches(l))
+            .collect()
     }
 
     /// Waits for a line containing each of `patterns`, in any order, anywhere in the log
@@ -369,73 +588,102 @@ impl Master {
         self.cursor = last;
     }
 
-    /// Waits `within` for a new line containing `pattern`; true if none came (a bounded wait
-    /// on the log to show that something does NOT happen, e.g. while monitoring is paused).
-    pub fn quiet(&self, pattern: &str, within: Duration) -> bool {
-        let from = self.log.lines().len();
-        self.log
-            .wait(from, Instant::now() + within, |l| l.contains(pattern))
-            .is_none()
+    /// Waits `within` for a new line that satisfies `pred`; true if none came (a bounded
+    /// wait on the log to show that something does NOT happen, e.g. while monitoring is
+    /// paused).
+    pub fn quiet(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        self.sync_log();
+        let from = self.log.len();
+        self.log.wait(from, Instant::now() + within, pred).is_none()
     }
 
     /// Whether any line so far (from the start) contains `pattern`.
     pub fn logged(&self, pattern: &str) -> bool {
-        self.log.lines().iter().any(|l| l.contains(pattern))
+        self.lines().iter().any(|l| l.contains(pattern))
     }
 
     /// How many lines so far contain `pattern`.
     pub fn count(&self, pattern: &str) -> usize {
-        self.log
-            .lines()
-            .iter()
-            .filter(|l| l.contains(pattern))
-            .count()
+        self.lines().iter().filter(|l| l.contains(pattern)).count()
     }
 
-    /// The address of the first TCP listener, from the "listening on" line.
+    /// The address of the first TCP listener, as status gives it. A program that is not
+    /// known to be a master (see [`MasterCmd::program`]: an app run alone, say) may instead
+    /// say it in a `listening on ADDR` line of its own.
     pub fn tcp_addr(&mut self) -> std::net::SocketAddr {
-        let i = self
-            .log
-            .wait(0, Instant::now() + DEADLINE, |l| {
-                l.contains("listening on ") && !l.contains("listening on unix:")
-            })
-            .expect("a TCP listener");
-        let line = &self.log.lines()[i];
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        addr.parse().unwrap()
+        let from_status = |s: &Status| {
+            s.listeners()
+                .find_map(|l| l.get("addr").parse::<std::net::SocketAddr>().ok())
+        };
+        if self.master_pid.is_some() {
+            return from_status(&self.wait_status("a TCP listener", |s| from_status(s).is_some()))
+                .unwrap();
+        }
+        let from_line = |l: &str| {
+            l.split("listening on ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<std::net::SocketAddr>()
+                .ok()
+        };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(addr) = self.try_status().as_ref().and_then(from_status) {
+                return addr;
+            }
+            let seen = self.log.len();
+            if let Some(addr) = self.log.lines().iter().find_map(|l| from_line(l)) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no TCP listener within {DEADLINE:?}; log:\n{}",
+                self.log.lines().join("\n")
+            );
+            self.log.wait(
+                seen,
+                (Instant::now() + Duration::from_millis(250)).min(deadline),
+                |_| true,
+            );
+        }
     }
 
-    /// Waits until every slot has a ready worker (the first time); returns their pids.
+    /// Waits until every slot has had a ready worker (the master's phase is `running`);
+    /// returns the pids that serve, by slot.
     pub fn wait_ready(&mut self) -> Vec<u32> {
-        self.expect("all workers ready");
-        self.serving()
+        self.wait_status("every slot ready (phase running)", |s| {
+            s.phase() == "running"
+        })
+        .serving()
     }
 
-    /// Pids of the workers started and not yet stopped, per the log, by slot.
+    /// The pids of the ready serving workers now, by slot, as the master says.
     pub fn serving(&self) -> Vec<u32> {
-        let mut by_slot: BTreeMap<u64, u32> = BTreeMap::new();
+        self.status().serving()
+    }
+
+    /// Every worker pid the master logged (its lines about a worker carry `pid=` and
+    /// `generation=`; the first is the worker's start), in order, each once.
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.sync_log();
+        self.logged_pids()
+    }
+
+    /// [`Master::started_pids`] among the lines read so far.
+    fn logged_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = Vec::new();
         for l in self.log.lines() {
-            if l.contains("worker ready ") {
-                by_slot.insert(num(&l, "index"), num(&l, "pid") as u32);
+            if !l.contains(MASTER_TARGET) || field(&l, "generation").is_none() {
+                continue;
+            }
+            if let Some(pid) = field(&l, "pid").and_then(|p| p.parse().ok()) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
             }
         }
-        by_slot.into_values().collect()
-    }
-
-    /// Every worker pid the master logged as started.
-    pub fn started_pids(&self) -> Vec<u32> {
-        self.log
-            .lines()
-            .iter()
-            .filter(|l| l.contains("worker started "))
-            .map(|l| num(l, "pid") as u32)
-            .collect()
+        pids
     }
 
     /// Sends a signal to the master.
@@ -445,11 +693,72 @@ impl Master {
         assert_eq!(r, 0, "kill master: {}", std::io::Error::last_os_error());
     }
 
-    /// SIGHUP, then waits for `reload done generation=N`; returns the new serving pids.
+    /// SIGHUP, then waits until the master says reload `generation` is done; returns the
+    /// pids that serve now, by slot, every one of that generation. See
+    /// [`Master::reload_done`].
     pub fn reload(&mut self, generation: u64) -> Vec<u32> {
         self.signal(libc::SIGHUP);
-        self.expect(&format!("reload done generation={generation} "));
-        self.serving()
+        self.reload_done(generation)
+    }
+
+    /// Waits until the master logs the end of reload `generation` (no canary), and asserts
+    /// that it is done: every slot has a worker of that generation found ready. Returns
+    /// their pids, by slot.
+    ///
+    /// Read from the log's structured fields, not from status: a status request reads the
+    /// /proc tree of every worker, and reaping a worker whose tree was read while it served
+    /// a load stalls the master in the kernel (up to a second), which would slow every
+    /// reload of a loop under load. [`Master::reload_ended`] asks status.
+    pub fn reload_done(&self, generation: u64) -> Vec<u32> {
+        let end = Ev::ReloadEnded.generation(generation);
+        let Some(at) = self
+            .log
+            .wait(0, Instant::now() + DEADLINE, |l| end.matches(l))
+        else {
+            panic!(
+                "reload {generation} did not end within {DEADLINE:?}; log:\n{}",
+                self.log.lines().join("\n")
+            );
+        };
+        let lines = self.log.lines();
+        let (mut slots, mut ready) = (BTreeSet::new(), BTreeMap::new());
+        for l in lines[..at].iter().filter(|l| Ev::Ready.matches(l)) {
+            let index = num(l, "index");
+            match num(l, "generation") {
+                g if g < generation => {
+                    slots.insert(index);
+                }
+                g if g == generation => {
+                    ready.insert(index, num(l, "pid") as u32);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            ready.keys().eq(slots.iter()),
+            "reload {generation} failed: ready {ready:?} of slots {slots:?}; its lines:\n{}",
+            lines
+                .iter()
+                .filter(|l| field(l, "generation") == Some(&generation.to_string()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        ready.into_values().collect()
+    }
+
+    /// Waits until reload `generation` has ended (status: `last_reload`, or one of the
+    /// `recent_reload`s), and asserts that its outcome is `outcome` (`done` or `failed`);
+    /// returns the status that says so.
+    pub fn reload_ended(&self, generation: u64, outcome: &str) -> Status {
+        let s = self.wait_status_when(
+            &format!("reload {generation} ended"),
+            |l| Ev::ReloadEnded.generation(generation).matches(l),
+            |s| s.reload(generation).is_some(),
+        );
+        let ended = s.reload(generation).unwrap();
+        assert_eq!(ended.get("outcome"), outcome, "reload {generation}: {s}");
+        s
     }
 
     /// Waits for the master to exit; returns its exit code (or 128 + signal).
@@ -488,7 +797,7 @@ impl Drop for Master {
         // SAFETY: kill(2) has no memory effects; stale pids at worst get ESRCH.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGKILL);
-            for pid in self.started_pids() {
+            for pid in self.logged_pids() {
                 libc::kill(-(pid as i32), libc::SIGKILL);
             }
         }
@@ -551,6 +860,11 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// How long a request of a test load may take before it counts as lost: far above any
+/// answer a worker gives (milliseconds), yet what a request may wait on a 2-core machine
+/// that runs other suites at once (seconds, when the load average passes 20).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A load of `mode` on `connections` connections to `target`, once it has answered 200
 /// requests (so that what follows happens under load, not before it).
 pub fn start_load(
@@ -561,6 +875,7 @@ pub fn start_load(
     let mut cfg = loadgen::Config::new(target);
     cfg.connections = connections;
     cfg.mode = mode;
+    cfg.request_timeout = REQUEST_TIMEOUT;
     let load = loadgen::start(cfg);
     assert!(
         load.wait_for_requests(200, DEADLINE),
@@ -665,19 +980,26 @@ pub fn run_bounded(mut cmd: Command, within: Duration) -> Output {
 
 /// The control socket of the one master whose `XDG_RUNTIME_DIR` is `dir`.
 pub fn control_socket_in(dir: &Path) -> PathBuf {
-    let folder = dir.join("master-process");
-    let sockets: Vec<PathBuf> = std::fs::read_dir(&folder)
-        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<PathBuf>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p: &PathBuf| p.extension().is_some_and(|e| e == "sock"))
+    find_control_socket(&dir.join("master-process")).unwrap_or_else(|| {
+        panic!(
+            "expected one control socket in {}",
+            dir.join("master-process").display()
+        )
+    })
+}
+
+/// The one socket in control folder `folder` (`$XDG_RUNTIME_DIR/master-process`), if there
+/// is exactly one.
+fn find_control_socket(folder: &Path) -> Option<PathBuf> {
+    let sockets: Vec<PathBuf> = std::fs::read_dir(folder)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sock"))
         .collect();
-    match sockets.as_slice() {
-        [one] => one.clone(),
-        _ => panic!(
-            "expected one control socket in {}: {sockets:?}",
-            folder.display()
-        ),
+    match <[PathBuf; 1]>::try_from(sockets) {
+        Ok([one]) => Some(one),
+        Err(_) => None,
     }
 }
 
@@ -739,6 +1061,13 @@ impl Record {
             .get(key)
             .unwrap_or_else(|| panic!("no {key} in {self:?}"))
     }
+
+    /// The numeric value of field `key`; the test fails if it is missing or not a number.
+    pub fn num(&self, key: &str) -> u64 {
+        self.get(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number in {self:?}"))
+    }
 }
 
 /// Sends `request` (bytes, as they are) on a fresh connection to the control socket at
@@ -795,25 +1124,381 @@ pub fn records(answer: &[u8]) -> Vec<Record> {
 }
 
 impl Master {
-    /// The master's control socket: the one socket in its control folder
-    /// (`$XDG_RUNTIME_DIR/master-process/NAME.sock`).
+    /// The master's control socket: by default the one socket in its control folder
+    /// (`$XDG_RUNTIME_DIR/master-process/NAME.sock`), else its `--control` path.
     pub fn control_path(&self) -> PathBuf {
-        control_socket_in(self.dir())
+        self.control
+            .find()
+            .unwrap_or_else(|| panic!("no control socket at {:?}", self.control))
     }
 
     /// Runs `master-process <args>` (a control command) against this master, to completion.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        run_bounded(control_command(self.dir(), args), DEADLINE)
+        run_bounded(control_command(&self.runtime, args), DEADLINE)
     }
 
     /// The master's status, asked over the control socket directly (no client process: cheap
     /// enough to sample in a loop).
-    pub fn status(&self) -> Vec<Record> {
-        records(&control_exchange(
+    pub fn status(&self) -> Status {
+        Status(records(&control_exchange(
             &self.control_path(),
             b"MP/1 status\n",
             DEADLINE,
-        ))
+        )))
+    }
+
+    /// The master's status, or `None` if it does not answer (no control socket yet, or not
+    /// any more).
+    fn try_status(&self) -> Option<Status> {
+        use std::io::{Read, Write};
+        let path = self.control.find()?;
+        let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+        s.set_read_timeout(Some(DEADLINE)).ok()?;
+        s.write_all(b"MP/1 status\n").ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).ok()?;
+        let status = Status(records(answer.ends_with(b"\nend\n").then_some(&answer)?));
+        match self.master_pid {
+            Some(pid) if status.master().num("pid") != u64::from(pid) => None,
+            _ => Some(status),
+        }
+    }
+
+    /// Waits until the master's status satisfies `pred`, within [`DEADLINE`]; returns it.
+    /// `what` says what is awaited, for the failure message. Status is asked at once, then
+    /// again each time the master logs a line (each of its events is logged), and every
+    /// 250 ms anyway.
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+        // The control server's own lines (with -v) are not events: they would make every
+        // request wake the next one.
+        self.poll_status(what, true, |l| !l.contains("master_process::control"), pred)
+    }
+
+    /// [`Master::wait_status`], asking only when a line satisfies `wake` (and every 250 ms
+    /// anyway), not at once: a status request reads the /proc tree of every worker, and
+    /// under load the fewer the better.
+    pub fn wait_status_when(
+        &self,
+        what: &str,
+        wake: impl Fn(&str) -> bool,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        self.poll_status(what, false, wake, pred)
+    }
+
+    fn poll_status(
+        &self,
+        what: &str,
+        mut ask: bool,
+        wake: impl Fn(&str) -> bool,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        const TICK: Duration = Duration::from_millis(250);
+        let deadline = Instant::now() + DEADLINE;
+        let mut last: Option<Status> = None;
+        let mut seen = self.log.len();
+        loop {
+            if ask {
+                seen = self.log.len();
+                match self.try_status() {
+                    Some(s) if pred(&s) => return s,
+                    Some(s) => last = Some(s),
+                    None if self.log.closed() => panic!(
+                        "waiting for {what}: the master is gone; log:\n{}",
+                        self.log.lines().join("\n")
+                    ),
+                    None => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let lines = self.log.lines();
+                panic!(
+                    "no {what} within {DEADLINE:?}; last status:\n{}\nlog (last 40 lines):\n{}",
+                    last.map_or("none".to_string(), |s| s.to_string()),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            // The next line that wakes us, or the tick.
+            if let Some(i) = self.log.wait(seen, (now + TICK).min(deadline), &wake) {
+                seen = i + 1;
+            }
+            ask = true;
+        }
+    }
+}
+
+/// The master's `status` answer: its records in order (`master`, `listener`s, `last_reload`,
+/// `worker`s, `slot`s), as `records` (`status[0]`, `status.iter()`) and by name.
+#[derive(Debug, Clone)]
+pub struct Status(pub Vec<Record>);
+
+impl std::ops::Deref for Status {
+    type Target = [Record];
+    fn deref(&self) -> &[Record] {
+        &self.0
+    }
+}
+
+impl IntoIterator for Status {
+    type Item = Record;
+    type IntoIter = std::vec::IntoIter<Record>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.0 {
+            write!(f, "{}", r.kind)?;
+            for (k, v) in &r.fields {
+                write!(f, " {k}={v}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Status {
+    /// The `master` record.
+    pub fn master(&self) -> &Record {
+        self.0
+            .iter()
+            .find(|r| r.kind == "master")
+            .unwrap_or_else(|| panic!("no master record in {self}"))
+    }
+
+    /// The master's phase: `starting`, `running`, `stopping`...
+    pub fn phase(&self) -> &str {
+        self.master().get("phase")
+    }
+
+    /// The `RELOAD_INDEX` of the latest reload (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.master().num("generation")
+    }
+
+    /// The reload in flight, if any.
+    pub fn in_flight(&self) -> Option<u64> {
+        self.master()
+            .fields
+            .get("reload_in_flight")
+            .map(|g| g.parse().unwrap())
+    }
+
+    /// The `listener` records.
+    pub fn listeners(&self) -> impl Iterator<Item = &Record> {
+        self.0.iter().filter(|r| r.kind == "listener")
+    }
+
+    /// The `last_reload` record, once a reload has ended.
+    pub fn last_reload(&self) -> Option<&Record> {
+        self.0.iter().find(|r| r.kind == "last_reload")
+    }
+
+    /// The outcome of reload `generation`, if it has ended and status still shows it (the
+    /// last reload, and a few before).
+    pub fn reload(&self, generation: u64) -> Option<&Record> {
+        self.0.iter().find(|r| {
+            (r.kind == "last_reload" || r.kind == "recent_reload")
+                && r.num("generation") == generation
+        })
+    }
+
+    /// The `worker` records.
+    pub fn workers(&self) -> impl Iterator<Item = &Record> {
+        self.0.iter().filter(|r| r.kind == "worker")
+    }
+
+    /// The `worker` record of `pid`, if the master has such a worker.
+    pub fn worker(&self, pid: u32) -> Option<&Record> {
+        self.workers().find(|w| w.num("pid") == u64::from(pid))
+    }
+
+    /// The pids of the ready serving workers, by slot.
+    pub fn serving(&self) -> Vec<u32> {
+        let mut serving: Vec<(u64, u32)> = self
+            .workers()
+            .filter(|w| w.get("role") == "serving" && w.get("state") == "ready")
+            .map(|w| (w.num("index"), w.num("pid") as u32))
+            .collect();
+        serving.sort_unstable();
+        serving.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The `slot` record of slot `index`.
+    pub fn slot(&self, index: usize) -> &Record {
+        self.0
+            .iter()
+            .find(|r| r.kind == "slot" && r.num("index") == index as u64)
+            .unwrap_or_else(|| panic!("no slot {index} in {self}"))
+    }
+}
+
+/// The target prefix of the master's own log lines (the workers' lines share the stream).
+pub const MASTER_TARGET: &str = " master_process::";
+
+/// The events of the master's log that tests order or time: history, which status (a
+/// snapshot) cannot show. Each is recognised here and only here: by a structured field
+/// that only its line carries where there is one, else by its message, so that a reworded
+/// message is fixed in this one place and in no test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ev {
+    /// A worker was started: `pid`, `index`, `generation`, `at_ms` (the master's clock).
+    Started,
+    /// A worker was found ready: `pid`, `index`, `generation`, `after_ms` since its start.
+    Ready,
+    /// A worker was asked to stop (SIGTERM): `pid`, `index`, `generation`, `at_ms`.
+    Stopping,
+    /// A stopping worker outlived MAX_KILL_TIMEOUT; SIGKILL to its group: `pid`, `index`,
+    /// `generation`, `timeout_ms`, `at_ms`.
+    Killed,
+    /// A worker that was asked to stop exited: `pid`, `index`, `generation`, `status`.
+    Stopped,
+    /// A serving worker exited on its own: `pid`, `index`, `generation`, `status`,
+    /// `lived_ms`, `crashes` (in a row).
+    Crashed,
+    /// A slot's restart was planned: `index`, `delay_ms`, and `crashes` when it is
+    /// crash-looping.
+    Restart,
+    /// A reload began: `generation`, `workers`.
+    ReloadStarted,
+    /// A reload ended, done or failed: `generation`, `took_ms`.
+    ReloadEnded,
+    /// A reload's canary is ready; the master watches it: `pid`, `index`, `canary_ms`.
+    CanaryWatched,
+    /// The canary stayed ready its canary time; the rest follow: `pid`.
+    CanaryPassed,
+    /// The resource monitor sampled a worker (a debug line): `pid`, `memory_over` and
+    /// `cpu_over` (samples over the limit in a row), `rss_mb`, `cpu_pct`.
+    Sample,
+    /// The resource monitor has a worker replaced: `pid`, `index`.
+    Replacing,
+    /// A worker's memory went above 80% of the limit: `pid`, `rss_mb`, `limit_mb`.
+    MemoryHigh,
+    /// A worker exited, whatever the reason: `pid`, `index`, `generation`, `status`.
+    Exited,
+    /// The master reaped a process that is not a worker (an orphan it adopted; a debug
+    /// line): `pid`, `status`.
+    Reaped,
+    /// Before it exits, the master stops what workers left behind: `count`, and the pids in
+    /// its message (`[1, 2]`).
+    OrphansStopping,
+    /// A reload was asked during another: one more is queued. No field.
+    ReloadQueued,
+    /// The master was upgraded in place and adopted its workers: `pid`, `workers`,
+    /// `version`.
+    Upgraded,
+    /// A worker stayed up --max-backoff: its slot's crash count is reset. `index`, `pid`.
+    Stable,
+}
+
+impl Ev {
+    /// Whether `line` is this event.
+    pub fn matches(self, line: &str) -> bool {
+        let has = |key| field(line, key).is_some();
+        line.contains(MASTER_TARGET)
+            && match self {
+                // Same fields as `Stopping`: told apart by the message.
+                Ev::Started => line.contains("worker started "),
+                Ev::Stopping => line.contains("stopping worker "),
+                // Same fields as other exits of a worker.
+                Ev::Stopped => line.contains("worker stopped "),
+                // Same fields as the `reload failed` warning.
+                Ev::ReloadStarted => line.contains("reload started "),
+                // Its only field is `pid`.
+                Ev::CanaryPassed => line.contains("canary passed"),
+                // Its fields are `pid` and `index`.
+                Ev::Replacing => line.contains("replacing worker"),
+                Ev::ReloadQueued => line.contains("reload queued"),
+                // Its fields are `index` and `pid`.
+                Ev::Stable => line.contains("crash count reset"),
+                Ev::Ready => has("after_ms"),
+                Ev::Killed => has("timeout_ms"),
+                Ev::Crashed => has("lived_ms"),
+                Ev::Restart => has("delay_ms"),
+                Ev::ReloadEnded => has("took_ms"),
+                Ev::CanaryWatched => has("canary_ms"),
+                Ev::Sample => has("memory_over"),
+                Ev::MemoryHigh => has("limit_mb"),
+                Ev::Exited => has("status") && has("generation"),
+                Ev::Reaped => has("status") && !has("generation"),
+                Ev::OrphansStopping => has("count"),
+                Ev::Upgraded => has("version") && has("workers"),
+            }
+    }
+
+    /// This event, of worker `pid`.
+    pub fn pid(self, pid: impl std::fmt::Display) -> Want {
+        Want::from(self).pid(pid)
+    }
+
+    /// This event, of generation `generation`.
+    pub fn generation(self, generation: impl std::fmt::Display) -> Want {
+        Want::from(self).generation(generation)
+    }
+
+    /// This event, of slot `index`.
+    pub fn index(self, index: impl std::fmt::Display) -> Want {
+        Want::from(self).index(index)
+    }
+
+    /// This event, with `value` in field `key`.
+    pub fn field(self, key: &'static str, value: impl std::fmt::Display) -> Want {
+        Want::from(self).field(key, value)
+    }
+}
+
+/// An [`Ev`] whose fields must have given values.
+#[derive(Debug, Clone)]
+pub struct Want {
+    ev: Ev,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl From<Ev> for Want {
+    fn from(ev: Ev) -> Want {
+        Want {
+            ev,
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl Want {
+    /// Of worker `pid`.
+    pub fn pid(mut self, pid: impl std::fmt::Display) -> Want {
+        self.fields.push(("pid", pid.to_string()));
+        self
+    }
+
+    /// Of generation `generation`.
+    pub fn generation(mut self, generation: impl std::fmt::Display) -> Want {
+        self.fields.push(("generation", generation.to_string()));
+        self
+    }
+
+    /// Of slot `index`.
+    pub fn index(mut self, index: impl std::fmt::Display) -> Want {
+        self.fields.push(("index", index.to_string()));
+        self
+    }
+
+    /// With `value` in field `key`.
+    pub fn field(mut self, key: &'static str, value: impl std::fmt::Display) -> Want {
+        self.fields.push((key, value.to_string()));
+        self
+    }
+
+    /// Whether `line` is this event with these fields.
+    pub fn matches(&self, line: &str) -> bool {
+        self.ev.matches(line)
+            && self
+                .fields
+                .iter()
+                .all(|(k, v)| field(line, k) == Some(v.as_str()))
     }
 }
 
