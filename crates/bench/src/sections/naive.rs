@@ -39,6 +39,8 @@ struct Row {
     latencies_ms: Vec<f64>,
     workers_after: usize,
     errors: Vec<String>,
+    /// How it stopped, when that is worth a note.
+    stop_note: Option<String>,
 }
 
 /// The managers, in the table's order.
@@ -82,6 +84,7 @@ fn manager(ctx: &Ctx, tools: &Tools, kind: Kind) -> Row {
         latencies_ms: Vec::new(),
         workers_after: 0,
         errors: Vec::new(),
+        stop_note: None,
     };
     let mut server = match server::start(ctx, tools, kind) {
         Ok(s) => s,
@@ -125,7 +128,12 @@ fn manager(ctx: &Ctx, tools: &Tools, kind: Kind) -> Row {
     row.workers_after = server.workers().len();
     let said = server.stop();
     let clean = said.is_empty() || said.contains("exit code 0") || said.contains("stopped");
-    if !clean {
+    if !clean && kind.cluster() {
+        // The reference's own shutdown, not the bench's: noted, not an error.
+        row.stop_note = Some(format!(
+            "it did not exit within 15 s of SIGTERM, and was killed ({said})"
+        ));
+    } else if !clean {
         row.errors.push(format!("stopping it: {said}"));
     }
     row
@@ -222,6 +230,9 @@ fn figures(s: &mut Section, row: &Row) {
     }
     if !row.command.is_empty() {
         s.notes.push(format!("- {label}: `{}`", row.command));
+    }
+    if let Some(note) = &row.stop_note {
+        s.notes.push(format!("- {label}: **{note}**."));
     }
     let Some(l) = &row.load else {
         return;
