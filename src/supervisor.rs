@@ -502,6 +502,11 @@ impl Supervisor {
         self.reload.as_ref()
     }
 
+    /// Whether one more reload will start when the current one ends.
+    pub fn reload_queued(&self) -> bool {
+        self.reload_queued
+    }
+
     /// How the last reload that ended, ended.
     pub fn last_reload(&self) -> Option<&ReloadOutcome> {
         self.last_reload.as_ref()

@@ -132,19 +132,15 @@ fn c_server() -> PathBuf {
     })
 }
 
-/// The Go server (`tests/fixtures/go/server.go`), built with `CGO_ENABLED=0`; `None` (with the
-/// reason printed) only if Go is not installed.
-fn go_server() -> Option<PathBuf> {
-    if Command::new("go").arg("version").output().is_err() {
-        eprintln!(
-            "SKIPPED: `go` is not installed (.ci/run installs Debian's golang-go); the Go server \
-             was not tested"
-        );
-        return None;
-    }
+/// The Go server (`tests/fixtures/go/server.go`), built once with `CGO_ENABLED=0`.
+fn go_server() -> PathBuf {
+    assert!(
+        Command::new("go").arg("version").output().is_ok(),
+        "`go` is not installed: `cargo xtask test` installs Debian's golang-go"
+    );
     let src = fixtures().join("go/server.go");
     let cache = cache_dir();
-    Some(built("go-server", std::slice::from_ref(&src), |out| {
+    built("go-server", std::slice::from_ref(&src), |out| {
         let mut cmd = Command::new("go");
         cmd.arg("build")
             .arg("-o")
@@ -158,7 +154,7 @@ fn go_server() -> Option<PathBuf> {
             .env("GOTOOLCHAIN", "local")
             .env("GOPROXY", "off");
         run_build(cmd, "go build");
-    }))
+    })
 }
 
 /// The Express app (`tests/fixtures/node/express`) with its dependencies installed from npm
@@ -822,7 +818,7 @@ fn a_static_c_binary_binding_its_port_is_adopted_through_ten_reloads_under_load(
 
 #[test]
 fn a_go_server_binding_its_port_is_adopted_through_ten_reloads_under_load() {
-    let Some(server) = go_server() else { return };
+    let server = go_server();
     let port = free_port();
     let m = master(&[server.display().to_string()])
         .args(["-w", "2"])

@@ -57,27 +57,7 @@ fn parsed_by_the_prometheus_client(text: &str) -> Vec<(String, String, String, f
                   \x20   for s in f.samples:\n\
                   \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
                   \x20       print(f'{f.name}\\t{f.type}\\t{s.name}\\t{labels}\\t{s.value}')\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus client rejects the exposition: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    python(script, text, "the Prometheus client rejects the exposition")
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();

@@ -496,8 +496,8 @@ pub const CONTROL_SOCKET: Opt<ControlSocket> = Opt {
         env: &["MASTER_PROCESS_CONTROL"],
         takes: Takes::Value("PATH"),
         default_help: Some(
-            "NAME.sock in $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/master-process, \
-                            /run/master-process for root, or a private folder in /tmp",
+            "NAME.sock in $XDG_RUNTIME_DIR/master-process, /run/master-process for root, \
+                            or master-process-UID in the temp folder",
         ),
         heading: CONTROL,
         help: "The control socket (`master-process reload|status|stop|signal`), or `off`",

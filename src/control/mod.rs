@@ -1,9 +1,9 @@
 //! Control: `master-process reload | status | stop | signal` against a running master,
 //! over a unix socket.
 //!
-//! The master listens on a unix stream socket (`--control PATH`; by default
-//! `$XDG_RUNTIME_DIR/master-process.sock`, `/run/master-process.sock` for root), mode 0600,
-//! and answers only peers of its own user or root (`SO_PEERCRED`).
+//! The master listens on a unix stream socket (`--control PATH`; by default `NAME.sock` in
+//! its user's private folder, see [`paths`]), mode 0600, and answers only peers of its own
+//! user or root (`SO_PEERCRED`).
 //!
 //! # Protocol (version 1)
 //! Line-based and versioned. The client sends one request line of at most [`MAX_LINE`]

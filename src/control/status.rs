@@ -52,7 +52,8 @@ pub fn status_records(
         };
         master = master
             .with("reload_in_flight", r.generation)
-            .with("reload_stage", stage);
+            .with("reload_stage", stage)
+            .with("reload_queued", sup.reload_queued());
     }
     match monitor {
         None => master = master.with("monitor", "off"),

@@ -141,7 +141,7 @@ pub(super) fn resume(config: Config, signals: SignalPipe) -> Result<i32> {
     };
     // Signals that arrived during the exec were held: now they reach our handlers.
     upgrade::block_signals(false);
-    master.reap(now);
+    master.reap();
     match upgrade::rolled_back() {
         Some(why) => {
             tracing::error!(

@@ -336,7 +336,7 @@ impl Master {
             let mut control = false;
             for source in ready {
                 match source {
-                    Source::Signals => self.on_signals(now),
+                    Source::Signals => self.on_signals(),
                     Source::Notify => self.on_notify_ready(now),
                     Source::Listener(i) => self.listener_died(i, now),
                     Source::Control => control = true,
@@ -348,6 +348,8 @@ impl Master {
             if let Some(m) = self.metrics.as_mut() {
                 m.expire(now);
             }
+            // Handling the events took time (a reap may block): what is due is due now.
+            let now = Instant::now();
             self.probe(now);
             if starting {
                 // A new worker may have called listen() on the shared socket, shrinking
@@ -429,10 +431,11 @@ impl Master {
             .map_err(|e| Error::io("poll failed", e))
     }
 
-    fn on_signals(&mut self, now: Instant) {
+    fn on_signals(&mut self) {
         for signal in self.signals.drain() {
+            let now = Instant::now();
             match signal {
-                Signal::Child => self.reap(now),
+                Signal::Child => self.reap(),
                 Signal::Hangup => self.reload_requested(None, now),
                 Signal::User2 => {
                     self.sup.on_signal(&mut self.os, Signal::User2, now);
@@ -704,8 +707,10 @@ impl Master {
         }
     }
 
-    /// Reaps every child that has exited.
-    fn reap(&mut self, now: Instant) {
+    /// Reaps every child that has exited. Each exit is timed when it is reaped: `wait4` may
+    /// block a while (the kernel drops the worker's `/proc` entries then), and a restart
+    /// decided on an older time would count the worker's next life from too early.
+    fn reap(&mut self) {
         loop {
             let (pid, status) = match waitpid(None::<NixPid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
@@ -721,6 +726,7 @@ impl Master {
                     return;
                 }
             };
+            let now = Instant::now();
             self.sup
                 .on_exit(&mut self.os, pid.as_raw() as Pid, status, now);
         }
