@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::noise::Others;
 use crate::report::{Json, Report, Section, obj};
+use crate::sections::peers::reference;
 use crate::{Ctx, setup, sys};
 
 /// What the header says about the run, besides the context.
@@ -132,12 +133,20 @@ fn lines(ctx: &Ctx, run: &Run, versions: &[(String, String)]) -> Vec<(&'static s
             ),
         ),
         ("Versions", versions.join("; ")),
+        ("Reference", reference_text(ctx)),
         (
             "Settings",
             format!(
                 "reps {}, wrk duration {} s, storm {} SIGHUPs, idle {} s, detection {} reloads, \
-                 monitor {} s{quick}",
-                o.reps, o.duration_s, o.storm_secs, o.idle_secs, o.detect_reloads, o.monitor_secs,
+                 monitor {} s, bind cycles {}, scrapes {}{quick}",
+                o.reps,
+                o.duration_s,
+                o.storm_secs,
+                o.idle_secs,
+                o.detect_reloads,
+                o.monitor_secs,
+                o.bind_cycles,
+                o.scrape_secs,
             ),
         ),
         (
@@ -169,6 +178,28 @@ fn lines(ctx: &Ctx, run: &Run, versions: &[(String, String)]) -> Vec<(&'static s
         lines.push(("Noise", noise));
     }
     lines
+}
+
+/// Which reference the sections that compare with it ran.
+fn reference_text(ctx: &Ctx) -> String {
+    match (&ctx.opts.reference, reference::installed()) {
+        (None, _) => "not given (`--reference PATH`): where a section compares with the \
+                      reference module, its stand-in `crates/bench/apps/node/cluster-server.js` \
+                      ran"
+        .to_owned(),
+        (Some(path), Some(r)) => format!(
+            "**the real module**, master-process {} for Node.js, `--reference {}` ({}), \
+             installed under `target/bench/reference`",
+            r.version,
+            path.display(),
+            r.source
+        ),
+        (Some(path), None) => format!(
+            "`--reference {}` given, but not installed in this run (see the sections' notes, \
+             or no section that uses it ran)",
+            path.display()
+        ),
+    }
 }
 
 /// The same facts, structured.
@@ -207,6 +238,7 @@ fn json(ctx: &Ctx, run: &Run, versions: &[(String, String)]) -> Vec<(&'static st
             Json::obj(versions.iter().map(|(k, v)| (k.clone(), Json::from(v)))),
         ),
         ("settings", settings),
+        ("reference", Json::from(reference_text(ctx))),
         ("environment", environment),
         ("run_secs", Json::from(run.took.as_secs_f64())),
     ]

@@ -10,12 +10,24 @@
 //! `--ready listening`, the default: from the worker's first wait on the socket to the
 //! master's `worker ready` line, idle and under load; the master's CPU per reload and its
 //! wakeups when idle), `monitor` (what the resource monitor costs the master: CPU per sample
-//! per worker, CPU % of one core and wakeups per second at the default interval) and `peers`
-//! (the same Node.js and Python WSGI apps, `tests/fixtures/node` and `crates/bench/apps`,
-//! bare, under pm2 / gunicorn and under master-process: req/s ratios to bare, failed requests
-//! in a reload storm, reload latency, manager RSS). `storm` and `detection` run their masters
-//! with `--no-monitor`, so that their idle wakeups are the loop's alone; `throughput` keeps
-//! the default (monitor on).
+//! per worker, CPU % of one core and wakeups per second at the default interval), `metrics`
+//! (the master's RSS and idle wakeups with `--metrics` on and off, the CPU of a scrape),
+//! `adoption` (what one adopted bind and listen cost, the seccomp filter's toll per system
+//! call, a syscall-heavy worker's throughput with the filter on and off), `peers` (the same
+//! Node.js and Python WSGI apps, `tests/fixtures/node` and `crates/bench/apps`, bare, under
+//! pm2 / gunicorn, under the reference module with `--reference`, and under master-process,
+//! the Node.js app also unchanged, binding its port itself: req/s ratios to bare, failed
+//! requests in a reload storm, reload latency, manager RSS), `naive` (the reference README's
+//! app, no SIGTERM handler, in a keep-alive reload storm under the reference, pm2 and
+//! master-process with its Node.js drain on and off), `scale` (costs against workers,
+//! listeners, threads, reloads) and `queue` (connect time and failures against concurrency
+//! during reloads). `storm` and `detection` run their masters with `--no-monitor`, so that
+//! their idle wakeups are the loop's alone; `throughput` keeps the default (monitor on).
+//!
+//! `--reference PATH` (a checkout of the original Node.js module, or a git directory) installs
+//! it under `target/bench/reference` for the sections that compare with it; without it they
+//! run a stand-in that reloads as it did (`crates/bench/apps/node/cluster-server.js`) and say
+//! so. None of the reference's code is in this repository.
 //!
 //! What the sections share: [`master`] starts the programs under test, [`process`] controls
 //! every child (cleanup on every path), [`lines`] reads their logs, [`measure`] a process's CPU
@@ -50,18 +62,23 @@ use std::time::{Duration, Instant};
 
 use opts::{Opts, USAGE};
 use report::{Report, Section};
-use sections::{detection, monitor, peers, queue, scale, storms, throughput};
+use sections::{
+    adoption, detection, metrics, monitor, naive, peers, queue, scale, storms, throughput,
+};
 
 /// A benchmark section: its name (for `--only`) and what runs it.
 type Runner = fn(&Ctx) -> Result<Vec<Section>, String>;
 
 /// Every section, in the order they run.
-const SECTIONS: [(&str, Runner); 7] = [
+const SECTIONS: [(&str, Runner); 10] = [
     ("throughput", throughput::run),
     ("storm", storms::run),
     ("detection", detection::run),
     ("monitor", monitor::run),
+    ("metrics", metrics::run),
+    ("adoption", adoption::run),
     ("peers", peers::run),
+    ("naive", naive::run),
     ("scale", scale::run),
     ("queue", queue::run),
 ];

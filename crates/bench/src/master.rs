@@ -107,13 +107,24 @@ impl Master {
         ready: Ready,
         extra: &Extra<'_>,
     ) -> Result<Master, String> {
+        Master::start_within(ctx, workers, ready, extra, START_TIMEOUT)
+    }
+
+    /// [`Master::start`], its workers given `timeout` to be ready.
+    pub fn start_within(
+        ctx: &Ctx,
+        workers: usize,
+        ready: Ready,
+        extra: &Extra<'_>,
+        timeout: Duration,
+    ) -> Result<Master, String> {
         let mut cmd = command(&ctx.bins.master, workers);
         if ready == Ready::Notify {
             cmd.args(["--ready", "notify"]).env("TW_READY", "notify");
         }
         cmd.args(extra.args).arg("--").arg(&ctx.bins.worker);
         cmd.envs(extra.env.iter().copied());
-        let (proc, addr) = start(cmd, ctx.opts.verbose, START_TIMEOUT)?;
+        let (proc, addr) = start(cmd, ctx.opts.verbose, timeout)?;
         Ok(Master { proc, addr })
     }
 

@@ -41,6 +41,15 @@ impl Cpu {
         self.switches
     }
 
+    /// What the process used since it started.
+    pub fn since_start(&self) -> Spent {
+        Spent {
+            ticks: self.ticks,
+            runtime_ms: self.runtime_ms,
+            switches: self.switches,
+        }
+    }
+
     /// What the process used since `earlier`.
     pub fn since(&self, earlier: &Cpu) -> Spent {
         Spent {

@@ -23,14 +23,25 @@ usage: cargo run --release -p bench -- [OPTIONS]
   --queue-clients N the most concurrent clients of the queue section: 64, 256 ... N
                     (default 4096)
   --queue-reloads N reloads per point of the queue section, one per second (default 3)
+  --bind-cycles N   socket/bind/listen/close cycles per run of the adoption section
+                    (default 5000)
+  --scrape-secs N   scrapes of /metrics, one per second, in the metrics section
+                    (default 20)
+  --reference PATH  the reference module (the original Node.js master-process): a
+                    checkout, or a git directory to `git archive` HEAD from. It is
+                    installed under target/bench/reference (`npm install --omit=dev`
+                    of its dependencies) and measured in the peers, queue and naive
+                    sections; without it, those use a stand-in that reloads as it did
+                    (crates/bench/apps/node/cluster-server.js), and say so
   --quick           smoke run: --reps 2 --duration 2 --storm-secs 5 --idle-secs 2
                     --detect-reloads 8 --monitor-secs 6 --scale-workers 16
                     --scale-reloads 2 --probe-secs 8 --scale-secs 4 --burst 500
                     --soak-reloads 300 --queue-clients 256 --queue-reloads 2
-                    (explicit options win)
+                    --bind-cycles 1000 --scrape-secs 5 (explicit options win)
   --only LIST       comma-separated sections to run: throughput, storm, detection,
-                    monitor, peers, scale, queue (peers and queue install pm2 and
-                    gunicorn under target/bench/peers on first use: npm and PyPI)
+                    monitor, metrics, adoption, peers, naive, scale, queue (peers,
+                    naive and queue install pm2 and gunicorn under target/bench/peers
+                    on first use: npm and PyPI)
   --no-build        use the binaries already in target/release
   -v, --verbose     copy every child's output to stderr
   -h, --help        this text";
@@ -66,6 +77,12 @@ pub struct Opts {
     pub queue_clients: usize,
     /// Reloads per point of the queue section.
     pub queue_reloads: u64,
+    /// socket/bind/listen/close cycles per run of the adoption section.
+    pub bind_cycles: u64,
+    /// Scrapes of /metrics in the metrics section.
+    pub scrape_secs: u64,
+    /// `--reference PATH`: the reference module's checkout or git directory.
+    pub reference: Option<std::path::PathBuf>,
     /// `--quick` was given.
     pub quick: bool,
     /// Build the binaries first.
@@ -77,9 +94,11 @@ pub struct Opts {
 }
 
 /// The numeric options: the defaults, then those of `--quick`.
-const DEFAULTS: Numbers = [5, 5, 20, 5, 40, 20, 128, 3, 60, 6, 2000, 10_000, 4096, 3];
-const QUICK: Numbers = [2, 2, 5, 2, 8, 6, 16, 2, 8, 4, 500, 300, 256, 2];
-const FLAGS: [&str; 14] = [
+const DEFAULTS: Numbers = [
+    5, 5, 20, 5, 40, 20, 128, 3, 60, 6, 2000, 10_000, 4096, 3, 5000, 20,
+];
+const QUICK: Numbers = [2, 2, 5, 2, 8, 6, 16, 2, 8, 4, 500, 300, 256, 2, 1000, 5];
+const FLAGS: [&str; 16] = [
     "--reps",
     "--duration",
     "--storm-secs",
@@ -94,8 +113,10 @@ const FLAGS: [&str; 14] = [
     "--soak-reloads",
     "--queue-clients",
     "--queue-reloads",
+    "--bind-cycles",
+    "--scrape-secs",
 ];
-type Numbers = [u64; 14];
+type Numbers = [u64; 16];
 
 fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -112,8 +133,9 @@ impl Opts {
         args: impl IntoIterator<Item = String>,
         sections: &[&str],
     ) -> Result<Option<Opts>, String> {
-        let mut given: [Option<u64>; 14] = [None; 14];
+        let mut given: [Option<u64>; 16] = [None; 16];
         let (mut quick, mut build, mut verbose, mut only) = (false, true, false, None);
+        let mut reference = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -137,6 +159,10 @@ impl Opts {
                     }
                     only = Some(names);
                 }
+                "--reference" => {
+                    let path = value().ok_or("--reference needs a path")?;
+                    reference = Some(std::path::PathBuf::from(path));
+                }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -157,6 +183,8 @@ impl Opts {
             soak_reloads,
             queue_clients,
             queue_reloads,
+            bind_cycles,
+            scrape_secs,
         ] = std::array::from_fn(|i| given[i].unwrap_or(base[i]));
         if reps == 0 || duration_s == 0 || storm_secs == 0 || detect == 0 {
             return Err(
@@ -179,6 +207,9 @@ impl Opts {
                         --queue-clients at least 64"
                 .into());
         }
+        if bind_cycles == 0 || scrape_secs == 0 {
+            return Err("--bind-cycles and --scrape-secs must be at least 1".into());
+        }
         if probe_secs < 6 {
             return Err("--probe-secs must be at least 6".into());
         }
@@ -197,6 +228,9 @@ impl Opts {
             soak_reloads: soak_reloads as usize,
             queue_clients: queue_clients as usize,
             queue_reloads,
+            bind_cycles,
+            scrape_secs,
+            reference,
             quick,
             build,
             verbose,
@@ -220,7 +254,10 @@ mod tests {
             "storm",
             "detection",
             "monitor",
+            "metrics",
+            "adoption",
             "peers",
+            "naive",
             "scale",
             "queue",
         ];
@@ -277,5 +314,10 @@ mod tests {
         assert!(parse(&["--probe-secs", "5"]).is_err());
         assert!(parse(&["--queue-clients", "10"]).is_err());
         assert!(parse(&["--burst", "0"]).is_err());
+        let o = opts(&["--quick", "--reference", "/tmp/mp", "--scrape-secs=3"]);
+        assert_eq!((o.bind_cycles, o.scrape_secs), (1000, 3));
+        assert_eq!(o.reference, Some("/tmp/mp".into()));
+        assert_eq!(opts(&[]).reference, None);
+        assert!(parse(&["--reference"]).is_err());
     }
 }

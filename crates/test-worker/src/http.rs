@@ -161,6 +161,7 @@ fn answer(conn: &mut Conn, request: &Request, shared: &Shared) -> io::Result<boo
             process::exit(code);
         }
     }
+    crate::costs::syscalls(shared.syscalls_per_request);
     // Once the drain started, every response closes its connection.
     let keep_alive = request.keep_alive && !shared.draining();
     let connection = match (keep_alive, request.http10) {

@@ -5,6 +5,7 @@
 
 use std::env;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,6 +82,17 @@ pub struct Knobs {
     pub drain_idle: Duration,
     /// `TW_DRAIN_TIMEOUT_MS` (default 10000): exit at the latest this long after SIGTERM.
     pub drain_timeout: Duration,
+    /// `TW_BIND_LOOP`: before serving, this many cycles of socket, bind, listen and close on
+    /// `bind_loop_addr`, each call timed (the benchmark's cost of an adopted bind).
+    pub bind_loop: u64,
+    /// `TW_BIND_LOOP_ADDR`: the address of those binds (default: the first TCP listener's).
+    pub bind_loop_addr: Option<SocketAddr>,
+    /// `TW_SYSCALL_LOOP`: before serving, this many `getppid` calls per round, 21 rounds,
+    /// timed (the benchmark's cost of the adoption filter per system call).
+    pub syscall_loop: u64,
+    /// `TW_SYSCALLS_PER_REQUEST`: this many `getppid` calls before each answer (a
+    /// syscall-heavy app, for the benchmark).
+    pub syscalls_per_request: u64,
 }
 
 impl Knobs {
@@ -106,6 +118,10 @@ impl Knobs {
             drain_idle: opt("TW_DRAIN_IDLE_MS", millis)?.unwrap_or(Duration::from_millis(500)),
             drain_timeout: opt("TW_DRAIN_TIMEOUT_MS", millis)?
                 .unwrap_or(Duration::from_millis(10_000)),
+            bind_loop: opt("TW_BIND_LOOP", number)?.unwrap_or(0),
+            bind_loop_addr: opt("TW_BIND_LOOP_ADDR", |s| s.parse().ok())?,
+            syscall_loop: opt("TW_SYSCALL_LOOP", number)?.unwrap_or(0),
+            syscalls_per_request: opt("TW_SYSCALLS_PER_REQUEST", number)?.unwrap_or(0),
         })
     }
 }

@@ -24,6 +24,7 @@ macro_rules! say {
     }};
 }
 
+mod costs;
 mod http;
 mod knobs;
 mod listeners;
@@ -125,6 +126,18 @@ fn run() -> i32 {
         misbehave::crash_after(pid, after, knobs.exit_code);
     }
 
+    if knobs.syscall_loop > 0 {
+        costs::syscall_loop(pid, knobs.syscall_loop);
+    }
+    if knobs.bind_loop > 0 {
+        let first = || listeners.iter().find_map(|l| l.local.parse().ok());
+        match knobs.bind_loop_addr.or_else(first) {
+            Some(addr) => costs::bind_loop(pid, addr, knobs.bind_loop),
+            None => {
+                say!("test-worker[{pid}]: bind_loop: no TCP address to bind (TW_BIND_LOOP_ADDR)")
+            }
+        }
+    }
     let shared = Shared::new(pid, &knobs);
     if knobs.never_ready {
         say!("test-worker[{pid}]: never ready (TW_NEVER_READY)");

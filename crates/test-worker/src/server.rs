@@ -29,6 +29,8 @@ pub struct Shared {
     pub drain_idle: Duration,
     /// The read timeout of connections: how often an idle one checks the drain.
     pub read_timeout: Duration,
+    /// `TW_SYSCALLS_PER_REQUEST`.
+    pub syscalls_per_request: u64,
     drain_timeout: Duration,
     drain_start: OnceLock<Instant>,
     open: Mutex<usize>,
@@ -45,6 +47,7 @@ impl Shared {
             pid,
             drain_idle: knobs.drain_idle,
             read_timeout,
+            syscalls_per_request: knobs.syscalls_per_request,
             drain_timeout: knobs.drain_timeout,
             drain_start: OnceLock::new(),
             open: Mutex::new(0),

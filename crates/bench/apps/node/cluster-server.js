@@ -1,16 +1,16 @@
-// The reference's way, for the bench's `queue` section: a Node.js cluster primary that
-// reloads as the original Node.js master-process module did (its behaviour as described in
-// shared/research/peers.md §0; that npm package is not on the registry this machine reaches).
+// A stand-in for the reference, used by the bench when it is not given the reference module
+// itself (`--reference PATH`): a Node.js cluster primary that reloads as the original Node.js
+// master-process module did (its behaviour as described in shared/research/peers.md §0).
 // The primary owns the listening socket (Node's cluster, round-robin: it accepts every
-// connection and hands it to a worker), forks WORKERS workers running the test suite's Node.js
-// app, and on SIGHUP forks a new worker for every slot at once; when a new worker listens, the
-// older workers of its slot get SIGTERM (the app drains gracefully). SIGTERM stops everything.
+// connection and hands it to a worker), forks WORKERS workers running BENCH_APP (default: the
+// test suite's Node.js app), and on SIGHUP forks a new worker for every slot at once; when a
+// new worker listens, the older workers of its slot get SIGTERM. SIGTERM stops everything.
 'use strict';
 const cluster = require('cluster');
 const path = require('path');
 
 if (!cluster.isPrimary) {
-  require(path.resolve(__dirname, '../../../../tests/fixtures/node/server.js'));
+  require(process.env.BENCH_APP || path.resolve(__dirname, '../../../../tests/fixtures/node/server.js'));
   return;
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::reference::{self, Reference};
 use crate::process::run_tool;
 use crate::{Ctx, setup};
 
@@ -26,12 +27,40 @@ pub struct Tools {
     pub pm2: Result<PathBuf, String>,
     /// gunicorn, or why not.
     pub gunicorn: Result<PathBuf, String>,
+    /// The reference module (`--reference PATH`), or why not; `None` without `--reference`.
+    pub reference: Option<Result<Reference, String>>,
     /// Where pm2's home and gunicorn's control sockets go.
     pub peers: PathBuf,
     /// What was installed or skipped, for the report.
     pub notes: Vec<String>,
     /// `(name, version)` of everything measured.
     pub versions: Vec<(String, String)>,
+}
+
+impl Tools {
+    /// The installed reference module, if `--reference` was given and it installed.
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_ref()?.as_ref().ok()
+    }
+
+    /// One sentence for a section's intro: which reference ran.
+    pub fn reference_sentence(&self) -> String {
+        match self.reference() {
+            Some(r) => format!(
+                "**The reference is the real module**: master-process {} for Node.js (from {}), \
+                 installed under `target/bench/reference` by `--reference` and started as its \
+                 README says, its `init()` line first (`crates/bench/apps/node/reference-app.js`), \
+                 SIGHUP to that process to reload.",
+                r.version, r.source
+            ),
+            None => "**The reference module itself did not run** (no `--reference PATH`, or its \
+                     install failed: see the notes): its stand-in, \
+                     `crates/bench/apps/node/cluster-server.js`, reloads as it did (Node's \
+                     cluster, every slot at once, the old worker SIGTERMed when its replacement \
+                     listens)."
+                .to_owned(),
+        }
+    }
 }
 
 /// `"version": "X"` from a package.json.
@@ -129,7 +158,8 @@ fn install_gunicorn(ctx: &Ctx, peers: &Path, notes: &mut Vec<String>) -> Result<
     }
 }
 
-/// Finds node, installs pm2 and gunicorn if need be, and notes their versions.
+/// Finds node, installs pm2, gunicorn and the reference (if given) if need be, and notes
+/// their versions.
 pub fn tools(ctx: &Ctx) -> Tools {
     let peers = ctx.bins.out_dir.join("peers");
     let mut notes = Vec::new();
@@ -141,9 +171,26 @@ pub fn tools(ctx: &Ctx) -> Tools {
         (Ok(()), None) => Err("node is not installed".to_owned()),
         (Ok(()), Some(_)) => install_pm2(ctx, &peers, &mut notes),
     };
+    let reference = ctx.opts.reference.as_ref().map(|path| match &node {
+        None => Err("node is not installed".to_owned()),
+        Some(_) => reference::install(ctx, path, &mut notes),
+    });
     let gunicorn = made.and_then(|()| install_gunicorn(ctx, &peers, &mut notes));
     if let Err(e) = &pm2 {
         notes.push(format!("**pm2 skipped**: {e}"));
+    }
+    match &reference {
+        Some(Err(e)) => notes.push(format!(
+            "**the reference module could not be installed**; the stand-in \
+             (`crates/bench/apps/node/cluster-server.js`) runs in its place: {e}"
+        )),
+        None => notes.push(
+            "the reference module itself was not given (`--reference PATH`): the stand-in \
+             `crates/bench/apps/node/cluster-server.js`, a Node.js cluster primary that \
+             reloads as the reference did, runs in its place"
+                .to_owned(),
+        ),
+        Some(Ok(_)) => {}
     }
     if let Err(e) = &gunicorn {
         notes.push(format!(
@@ -154,6 +201,13 @@ pub fn tools(ctx: &Ctx) -> Tools {
     let mut versions = vec![("master-process".to_owned(), version(&ctx.bins.master))];
     if let Some(node) = &node {
         versions.push(("node".into(), version(node)));
+    }
+    if let Some(Ok(r)) = &reference {
+        let what = format!("{} ({})", r.version, r.source);
+        versions.push((
+            "the reference module (master-process for Node.js)".into(),
+            what,
+        ));
     }
     if pm2.is_ok() {
         let pm2 = package_version(&peers.join("node_modules/pm2/package.json"));
@@ -167,6 +221,7 @@ pub fn tools(ctx: &Ctx) -> Tools {
         node,
         pm2,
         gunicorn,
+        reference,
         peers,
         notes,
         versions,

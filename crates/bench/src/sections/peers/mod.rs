@@ -6,8 +6,12 @@
 //!
 //! - Node.js (`tests/fixtures/node/server.js`, the test suite's Node worker): bare (`node
 //!   server.js`, PORT), under pm2 in cluster mode (`crates/bench/apps/node/ecosystem.config.js`:
-//!   2 instances, `wait_ready`, `listen_timeout`, `kill_timeout`; reload = `pm2 reload app`)
-//!   and under master-process (`-w 2`, SIGHUP).
+//!   2 instances, `wait_ready`, `listen_timeout`, `kill_timeout`; reload = `pm2 reload app`),
+//!   under the reference module when `--reference` installed it ([`reference`];
+//!   `crates/bench/apps/node/reference-app.js`, SIGHUP) and under master-process (`-w 2`,
+//!   SIGHUP); and the unchanged app that binds PORT itself
+//!   (`tests/fixtures/node/binds/server.js`, the same handler) under master-process, which
+//!   adopts its bind.
 //! - Python WSGI (`crates/bench/apps/python/app.py`) served by gunicorn's sync workers:
 //!   `gunicorn -w 1` alone (the baseline), `gunicorn -w 2` (reload = SIGHUP to the arbiter)
 //!   and master-process running `gunicorn -w 1` as each of its 2 workers (gunicorn takes the
@@ -23,6 +27,7 @@
 
 pub(crate) mod install;
 mod pm2;
+pub(crate) mod reference;
 mod report;
 pub(crate) mod server;
 
@@ -89,38 +94,64 @@ pub(crate) enum Kind {
     NodeBare,
     Pm2,
     MasterNode,
+    /// master-process × the unchanged app that binds PORT itself
+    /// (`tests/fixtures/node/binds/server.js`): its bind is adopted.
+    MasterAdopted,
+    /// The reference module itself (`--reference`) × the test suite's Node.js app.
+    Reference,
     GunicornOne,
     GunicornTwo,
     MasterGunicorn,
     /// The `queue` section's: master-process × Node.js with `--adopt off` (Node's own
     /// `listen(511)` on the inherited socket runs).
     MasterNodeAdoptOff,
-    /// The `queue` section's: a Node.js cluster primary that reloads as the reference
-    /// module does (`crates/bench/apps/node/cluster-server.js`).
+    /// A Node.js cluster primary that reloads as the reference module does
+    /// (`crates/bench/apps/node/cluster-server.js`), when the reference itself is not given.
     ClusterRef,
+    /// The `naive` section's: the naive app (`crates/bench/apps/node/naive.js`: no SIGTERM
+    /// handler, binds PORT itself) under the reference module.
+    NaiveReference,
+    /// The naive app under the stand-in of the reference.
+    NaiveClusterRef,
+    /// The naive app under pm2 (cluster mode, 2 instances, pm2's defaults).
+    NaivePm2,
+    /// The naive app under master-process, `--node-drain on` (the default).
+    NaiveMaster,
+    /// The naive app under master-process with `--node-drain off`.
+    NaiveMasterNoDrain,
 }
 
 impl Kind {
     fn app(self) -> App {
         match self {
-            Kind::NodeBare
-            | Kind::Pm2
-            | Kind::MasterNode
-            | Kind::MasterNodeAdoptOff
-            | Kind::ClusterRef => App::Node,
-            _ => App::Python,
+            Kind::GunicornOne | Kind::GunicornTwo | Kind::MasterGunicorn => App::Python,
+            _ => App::Node,
+        }
+    }
+
+    /// What the command line of one of its workers contains.
+    pub(crate) fn marker(self) -> &'static str {
+        match self {
+            Kind::Reference | Kind::NaiveReference => "reference-app.js",
+            Kind::ClusterRef | Kind::NaiveClusterRef => "cluster-server.js",
+            Kind::NaivePm2 | Kind::NaiveMaster | Kind::NaiveMasterNoDrain => "naive.js",
+            _ => self.app().marker(),
         }
     }
 
     pub(crate) fn key(self) -> &'static str {
         match self {
             Kind::NodeBare => "bare",
-            Kind::Pm2 => "pm2",
+            Kind::Pm2 | Kind::NaivePm2 => "pm2",
             Kind::MasterNode | Kind::MasterGunicorn => "master_process",
+            Kind::MasterAdopted => "master_process_adopted",
             Kind::MasterNodeAdoptOff => "master_process_adopt_off",
-            Kind::ClusterRef => "cluster_reference",
+            Kind::Reference | Kind::NaiveReference => "reference",
+            Kind::ClusterRef | Kind::NaiveClusterRef => "cluster_reference",
             Kind::GunicornOne => "gunicorn_w1",
             Kind::GunicornTwo => "gunicorn_w2",
+            Kind::NaiveMaster => "master_process_drain_on",
+            Kind::NaiveMasterNoDrain => "master_process_drain_off",
         }
     }
 
@@ -130,11 +161,22 @@ impl Kind {
             Kind::NodeBare => "none (bare `node server.js`, baseline)",
             Kind::Pm2 => "pm2 cluster mode (2 instances)",
             Kind::MasterNode => "master-process (-w 2)",
+            Kind::MasterAdopted => {
+                "master-process (-w 2) × the unchanged app (binds PORT itself: adopted)"
+            }
+            Kind::Reference | Kind::NaiveReference => {
+                "the reference module (Node.js master-process, WORKERS=2)"
+            }
             Kind::GunicornOne => "gunicorn -w 1 alone (baseline)",
             Kind::GunicornTwo => "gunicorn -w 2",
             Kind::MasterGunicorn => "master-process (-w 2) × gunicorn -w 1",
             Kind::MasterNodeAdoptOff => "master-process (-w 2) --adopt off",
-            Kind::ClusterRef => "Node.js cluster, the reference's reload (2 workers)",
+            Kind::ClusterRef | Kind::NaiveClusterRef => {
+                "stand-in for the reference: a Node.js cluster primary reloading as it did (2 workers)"
+            }
+            Kind::NaivePm2 => "pm2 cluster mode (2 instances, pm2's defaults)",
+            Kind::NaiveMaster => "master-process (-w 2), --node-drain on (the default)",
+            Kind::NaiveMasterNoDrain => "master-process (-w 2) --node-drain off",
         }
     }
 
@@ -143,22 +185,38 @@ impl Kind {
         matches!(self, Kind::NodeBare | Kind::GunicornOne)
     }
 
-    fn master(self) -> bool {
+    pub(crate) fn master(self) -> bool {
         matches!(
             self,
-            Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff
+            Kind::MasterNode
+                | Kind::MasterAdopted
+                | Kind::MasterGunicorn
+                | Kind::MasterNodeAdoptOff
+                | Kind::NaiveMaster
+                | Kind::NaiveMasterNoDrain
         )
+    }
+
+    /// A Node.js cluster primary that reloads on SIGHUP (the reference or its stand-in).
+    pub(crate) fn cluster(self) -> bool {
+        matches!(
+            self,
+            Kind::Reference | Kind::ClusterRef | Kind::NaiveReference | Kind::NaiveClusterRef
+        )
+    }
+
+    /// pm2's daemon.
+    pub(crate) fn pm2(self) -> bool {
+        matches!(self, Kind::Pm2 | Kind::NaivePm2)
     }
 
     /// How a reload is asked for.
     pub(crate) fn reload_how(self) -> &'static str {
         match self {
-            Kind::Pm2 => "`pm2 reload app`",
+            _ if self.pm2() => "`pm2 reload app`",
             Kind::GunicornTwo => "SIGHUP to the arbiter",
-            Kind::ClusterRef => "SIGHUP to the cluster primary",
-            Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff => {
-                "SIGHUP to the master"
-            }
+            _ if self.cluster() => "SIGHUP to the cluster primary",
+            _ if self.master() => "SIGHUP to the master",
             _ => "none",
         }
     }
@@ -243,10 +301,15 @@ fn kinds(tools: &Tools, run: &mut AppRun) -> Vec<Kind> {
                 run.skipped.push(format!("pm2: {e}"));
             }
             let pm2 = tools.pm2.is_ok().then_some(Kind::Pm2);
-            [Some(Kind::NodeBare), pm2, Some(Kind::MasterNode)]
-                .into_iter()
-                .flatten()
-                .collect()
+            let reference = tools.reference().map(|_| Kind::Reference);
+            let kinds = [
+                Some(Kind::NodeBare),
+                pm2,
+                reference,
+                Some(Kind::MasterNode),
+                Some(Kind::MasterAdopted),
+            ];
+            kinds.into_iter().flatten().collect()
         }
         App::Python => match &tools.gunicorn {
             Err(e) => {

@@ -89,12 +89,13 @@ impl Pm2 {
         said
     }
 
-    /// `pm2 start ECOSYSTEM` with PEERS_PORT=port in a fresh PM2_HOME.
+    /// `pm2 start ECOSYSTEM` with PEERS_PORT=port and `env` in a fresh PM2_HOME.
     pub fn start(
         bin: &Path,
         home: &Path,
         ecosystem: &Path,
         port: u16,
+        env: &[(&str, &str)],
         echo: bool,
     ) -> Result<Pm2, String> {
         // A daemon left by an earlier, killed run of ours in the same home.
@@ -118,6 +119,7 @@ impl Pm2 {
         };
         let mut cmd = Pm2::command(&pm2.bin, &pm2.home, &["start"]);
         cmd.arg(ecosystem).env("PEERS_PORT", port.to_string());
+        cmd.envs(env.iter().copied());
         let started = run_tool("pm2 start", cmd, START_TIMEOUT, echo);
         if let Some(pid) = Pm2::daemon_pid(&pm2.home) {
             pm2.daemon = pid;

@@ -342,8 +342,21 @@ fn pm2_note(cmds: &[&Cmd], overlapping: usize) -> String {
     note
 }
 
-fn intro(ctx: &Ctx) -> Vec<String> {
+fn intro(ctx: &Ctx, tools: &Tools) -> Vec<String> {
     let o = &ctx.opts;
+    let reference = match tools.reference() {
+        Some(r) => format!(
+            " With `--reference`, **the reference module itself** (master-process {} for \
+             Node.js, from {}) runs the same app, its `init()` line first \
+             (`crates/bench/apps/node/reference-app.js`, `WORKERS=2`; Node's cluster: its \
+             primary accepts every connection and hands it to a worker; SIGHUP reloads, the \
+             old worker gets SIGTERM, which the app drains on).",
+            r.version, r.source
+        ),
+        None => " The reference module itself did not run (no `--reference PATH`): see the \
+                  queue and naive sections for its stand-in."
+            .to_owned(),
+    };
     vec![
         format!(
             "Two apps, each answering its pid, each shutting down \
@@ -358,7 +371,11 @@ fn intro(ctx: &Ctx) -> Vec<String> {
              (`crates/bench/apps/python/app.py`) served by gunicorn {GUNICORN_VERSION} sync workers: `gunicorn -w 1` \
              alone (the baseline), `gunicorn -w 2`, and master-process (`-w {WORKERS}`) running \
              `gunicorn -w 1 --no-control-socket` as each worker, gunicorn taking the socket from \
-             LISTEN_FDS (systemd socket activation; checked below)."
+             LISTEN_FDS (systemd socket activation; checked below). **The unchanged app**: \
+             `tests/fixtures/node/binds/server.js`, the same request handler, but it binds \
+             `PORT` on `HOST=127.0.0.1` itself and knows nothing of LISTEN_FDS (it drains on \
+             SIGTERM by itself, idle connections closed after 2 s): under master-process \
+             (`-l 127.0.0.1:PORT -w {WORKERS}`) its bind and listen are adopted.{reference}"
         ),
         format!(
             "1. **Steady req/s**: wrk -t2 -c32 for {} s, `Connection: close` (new-conn) and \
@@ -450,7 +467,7 @@ pub(super) fn section(ctx: &Ctx, tools: &Tools, apps: &[AppRun], took: Duration)
         "peers",
         "Peers: the same apps under pm2, gunicorn and master-process",
     );
-    s.intro = intro(ctx);
+    s.intro = intro(ctx, tools);
     s.errors
         .extend(apps.iter().flat_map(|a| a.errors.iter().cloned()));
     for a in apps {

@@ -65,7 +65,7 @@ impl Server {
         if self.kind == Kind::NodeBare {
             return BTreeSet::new();
         }
-        let marker = self.kind.app().marker();
+        let marker = self.kind.marker();
         let children = sys::children(self.manager_pid()).into_iter();
         let live: BTreeSet<i32> = children
             .filter(|&p| sys::cmdline(p).contains(marker))
@@ -97,14 +97,13 @@ impl Server {
             }
         }
         if let Some(p) = &mut self.proc {
-            let long =
-                self.kind.master() || matches!(self.kind, Kind::GunicornTwo | Kind::ClusterRef);
+            let long = self.kind.master() || self.kind.cluster() || self.kind == Kind::GunicornTwo;
             let grace = Duration::from_secs(if long { 15 } else { 5 });
             said = format!("SIGTERM: {}", exit_text(p.stop(grace)));
         }
         for pid in sweep(
             self.seen.iter().copied(),
-            self.kind.app().marker(),
+            self.kind.marker(),
             "peers: worker",
         ) {
             said.push_str(&format!("; worker {pid} outlived it (killed)"));
@@ -178,7 +177,7 @@ impl Target for Storming<'_> {
         if let Some(r) = &mut self.reloads {
             return r.settle(deadline);
         }
-        if matches!(self.server.kind, Kind::GunicornTwo | Kind::ClusterRef) {
+        if self.server.kind.cluster() || self.server.kind == Kind::GunicornTwo {
             while self.server.workers().len() != WORKERS {
                 if Instant::now() >= deadline {
                     return false;
@@ -259,6 +258,11 @@ impl Dirs {
             apps: root.join("crates/bench/apps"),
         }
     }
+
+    /// The naive app, `crates/bench/apps/node/naive.js`.
+    fn naive(&self) -> PathBuf {
+        self.apps.join("node/naive.js")
+    }
 }
 
 /// Starts one run of an app, and waits until it serves.
@@ -286,36 +290,111 @@ pub fn start(ctx: &Ctx, tools: &Tools, kind: Kind) -> Result<Server, String> {
             p.wait_line("serving", START_TIMEOUT, |l| l.contains("serving "))?;
             server.proc = Some(p);
         }
-        Kind::Pm2 => {
+        Kind::Pm2 | Kind::NaivePm2 => {
             let port = free_port()?;
             let home = tools.peers.join("pm2-home");
+            let naive = kind == Kind::NaivePm2;
+            let app = if naive { "PEERS_APP=naive " } else { "" };
             server.command = format!(
-                "PM2_HOME={} PEERS_PORT={port} pm2 start ecosystem.config.js",
+                "PM2_HOME={} {app}PEERS_PORT={port} pm2 start ecosystem.config.js",
                 home.display()
             );
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
             let ecosystem = dirs.apps.join("node/ecosystem.config.js");
+            let env: &[(&str, &str)] = if naive {
+                &[("PEERS_APP", "naive")]
+            } else {
+                &[]
+            };
             server.pm2 = Some(Pm2::start(
                 &tools.pm2.clone()?,
                 &home,
                 &ecosystem,
                 port,
+                env,
                 echo,
             )?);
         }
-        Kind::ClusterRef => {
+        Kind::ClusterRef | Kind::NaiveClusterRef | Kind::Reference | Kind::NaiveReference => {
             let port = free_port()?;
+            let (app, app_name) = match kind {
+                Kind::ClusterRef | Kind::Reference => (dirs.node.join("server.js"), "server.js"),
+                _ => (dirs.naive(), "naive.js"),
+            };
             let mut cmd = Command::new(node()?);
-            cmd.arg(dirs.apps.join("node/cluster-server.js"))
-                .current_dir(&dirs.node);
-            cmd.env("PORT", port.to_string())
-                .env("HOST", "127.0.0.1")
-                .env("WORKERS", WORKERS.to_string());
-            server.command = format!("WORKERS={WORKERS} PORT={port} node cluster-server.js");
+            cmd.current_dir(&dirs.node)
+                .env("PORT", port.to_string())
+                .env("WORKERS", WORKERS.to_string())
+                .env("BENCH_APP", &app);
+            if app_name == "server.js" {
+                cmd.env("HOST", "127.0.0.1");
+            }
+            let host = if app_name == "server.js" {
+                "HOST=127.0.0.1 "
+            } else {
+                ""
+            };
+            let name = if kind.cluster() && matches!(kind, Kind::Reference | Kind::NaiveReference) {
+                let reference = tools
+                    .reference()
+                    .ok_or("the reference module is not installed")?;
+                cmd.arg(dirs.apps.join("node/reference-app.js"))
+                    .env("NODE_PATH", &reference.node_path);
+                server.command = format!(
+                    "NODE_PATH={} BENCH_APP={app_name} WORKERS={WORKERS} {host}PORT={port} \
+                     node reference-app.js",
+                    reference.node_path.display()
+                );
+                "the reference"
+            } else {
+                cmd.arg(dirs.apps.join("node/cluster-server.js"));
+                server.command = format!(
+                    "BENCH_APP={app_name} WORKERS={WORKERS} {host}PORT={port} node cluster-server.js"
+                );
+                "node cluster"
+            };
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut p = Proc::spawn("node cluster", cmd, false, echo)?;
+            let mut p = Proc::spawn(name, cmd, false, echo)?;
             p.wait_line("serving", START_TIMEOUT, |l| l.contains("serving "))?;
             server.proc = Some(p);
+        }
+        Kind::MasterAdopted | Kind::NaiveMaster | Kind::NaiveMasterNoDrain => {
+            // The app binds PORT itself: the master holds it (explicitly on 127.0.0.1 for
+            // the app that binds HOST=127.0.0.1; as the seed-style PORT, what the app binds,
+            // for the naive app's `listen(PORT)`).
+            let port = free_port()?;
+            let mut cmd = Command::new(&ctx.bins.master);
+            let (app, what) = if kind == Kind::MasterAdopted {
+                let listen = format!("127.0.0.1:{port}");
+                cmd.args(["-l", &listen]).env("HOST", "127.0.0.1");
+                let app = dirs.node.join("binds/server.js");
+                (app, format!("-l {listen} "))
+            } else {
+                (dirs.naive(), String::new())
+            };
+            cmd.args(["--control", "off", "-w", &WORKERS.to_string()]);
+            let drain = if kind == Kind::NaiveMasterNoDrain {
+                cmd.args(["--node-drain", "off"]);
+                " --node-drain off"
+            } else {
+                ""
+            };
+            cmd.arg("--").arg(node()?).arg(&app);
+            cmd.current_dir(app.parent().unwrap_or(&dirs.node));
+            cmd.env("PORT", port.to_string());
+            let file = app.file_name().unwrap_or_default().to_string_lossy();
+            let host = if kind == Kind::MasterAdopted {
+                "HOST=127.0.0.1 "
+            } else {
+                ""
+            };
+            server.command = format!(
+                "{host}PORT={port} master-process {what}-w {WORKERS} --control off{drain} -- \
+                 node {file}"
+            );
+            let (p, _) = master::start(cmd, echo, START_TIMEOUT)?;
+            server.proc = Some(p);
+            server.addr = SocketAddr::from(([127, 0, 0, 1], port));
         }
         Kind::MasterNode | Kind::MasterGunicorn | Kind::MasterNodeAdoptOff => {
             let mut cmd = master::command(&ctx.bins.master, WORKERS);
