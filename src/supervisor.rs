@@ -212,6 +212,19 @@ pub struct WorkerEvent {
     pub kind: WorkerEventKind,
 }
 
+impl WorkerEvent {
+    /// That `kind` happened to `w`, as it is now.
+    fn of(w: &Worker, kind: WorkerEventKind) -> WorkerEvent {
+        WorkerEvent {
+            pid: w.pid,
+            index: w.index,
+            generation: w.generation,
+            role: w.role,
+            kind,
+        }
+    }
+}
+
 /// What happened to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerEventKind {
@@ -801,7 +814,8 @@ impl Supervisor {
         let expected = w.role == Role::Retired
             || w.role == Role::Replacement && w.state.is_stopping()
             || w.role == Role::Serving && w.state.is_stopping();
-        self.notice(&w, WorkerEventKind::Exited { status, expected });
+        let event = WorkerEvent::of(&w, WorkerEventKind::Exited { status, expected });
+        self.notices.push(Notice::Worker(event));
         let lived = now.saturating_duration_since(w.started);
         self.watch_group(os, &w, now);
         match (w.role, w.state) {
@@ -932,8 +946,7 @@ impl Supervisor {
                     );
                     os.signal(Target::Group(pid), Signal::Kill);
                     self.workers[pos].state = WorkerState::Killed;
-                    let w = self.workers[pos].clone();
-                    self.notice(&w, WorkerEventKind::Killed);
+                    self.notice(pos, WorkerEventKind::Killed);
                 }
                 WorkerState::Ready { .. }
                     if w.role == Role::Serving
@@ -1066,13 +1079,7 @@ impl Supervisor {
         let w = &mut self.workers[pos];
         w.state = WorkerState::Ready { since: now };
         let after = now.saturating_duration_since(w.started);
-        let event = WorkerEvent {
-            pid: w.pid,
-            index: w.index,
-            generation: w.generation,
-            role: w.role,
-            kind: WorkerEventKind::Ready(after),
-        };
+        let event = WorkerEvent::of(w, WorkerEventKind::Ready(after));
         self.notices.push(Notice::Worker(event));
         let (pid, index, generation) = (w.pid, w.index, w.generation);
         info!(
@@ -1209,19 +1216,13 @@ impl Supervisor {
             kill_at: later(now, self.settings.kill_timeout),
         };
         os.signal(Target::Group(w.pid), Signal::Terminate);
-        let w = self.workers[pos].clone();
-        self.notice(&w, WorkerEventKind::Stopping);
+        self.notice(pos, WorkerEventKind::Stopping);
     }
 
-    /// Tells the outside world that `kind` happened to worker `w`.
-    fn notice(&mut self, w: &Worker, kind: WorkerEventKind) {
-        self.notices.push(Notice::Worker(WorkerEvent {
-            pid: w.pid,
-            index: w.index,
-            generation: w.generation,
-            role: w.role,
-            kind,
-        }));
+    /// Tells the outside world that `kind` happened to the worker at `pos`.
+    fn notice(&mut self, pos: usize, kind: WorkerEventKind) {
+        let event = WorkerEvent::of(&self.workers[pos], kind);
+        self.notices.push(Notice::Worker(event));
     }
 
     /// Stops the master: SIGTERM to every worker, SIGKILL after `MAX_KILL_TIMEOUT`; the
@@ -1231,7 +1232,11 @@ impl Supervisor {
             warn!("second stop request: killing every worker now");
             for w in &mut self.workers {
                 os.signal(Target::Group(w.pid), Signal::Kill);
-                w.state = WorkerState::Killed;
+                if w.state != WorkerState::Killed {
+                    w.state = WorkerState::Killed;
+                    let event = WorkerEvent::of(w, WorkerEventKind::Killed);
+                    self.notices.push(Notice::Worker(event));
+                }
             }
             for l in self.lingering.drain(..) {
                 os.signal(Target::Group(l.pgid), Signal::Kill);
@@ -1301,9 +1306,7 @@ impl Supervisor {
                     at_ms = self.at_ms(now),
                     "worker started"
                 );
-                if let Some(w) = self.workers.last().cloned() {
-                    self.notice(&w, WorkerEventKind::Started);
-                }
+                self.notice(self.workers.len() - 1, WorkerEventKind::Started);
                 Ok(pid)
             }
             Err(e) => {
@@ -1414,7 +1417,9 @@ impl Supervisor {
                     delay_ms,
                     "worker is crash-looping; restarting it with a backoff"
                 );
-                if slot.crashes == CRASH_LOOP {
+                let others_looping = (self.slots.iter().enumerate())
+                    .any(|(i, s)| i != index && s.crashes >= CRASH_LOOP);
+                if slot.crashes == CRASH_LOOP && !others_looping {
                     if let Some(hint) = os.crash_hint() {
                         warn!(index, "worker is crash-looping: {hint}");
                     }

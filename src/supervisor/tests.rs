@@ -21,6 +21,8 @@ struct FakeOs {
     fail_spawn: bool,
     /// Process groups that still have members.
     groups: HashSet<Pid>,
+    /// How many times the supervisor asked for a crash-loop hint.
+    hints: std::cell::Cell<u32>,
 }
 
 impl Os for FakeOs {
@@ -44,6 +46,10 @@ impl Os for FakeOs {
     }
     fn group_alive(&mut self, pgid: Pid) -> bool {
         self.groups.contains(&pgid)
+    }
+    fn crash_hint(&self) -> Option<String> {
+        self.hints.set(self.hints.get() + 1);
+        Some("a hint".into())
     }
 }
 
@@ -454,6 +460,25 @@ fn a_second_stop_signal_kills_at_once() {
     h.calls();
     h.signal(Signal::Terminate);
     assert_eq!(h.calls(), vec![kill(pids[0])]);
+}
+
+#[test]
+fn a_second_stop_notices_each_worker_killed_once() {
+    let (mut h, pids) = Harness::running(2);
+    h.signal(Signal::Interrupt);
+    h.sup.take_notices();
+    h.signal(Signal::Terminate);
+    h.signal(Signal::Terminate);
+    let killed: Vec<Pid> = (h.sup.take_notices().into_iter())
+        .filter_map(|n| match n {
+            Notice::Worker(e) if e.kind == WorkerEventKind::Killed => Some(e.pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        killed, pids,
+        "one worker_killed each, as the metrics count them"
+    );
 }
 
 #[test]
@@ -975,6 +1000,26 @@ fn crash_loop_is_flagged_from_the_third_crash_in_a_row() {
         pid = h.spawned()[0];
         assert_eq!(h.sup.slots()[0].restarts, crashes);
     }
+}
+
+#[test]
+fn the_crash_loop_hint_is_asked_for_once_when_every_slot_loops() {
+    let mut s = backoff_settings(100, 800);
+    s.workers = 3;
+    let mut h = Harness::new(s);
+    h.spawned();
+    for _ in 0..5 {
+        let pids: Vec<Pid> = h.sup.workers().iter().map(|w| w.pid).collect();
+        assert_eq!(pids.len(), 3);
+        for pid in pids {
+            h.exit(pid, ExitStatus::Code(1));
+        }
+        let due = (h.sup.slots().iter()).filter_map(|s| s.restart_at).max();
+        h.at((due.unwrap() - h.t0).as_millis() as u64);
+        h.spawned();
+    }
+    assert!(h.sup.slots().iter().all(|s| s.crashes >= CRASH_LOOP));
+    assert_eq!(h.os.hints.get(), 1, "one hint per crash loop, not per slot");
 }
 
 #[test]
