@@ -595,3 +595,49 @@ fn a_second_master_on_the_same_control_socket_refuses_to_start() {
     assert_eq!(get_pid(addr), pid);
     assert_eq!(m.ctl(&["reload", "--wait"]).code, 0);
 }
+
+#[test]
+fn list_and_status_pass_over_a_socket_whose_queue_is_full() {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let runtime = tempfile::tempdir().unwrap();
+    let mut m = Master::cmd()
+        .args(["-l", "127.0.0.1:0", "--name", "api", "--ready", "notify"])
+        .env("TW_READY", "notify")
+        .env("XDG_RUNTIME_DIR", runtime.path().to_str().unwrap())
+        .start();
+    m.wait_ready();
+    // A listener beside the master's socket that never accepts, its queue full: a blocking
+    // connect to it would wait forever.
+    let stuck = UnixAddr::new(&runtime.path().join("master-process/stuck.sock")).unwrap();
+    let unix = |flags| socket::socket(AddressFamily::Unix, SockType::Stream, flags, None);
+    let listener = unix(SockFlag::SOCK_CLOEXEC).unwrap();
+    socket::bind(listener.as_raw_fd(), &stuck).unwrap();
+    socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let c = unix(SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC).unwrap();
+        match socket::connect(c.as_raw_fd(), &stuck) {
+            Ok(()) => queued.push(c),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(
+            queued.len() < 64,
+            "the queue of a backlog-0 listener never filled"
+        );
+    }
+    let ctl = |args: &[&str]| run_bounded(control_command(runtime.path(), args), DEADLINE);
+    let out = ctl(&["list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let names: Vec<&str> = (out.stdout.lines().skip(1))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["api"], "{out:?}");
+    let out = ctl(&["status", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("\"pid\":{}", m.pid())),
+        "{out:?}"
+    );
+}

@@ -148,7 +148,7 @@ pub fn running_in(dir: &Path) -> Vec<Running> {
                 .to_str()?
                 .strip_suffix(".sock")?
                 .to_string();
-            let stream = UnixStream::connect(&path).ok()?;
+            let stream = connect_now(&path)?;
             let cred = socket::getsockopt(&stream, sockopt::PeerCredentials).ok()?;
             Some(Running {
                 name,
@@ -160,6 +160,24 @@ pub fn running_in(dir: &Path) -> Vec<Running> {
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
+}
+
+#[cfg(feature = "cli")]
+/// Connects to the unix socket at `path` without waiting: a listener whose queue is full
+/// (hung, or someone's trap for root's `list`) is passed over (`EAGAIN`), not waited for.
+fn connect_now(path: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let flags = socket::SockFlag::SOCK_NONBLOCK | socket::SockFlag::SOCK_CLOEXEC;
+    let fd = socket::socket(
+        socket::AddressFamily::Unix,
+        socket::SockType::Stream,
+        flags,
+        None,
+    );
+    let fd = fd.ok()?;
+    let addr = socket::UnixAddr::new(path).ok()?;
+    socket::connect(fd.as_raw_fd(), &addr).ok()?;
+    Some(fd)
 }
 
 #[cfg(feature = "cli")]
