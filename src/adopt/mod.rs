@@ -430,7 +430,8 @@ impl Notifier {
                 let bytes = &bytes[..read];
                 // Most binds of a tree are not ours (port 0, netlink, other ports): the
                 // sockaddr alone says so, and they run without a look at the socket. Parsed
-                // as for an AF_INET socket here (AF_UNSPEC), again below with its family.
+                // as for an AF_INET socket here; again below with the socket's family only
+                // when the sockaddr says AF_UNSPEC (the one case the family decides).
                 let target = |family| match parse_sockaddr(bytes, len, family) {
                     Sockaddr::Inet(a) => BindTarget::Inet(a),
                     Sockaddr::UnixPath(path) => BindTarget::Unix(
@@ -440,9 +441,11 @@ impl Notifier {
                     ),
                     Sockaddr::Other => BindTarget::Other,
                 };
-                if !concerns(&target(Family::Inet), held.held()) {
+                let first = target(Family::Inet);
+                if !concerns(&first, held.held()) {
                     return None;
                 }
+                let unspec = bytes.get(..2) == Some(&(libc::AF_UNSPEC as u16).to_ne_bytes()[..]);
                 let pidfd = notif::pidfd_for_thread(n.tid)
                     .inspect_err(|e| tracing::debug!("adopt: pidfd of tid {}: {e}", n.tid))
                     .ok()?;
@@ -451,7 +454,11 @@ impl Notifier {
                     .ok()?;
                 Gathered {
                     request: Request::Bind {
-                        target: target(inspected.socket.family),
+                        target: if unspec {
+                            target(inspected.socket.family)
+                        } else {
+                            first
+                        },
                         socket: inspected.socket,
                     },
                     cloexec: inspected.cloexec,
