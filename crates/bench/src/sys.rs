@@ -37,6 +37,14 @@ pub fn ticks_ms(ticks: u64) -> f64 {
     ticks as f64 * 1000.0 / procfs::clock_ticks_per_second() as f64
 }
 
+/// The master's memory budget (VmRSS and VmHWM), kB: 4 MiB, as for 128 workers (issue
+/// 16). Most of a master's VmRSS is the text of libc and of its binary, pages shared with
+/// every process that maps them (`RssFile`, about 2.6 MB); its own memory is `RssAnon`,
+/// reported beside it.
+pub const RSS_BUDGET_KB: u64 = 4 * 1024;
+/// [`RSS_BUDGET_KB`] as a target.
+pub const RSS_BUDGET: &str = "<= 4096 kB (4 MiB)";
+
 /// A `/proc/PID/status` value in kB (`VmRSS`, `VmHWM`).
 pub fn status_kb(pid: i32, key: &str) -> io::Result<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))?;

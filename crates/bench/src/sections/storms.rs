@@ -20,8 +20,6 @@ use crate::{Ctx, stats, sys};
 
 const WORKERS: usize = 2;
 const CONNECTIONS: usize = 8;
-/// Upper bound on the master's memory: 3 MiB, in kB as /proc gives it.
-const RSS_TARGET_KB: u64 = 3 * 1024;
 /// How long the reloads may take to end after the last SIGHUP.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -293,7 +291,7 @@ fn resources_section(ctx: &Ctx, storms: &[Storm]) -> Section {
 fn resources(s: &mut Section, st: &Storm, idle_secs: u64) {
     let (key, name) = (mode_key(st.mode), mode_name(st.mode));
     let m = Scope { key, name };
-    let target = "<= 3072 kB (3 MiB)";
+    let target = sys::RSS_BUDGET;
     let (rss, hwm) = (st.rss_kb, st.hwm_kb);
     let metric = m.metric(
         "vm_rss_kb",
@@ -301,9 +299,9 @@ fn resources(s: &mut Section, st: &Storm, idle_secs: u64) {
         rss,
         format!("{rss} kB"),
     );
-    s.push(metric.target(target, rss <= RSS_TARGET_KB));
+    s.push(metric.target(target, rss <= sys::RSS_BUDGET_KB));
     let metric = m.metric("vm_hwm_kb", "VmHWM (peak RSS)", hwm, format!("{hwm} kB"));
-    s.push(metric.target(target, hwm <= RSS_TARGET_KB));
+    s.push(metric.target(target, hwm <= sys::RSS_BUDGET_KB));
     let wall = st.wall.as_secs_f64();
     // Prefer the scheduler's exact runtime; utime + stime move by whole ticks.
     let (cpu, ticks_ms, done) = (st.cpu.cpu_ms(), st.cpu.ticks_ms(), st.log.reloads.done);
