@@ -193,18 +193,39 @@ pub(crate) fn pair(lines: &[String], generation: u64) -> (Vec<Sample>, Vec<Strin
     (samples, unpaired)
 }
 
-/// One reload: SIGHUP, then its `reload started` and `reload done` (or failed) lines; pairs
-/// its new workers' waits with their `worker ready` lines.
-fn reload(master: &mut Master, log: &Log, run: &mut Run) -> Result<(), String> {
+/// What one SIGHUP brought: the log lines from `from` to `end` (`reload started` to its
+/// `reload done` or `reload ended`), its generation, that last line, the master's CPU.
+pub struct Reloaded {
+    /// The log line index before the SIGHUP.
+    pub from: usize,
+    /// The index of the line that ended the reload.
+    pub end: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// The line that ended it.
+    pub line: String,
+    /// The master's CPU time and context switches meanwhile.
+    pub spent: Spent,
+}
+
+impl Reloaded {
+    /// Whether it ended with `reload done`.
+    pub fn done(&self) -> bool {
+        self.line.contains("reload done")
+    }
+}
+
+/// One reload: SIGHUP, then its `reload started` and `reload done` (or failed) lines.
+pub fn sighup_reload(master: &Master) -> Result<Reloaded, String> {
+    let log: &Arc<Log> = master.proc.log();
     let from = log.len();
     let before = Cpu::read(master.pid())?;
     master.proc.signal(libc::SIGHUP)?;
-    let mut wait = |what: &str, pred: &dyn Fn(&str) -> bool| {
+    let wait = |what: &str, pred: &dyn Fn(&str) -> bool| {
         log.wait_from(from, RELOAD_WAIT, pred).ok_or_else(|| {
-            let state = if master.proc.running() {
-                "it is still running"
-            } else {
-                "it exited"
+            let state = match sys::alive(master.pid()) {
+                true => "it is still running",
+                false => "it exited",
             };
             format!(
                 "no `{what}` line within {RELOAD_WAIT:?} of a SIGHUP; {state}; last lines:{}",
@@ -221,13 +242,29 @@ fn reload(master: &mut Master, log: &Log, run: &mut Run) -> Result<(), String> {
     };
     let (end, line) = wait("reload done", &ended)?;
     let spent = Cpu::read(master.pid())?.since(&before);
-    run.reloads.push(Reload { generation, spent });
-    if line.contains("reload done") {
+    Ok(Reloaded {
+        from,
+        end,
+        generation,
+        line,
+        spent,
+    })
+}
+
+/// One reload ([`sighup_reload`]); pairs its new workers' waits with their `worker ready`
+/// lines.
+fn reload(master: &Master, log: &Log, run: &mut Run) -> Result<(), String> {
+    let r = sighup_reload(master)?;
+    run.reloads.push(Reload {
+        generation: r.generation,
+        spent: r.spent,
+    });
+    if r.done() {
         run.done += 1;
     } else {
-        run.failed.push(line);
+        run.failed.push(r.line);
     }
-    let (mut samples, mut unpaired) = pair(&log.lines()[from..=end], generation);
+    let (mut samples, mut unpaired) = pair(&log.lines()[r.from..=r.end], r.generation);
     run.samples.append(&mut samples);
     run.unpaired.append(&mut unpaired);
     Ok(())
@@ -287,7 +324,7 @@ fn detect(ctx: &Ctx, loaded: bool) -> Result<Run, String> {
     let before = Cpu::read(pid)?;
     let t0 = Instant::now();
     for _ in 0..reloads {
-        reload(&mut master, &log, &mut run)?;
+        reload(&master, &log, &mut run)?;
     }
     run.wall = t0.elapsed();
     run.spent = Cpu::read(pid)?.since(&before);

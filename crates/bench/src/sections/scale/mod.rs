@@ -25,11 +25,10 @@ mod slopes;
 mod soak;
 mod sweep;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Ctx;
-use crate::lines::{Log, parsed};
+use crate::lines::parsed;
 use crate::master::{Extra, Master, Ready};
 use crate::measure::{Cpu, ms};
 use crate::report::Section;
@@ -143,33 +142,14 @@ pub fn start(
 /// master's CPU meanwhile, and its new workers' detection latencies (under `--ready
 /// listening`, with test-workers, which print `waiting at`).
 pub fn reload(master: &Master) -> Result<Reload, String> {
-    let log: &Arc<Log> = master.proc.log();
-    let from = log.len();
-    let before = Cpu::read(master.pid())?;
-    master.proc.signal(libc::SIGHUP)?;
-    let wait = |what: &str, pred: &dyn Fn(&str) -> bool| {
-        log.wait_from(from, RELOAD_WAIT, pred).ok_or_else(|| {
-            format!(
-                "no `{what}` line within {RELOAD_WAIT:?} of a SIGHUP; last lines:{}",
-                log.tail(10)
-            )
-        })
-    };
-    let (_, started) = wait("reload started", &|l| l.contains("reload started"))?;
-    let generation: u64 =
-        parsed(&started, "generation").ok_or_else(|| format!("no generation in `{started}`"))?;
-    let ended = |l: &str| {
-        (l.contains("reload done") || l.contains("reload ended"))
-            && parsed::<u64>(l, "generation") == Some(generation)
-    };
-    let (end, line) = wait("reload done", &ended)?;
-    let cpu_ms = Cpu::read(master.pid())?.since(&before).cpu_ms();
-    let lines = log.lines();
-    let (samples, _) = detection::pair(&lines[from..=end.min(lines.len() - 1)], generation);
+    let r = detection::sighup_reload(master)?;
+    let lines = master.proc.log().lines();
+    let end = r.end.min(lines.len() - 1);
+    let (samples, _) = detection::pair(&lines[r.from..=end], r.generation);
     Ok(Reload {
-        took_ms: parsed(&line, "took_ms").unwrap_or(f64::NAN),
-        cpu_ms,
-        done: line.contains("reload done"),
+        took_ms: parsed(&r.line, "took_ms").unwrap_or(f64::NAN),
+        cpu_ms: r.spent.cpu_ms(),
+        done: r.done(),
         detection_ms: samples.iter().map(detection::Sample::latency_ms).collect(),
     })
 }
