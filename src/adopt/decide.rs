@@ -141,9 +141,9 @@ pub enum Decision {
         /// The master's listener index.
         listener: usize,
     },
-    /// The first bind of a reserved port: bind exactly `addr` (its family, its
-    /// `IPV6_V6ONLY`) in the master, listen, then adopt it. From then on it is an ordinary
-    /// held listener.
+    /// The first bind of a claimable port (`PORT` alone, before any worker served): bind
+    /// exactly `addr` (its family, its `IPV6_V6ONLY`) in the master, listen, then adopt it.
+    /// From then on it is an ordinary held listener.
     Claim {
         /// The master's listener index.
         listener: usize,

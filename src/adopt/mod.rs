@@ -138,7 +138,7 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 
 /// Binds a listening TCP socket at exactly `addr` (close-on-exec, `SO_REUSEADDR`,
 /// `IPV6_V6ONLY` as given for IPv6, a backlog of `net.core.somaxconn`): what a claimed
-/// reservation becomes, and what tests hold.
+/// address becomes, and what tests hold.
 pub fn bind_listener(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
     let fd = tcp_socket(addr, v6only)?;
     match addr {
@@ -571,10 +571,10 @@ struct Gathered {
     cloexec: bool,
 }
 
-/// Binds the claimed address beside the reservation (both `SO_REUSEADDR`, the reservation not
-/// listening), then closes the reservation: the port is never free in between. A claimable
-/// listening socket is shut down first (it would keep the address from being bound; no
-/// worker has served it, and every holder's copy stops listening with it); if the new bind
+/// Binds the claimed address in place of the claimable listener. That listener is shut down
+/// first (listening, it would keep the address from being bound; no worker has served it,
+/// and every holder's copy stops listening with it) but stays bound until the new socket is
+/// (both `SO_REUSEADDR`), so no other process can take the port in between; if the new bind
 /// fails, it listens again.
 fn claim(
     held: &mut HeldSockets,
@@ -585,19 +585,10 @@ fn claim(
     let i = held
         .position(listener)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE))?;
-    let listening = matches!(held.held[i].addr, HeldAddr::Tcp { .. });
-    if listening {
-        socket::shutdown(held.fds[i].as_raw_fd(), socket::Shutdown::Both)?;
-    }
-    let fd = match bind_listener(addr, v6only) {
-        Ok(fd) => fd,
-        Err(e) => {
-            if listening {
-                let _ = socket::listen(&held.fds[i], Backlog::MAXALLOWABLE);
-            }
-            return Err(e);
-        }
-    };
+    socket::shutdown(held.fds[i].as_raw_fd(), socket::Shutdown::Both)?;
+    let fd = bind_listener(addr, v6only).inspect_err(|_| {
+        let _ = socket::listen(&held.fds[i], Backlog::MAXALLOWABLE);
+    })?;
     let inode = notif::inode_of(&fd)?;
     held.fds[i] = fd;
     held.held[i].addr = HeldAddr::Tcp { addr, v6only };
