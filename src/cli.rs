@@ -2,7 +2,7 @@
 //! commands `master-process reload | status | stop | signal | upgrade | list`.
 //!
 //! The master's options are not written here: each is declared once in
-//! [`crate::config::options`], and this module turns that table into clap arguments, with
+//! `config::options`, and this module turns that table into clap arguments, with
 //! each option's environment twins and default in its help. The environment applies first,
 //! then the flags; the library reads the same table, so the CLI and `init()` accept exactly
 //! the same things.

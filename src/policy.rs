@@ -184,7 +184,7 @@ pub enum Coverage {
     Any,
 }
 
-/// How the master decides that a new worker is ready (see [`crate::readiness`]).
+/// How the master decides that a new worker is ready (see the `readiness` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyMode {
     /// The master sees the worker serve the listening sockets (`/proc`).

@@ -227,7 +227,7 @@ pub fn exec_if_requested() {
     });
 }
 
-/// The command that starts this program again: argv[0] as given (made absolute against
+/// The command that starts this program again: `argv[0]` as given (made absolute against
 /// the current directory if it is a relative path, never resolved through symlinks, so
 /// that a reload runs what the path points to now), and the same arguments.
 pub fn own_command() -> crate::error::Result<Vec<OsString>> {

@@ -246,12 +246,12 @@ fn die_with_parent() -> Result<()> {
 /// The master's own executable: what an upgrade runs, and how a change on disk is noticed.
 #[derive(Debug)]
 struct Executable {
-    /// argv[0] as started (not resolved through symlinks, so that a reload runs what the
+    /// `argv[0]` as started (not resolved through symlinks, so that a reload runs what the
     /// path points to now).
     path: PathBuf,
     /// Its identity on disk when last looked at.
     identity: Option<ExeIdentity>,
-    /// Our arguments, argv[0] first.
+    /// Our arguments, `argv[0]` first.
     argv: Vec<OsString>,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - [`Counters`] is what only the loop sees go by (reload failures by kind, reload and
 //!   readiness durations, crashes, monitor replacements), fed from the supervisor's notices.
-//! - [`render`] writes the exposition from a [`Facts`] view of the master, read when a
+//! - [`fn@render`] writes the exposition from a [`Facts`] view of the master, read when a
 //!   scrape comes: nothing is computed between scrapes.
 //! - [`Server`] is the endpoint: non-blocking, driven by the loop's `poll`, at most
 //!   [`server::MAX_CLIENTS`] connections, requests of at most [`server::MAX_REQUEST`] bytes,

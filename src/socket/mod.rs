@@ -1,5 +1,5 @@
 //! Listening sockets: what `--listen` says ([`ListenerSpec`]), the sockets the master holds
-//! ([`ListenerSet`]), socket activation, the unix socket file lifecycle ([`file`]), and one
+//! ([`ListenerSet`]), socket activation, the unix socket file lifecycle ([`mod@file`]), and one
 //! non-blocking step on a client's stream ([`stream`]).
 //!
 //! The master binds every listener once and keeps it open for its whole life; workers
