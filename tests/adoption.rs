@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use loadgen::{Load, Mode, Target};
 
 use crate::support::{
-    DEADLINE, Master, MasterCmd, children, get, get_unix, master_bin, run_bounded, start_load,
+    DEADLINE, Ev, Master, MasterCmd, children, get, get_unix, master_bin, run_bounded, start_load,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1067,7 +1067,7 @@ fn a_bind_of_another_address_than_the_listen_fails_the_worker_with_one_line_and_
         .env("HOST", "127.0.0.1")
         .start();
     for _ in 0..3 {
-        m.expect("worker exited unexpectedly");
+        m.expect_ev(Ev::Crashed);
     }
     let line = m
         .wait_for(DEADLINE, |l| l.contains("bind refused"))
@@ -1098,7 +1098,7 @@ fn adoption_off_leaves_an_app_that_binds_its_port_failing_with_one_line() {
         .start();
     // The app's own error is EADDRINUSE; once its worker crash-loops, the master says why.
     for _ in 0..3 {
-        m.expect("worker exited unexpectedly");
+        m.expect_ev(Ev::Crashed);
     }
     let hint = m.expect("worker is crash-looping: ");
     assert!(
@@ -1114,7 +1114,7 @@ fn adoption_off_leaves_an_app_that_binds_its_port_failing_with_one_line() {
         m.lines()
     );
     // Once: the loop goes on, the line does not.
-    m.expect("worker exited unexpectedly");
+    m.expect_ev(Ev::Crashed);
     assert_eq!(m.count("worker is crash-looping: "), 1, "{:#?}", m.lines());
     let status = status_json(&m);
     assert_eq!(status.get("master").get("adopt").str(), "off");
