@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use loadgen::{Load, Mode, Target};
 
 use crate::support::{
-    DEADLINE, Ev, Master, MasterCmd, children, get, get_unix, master_bin, run_bounded, start_load,
+    DEADLINE, Ev, Master, MasterCmd, children, free_port, get, get_unix, listening_on, master_bin,
+    run_bounded, somaxconn, start_load,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -233,60 +234,9 @@ fn master(command: &[String]) -> MasterCmd {
 // ---------------------------------------------------------------------------------------------
 // The world as the tests see it
 
-/// A TCP port free on every address, outside the kernel's ephemeral range (so that no client
-/// connection of a load takes it as its local port).
-fn free_port() -> u16 {
-    let seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(32768)
-        .clamp(12000, 32768);
-    for i in 0..10_000u64 {
-        let port = (10_000
-            + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919)) % (low - 10_000))
-            as u16;
-        let tcp = std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).is_ok()
-            && std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
-        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
-        if tcp && udp {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-fn somaxconn() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Whether this machine has IPv6 on loopback.
 fn ipv6() -> bool {
     std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
-}
-
-/// The TCP sockets listening on `port`, as `ss -ltn` shows them: (local address, Send-Q, the
-/// queue's length).
-fn listening_on(port: u16) -> Vec<(String, u32)> {
-    let out = Command::new("ss")
-        .args(["-Hltn", "sport", "=", &format!(":{port}")])
-        .output()
-        .expect("ss (iproute2)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[3].to_string(), f[2].parse().unwrap())
-        })
-        .collect()
 }
 
 /// One socket listens on `port`, at `local` as `ss` writes it, with the master's queue
@@ -297,12 +247,19 @@ fn assert_masters_backlog(port: u16, local: &str) {
 
 /// One socket listens on `port`, at `local`, with a queue of `backlog`.
 fn assert_backlog(port: u16, local: &str, backlog: u32) {
-    let seen = listening_on(port);
     assert_eq!(
-        seen,
+        queues(port),
         vec![(local.to_string(), backlog)],
         "ss -ltn on port {port}: one listener, the master's, with its backlog"
     );
+}
+
+/// The sockets listening on `port`: (local address as `ss` writes it, accept queue).
+fn queues(port: u16) -> Vec<(String, u32)> {
+    listening_on(port)
+        .into_iter()
+        .map(|l| (l.local, l.backlog))
+        .collect()
 }
 
 /// Whether a connection to `addr` is refused (nothing listens there).
@@ -989,7 +946,7 @@ fn udp_and_port_zero_sockets_of_the_app_are_left_alone() {
             "UDP answered by {pid}, not by {ours:?}"
         );
         // Its port-0 listener is its own: the queue it asked for (7), not the master's.
-        assert_eq!(listening_on(tcp0), vec![(format!("127.0.0.1:{tcp0}"), 7)]);
+        assert_eq!(queues(tcp0), vec![(format!("127.0.0.1:{tcp0}"), 7)]);
         let mut s = TcpStream::connect(localhost(tcp0)).unwrap();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut s, &mut text).unwrap();

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use loadgen::{Mode, Target};
 
 use crate::support::{
-    DEADLINE, Master, Output, alive, control_command, get_pid, master_bin, proc_status,
-    run_bounded, run_once, start_load, test_worker, wait_gone,
+    DEADLINE, Master, Output, alive, control_command, get_pid, listening_on, master_bin,
+    proc_status, run_bounded, run_once, somaxconn, start_load, test_worker, wait_gone,
 };
 use crate::systemd::install_master;
 
@@ -502,18 +502,12 @@ fn a_user_that_cannot_be_found_is_a_usage_error() {
     );
 }
 
-/// The accept queue of the socket listening at `addr`, as `ss` reports it (Send-Q).
+/// The accept queue of the one socket listening at `addr`, as `ss` reports it.
 fn backlog_of(addr: std::net::SocketAddr) -> u32 {
-    let out = Command::new("ss")
-        .args(["-Hltn", "sport", "=", &format!(":{}", addr.port())])
-        .output()
-        .expect("ss (iproute2)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no listener: {text}"));
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    match listening_on(addr.port()).as_slice() {
+        [l] => l.backlog,
+        other => panic!("not one listener on {addr}: {other:?}"),
+    }
 }
 
 fn node_server() -> PathBuf {
@@ -541,14 +535,6 @@ fn node_workers_cannot_shrink_the_accept_queue() {
         let listener = status.iter().find(|r| r.kind == "listener").unwrap();
         assert_eq!(listener.get("backlog"), expected.to_string());
     }
-}
-
-fn somaxconn() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[test]

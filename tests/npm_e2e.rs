@@ -16,10 +16,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use loadgen::{Mode, Target};
 
-use crate::npm_support::{free_port, install, node_once, npm, pack, package_dir, require_tool};
+use crate::npm_support::{install, node_once, npm, pack, package_dir, require_tool};
 use crate::support::{
-    DEADLINE, KillOnDrop, Master, alive, master_bin, num, parent_of, run_bounded, start_load,
-    wait_gone,
+    DEADLINE, KillOnDrop, Master, alive, free_port, master_bin, num, parent_of, run_bounded,
+    start_load, wait_gone,
 };
 
 /// The reference README's app, with only the `init()` line: no SIGTERM handler, binds `PORT`.

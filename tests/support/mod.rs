@@ -885,6 +885,82 @@ pub fn start_load(
     load
 }
 
+/// A TCP port free on every address (IPv4 and IPv6), and for UDP, outside the kernel's
+/// ephemeral range: no client connection of a parallel test takes it as its local port
+/// between now and the bind of the master (or app) it is for.
+pub fn free_port() -> u16 {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+    let seed = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32768)
+        .clamp(12000, 32768);
+    for i in 0..10_000u64 {
+        let port = (10_000
+            + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919)) % (low - 10_000))
+            as u16;
+        let tcp = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).is_ok()
+            && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        if tcp && udp {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// The kernel's cap on a listen queue (`net.core.somaxconn`): the master's default backlog.
+pub fn somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A TCP socket listening, as `ss -Hltne` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// Its local address, as `ss` writes it (`127.0.0.1:8080`, `*:8080`, `[::1]:8080`).
+    pub local: String,
+    /// The length of its accept queue (Send-Q, for a listening socket).
+    pub backlog: u32,
+    /// Its inode (`ino:`): a descriptor open on it links to `socket:[INODE]` in /proc.
+    pub inode: u64,
+}
+
+/// The TCP sockets listening on `port`, as `ss -Hltne` shows them.
+pub fn listening_on(port: u16) -> Vec<Listening> {
+    let out = Command::new("ss")
+        .args(["-Hltne", "sport", "=", &format!(":{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            // State, Recv-Q, Send-Q, local, peer, then the -e details (`ino:N` among them).
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f[5..]
+                .iter()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("no inode in {l:?}"));
+            Listening {
+                local: f[3].to_string(),
+                backlog: f[2].parse().unwrap_or_else(|_| panic!("Send-Q of {l:?}")),
+                inode,
+            }
+        })
+        .collect()
+}
+
 /// One HTTP GET over a fresh TCP connection; returns the body.
 pub fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
