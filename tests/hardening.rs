@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use loadgen::{Mode, Target};
 
 use crate::support::{
-    DEADLINE, Master, Output, alive, control_command, get_pid, listening_on, master_bin,
+    DEADLINE, Json, Master, alive, control_command, get_pid, json_of, listening_on, master_bin,
     proc_status, run_bounded, run_once, somaxconn, start_load, test_worker, wait_gone,
 };
 use crate::systemd::install_master;
@@ -404,11 +404,11 @@ fn two_masters_of_one_user_each_get_their_own_control_socket() {
         "{out:?}"
     );
     for (name, m) in [("api", &a), ("web", &b)] {
-        let out = ctl(&["status", "--json", "--name", name]);
-        assert_eq!(out.code, 0, "{out:?}");
-        assert!(
-            out.stdout.contains(&format!("\"pid\":{}", m.pid())),
-            "{out:?}"
+        let status = json_of(&ctl(&["status", "--json", "--name", name]));
+        assert_eq!(
+            status.at("master").at("pid").int(),
+            u64::from(m.pid()),
+            "{name}"
         );
     }
     let out = ctl(&["list"]);
@@ -424,12 +424,8 @@ fn two_masters_of_one_user_each_get_their_own_control_socket() {
     let out = ctl(&["stop", "--wait", "--name", "web"]);
     assert_eq!(out.code, 0, "{out:?}");
     // With one left, no name is needed.
-    let out = ctl(&["status", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout.contains(&format!("\"pid\":{}", a.pid())),
-        "{out:?}"
-    );
+    let status = json_of(&ctl(&["status", "--json"]));
+    assert_eq!(status.at("master").at("pid").int(), u64::from(a.pid()));
 }
 
 #[test]
@@ -600,12 +596,8 @@ fn idle_control_clients_cannot_lock_the_control_socket() {
     let idle: Vec<_> = (0..80)
         .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
         .collect();
-    let out: Output = m.ctl(&["status", "--json"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout.contains(&format!("\"pid\":{}", m.pid())),
-        "{out:?}"
-    );
+    let status = m.status_json();
+    assert_eq!(status.at("master").at("pid").int(), u64::from(m.pid()));
     drop(idle);
 }
 

@@ -5,7 +5,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{DEADLINE, Master};
+use serde_json::Value;
+
+use crate::support::{DEADLINE, Json, Master, json_of};
 
 /// A master with `--metrics` on a free loopback port; its metrics address.
 fn with_metrics(extra: &[&str]) -> (Master, SocketAddr) {
@@ -200,18 +202,58 @@ fn metrics_can_be_served_on_a_unix_socket() {
     assert!(!path.exists(), "the socket file is removed at exit");
 }
 
-/// Every line parses as a JSON object (checked by Python's json module); returns them as
-/// Python's repr of (key, type name) pairs per line, one per line.
+/// Every line parses as a JSON object; returns, per line, its keys in order, each with the
+/// type of its value (`time:str level:str ...`).
 fn json_lines_checked(lines: &[String]) -> Vec<String> {
-    let script = "import sys, json\n\
-                  for line in sys.stdin:\n\
-                  \x20   o = json.loads(line)\n\
-                  \x20   assert isinstance(o, dict), line\n\
-                  \x20   print(' '.join(f'{k}:{type(v).__name__}' for k, v in o.items()))\n";
-    python(script, &lines.join("\n"), "not JSON")
-        .lines()
-        .map(str::to_string)
+    lines
+        .iter()
+        .map(|line| {
+            let Shape(fields) = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+            fields
+                .iter()
+                .map(|(k, t)| format!("{k}:{t}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
+}
+
+/// A JSON object's keys in their order, with the type of each value (`str`, `int`, `float`,
+/// `bool`, `null`, `list`, `dict`): what `serde_json::Value`, whose objects are sorted by
+/// key, does not keep.
+struct Shape(Vec<(String, &'static str)>);
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Shape, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    let t = match value {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Bool(_) => "bool",
+                        serde_json::Value::Number(n) if n.is_f64() => "float",
+                        serde_json::Value::Number(_) => "int",
+                        serde_json::Value::String(_) => "str",
+                        serde_json::Value::Array(_) => "list",
+                        serde_json::Value::Object(_) => "dict",
+                    };
+                    fields.push((key, t));
+                }
+                Ok(Shape(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// Runs a Python `script` on `input`; its output. Fails the test, saying `what`, if the
@@ -297,39 +339,35 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     let hello = rx
         .recv_timeout(DEADLINE)
         .expect("the subscription's first line");
-    assert!(
-        hello.contains("\"type\":\"subscribed\"") && hello.contains("\"generation\":0"),
-        "{hello}"
-    );
+    let hello: Value =
+        serde_json::from_str(&hello).unwrap_or_else(|e| panic!("not JSON ({e}): {hello}"));
+    assert_eq!(hello.at("type").str(), "subscribed", "{hello}");
+    assert_eq!(hello.at("generation").int(), 0, "{hello}");
     let reload = m.ctl(&["reload", "--wait", "--json"]);
     let first = rx.recv_timeout(DEADLINE).expect("the reload's first event");
-    assert_eq!(reload.code, 0, "{reload:?}");
-    assert!(reload.stdout.starts_with('{') && reload.stdout.contains("\"outcome\":\"done\""));
-    let generation = {
-        let s = reload.stdout.split("\"generation\":").nth(1).unwrap();
-        s.split(',').next().unwrap().to_string()
+    let reload = json_of(&reload);
+    assert_eq!(reload.at("outcome").str(), "done", "{reload}");
+    let generation = reload.at("generation").int();
+    let event = |line: String| -> Value {
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     };
     let mut lines = vec![first];
-    while !lines.last().unwrap().contains("\"type\":\"reload_ended\"")
-        || !lines
+    let mut events = vec![event(lines[0].clone())];
+    while !(events.last().unwrap().at("type").str() == "reload_ended"
+        && events
             .last()
             .unwrap()
-            .contains(&format!("\"generation\":{generation}"))
+            .get("generation")
+            .and_then(Value::as_u64)
+            == Some(generation))
     {
-        lines.push(rx.recv_timeout(DEADLINE).expect("the reload's events"));
+        let line = rx.recv_timeout(DEADLINE).expect("the reload's events");
+        events.push(event(line.clone()));
+        lines.push(line);
     }
+    // Each one object per line.
     json_lines_checked(&lines);
-    let types: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.split("\"type\":\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-        })
-        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.at("type").str()).collect();
     for wanted in [
         "reload_started",
         "worker_started",
@@ -340,11 +378,12 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     ] {
         assert!(types.contains(&wanted), "{wanted} missing: {types:?}");
     }
-    let ready = lines.iter().find(|l| l.contains("worker_ready")).unwrap();
-    assert!(
-        ready.contains("\"after_ms\":") && ready.contains("\"pid\":"),
-        "{ready}"
-    );
+    let ready = events
+        .iter()
+        .find(|e| e.at("type").str() == "worker_ready")
+        .unwrap();
+    ready.at("after_ms").int();
+    ready.at("pid").int();
     // The stream ends when the master does.
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);

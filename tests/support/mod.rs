@@ -1304,6 +1304,70 @@ impl Master {
     }
 }
 
+impl Master {
+    /// `master-process status --json`, run as a user would, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        json_of(&self.ctl(&["status", "--json"]))
+    }
+}
+
+/// What a command printed with `--json` (one JSON document), parsed: the test fails, with
+/// the output, if the command did not exit 0 or printed anything else.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {out:?}"))
+}
+
+/// Reading a JSON answer ([`serde_json::Value`]): the test fails, with the value, where a
+/// field is missing or of another type.
+pub trait Json {
+    /// Field `key` of an object.
+    fn at(&self, key: &str) -> &serde_json::Value;
+    /// A string.
+    fn str(&self) -> &str;
+    /// A number.
+    fn num(&self) -> f64;
+    /// A whole number, not negative.
+    fn int(&self) -> u64;
+    /// A boolean.
+    fn bool(&self) -> bool;
+    /// An array.
+    fn arr(&self) -> &[serde_json::Value];
+}
+
+impl Json for serde_json::Value {
+    fn at(&self, key: &str) -> &serde_json::Value {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no {key:?} in {self}"))
+    }
+
+    fn str(&self) -> &str {
+        self.as_str()
+            .unwrap_or_else(|| panic!("not a string: {self}"))
+    }
+
+    fn num(&self) -> f64 {
+        self.as_f64()
+            .unwrap_or_else(|| panic!("not a number: {self}"))
+    }
+
+    fn int(&self) -> u64 {
+        self.as_u64()
+            .unwrap_or_else(|| panic!("not a whole number: {self}"))
+    }
+
+    fn bool(&self) -> bool {
+        self.as_bool()
+            .unwrap_or_else(|| panic!("not a boolean: {self}"))
+    }
+
+    fn arr(&self) -> &[serde_json::Value] {
+        self.as_array()
+            .unwrap_or_else(|| panic!("not an array: {self}"))
+    }
+}
+
 /// The master's `status` answer: its records in order (`master`, `listener`s, `last_reload`,
 /// `worker`s, `slot`s), as `records` (`status[0]`, `status.iter()`) and by name.
 #[derive(Debug, Clone)]
