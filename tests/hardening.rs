@@ -46,29 +46,6 @@ fn upgradable(worker: &Path) -> (Master, PathBuf, Vec<u32>) {
     (m, exe, pids)
 }
 
-/// The pids serving, by slot, from `status`.
-fn serving(m: &Master) -> Vec<u32> {
-    let mut pids: Vec<(u64, u32)> = m
-        .status()
-        .into_iter()
-        .filter(|r| r.kind == "worker" && r.get("role") == "serving")
-        .map(|r| {
-            (
-                r.get("index").parse().unwrap(),
-                r.get("pid").parse().unwrap(),
-            )
-        })
-        .collect();
-    pids.sort();
-    pids.into_iter().map(|(_, p)| p).collect()
-}
-
-fn master_pid_from_status(m: &Master) -> u32 {
-    let status = m.status();
-    let master = status.iter().find(|r| r.kind == "master").unwrap();
-    master.get("pid").parse().unwrap()
-}
-
 #[test]
 fn an_upgrade_whose_worker_command_was_deleted_fails_and_every_worker_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,8 +60,12 @@ fn an_upgrade_whose_worker_command_was_deleted_fails_and_every_worker_keeps_serv
     let out = m.ctl(&["upgrade", "--wait"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("failed"), "{out:?}");
-    assert_eq!(master_pid_from_status(&m), m.pid(), "same pid");
-    assert_eq!(serving(&m), old, "the old workers still serve");
+    assert_eq!(
+        m.status().master().num("pid"),
+        u64::from(m.pid()),
+        "same pid"
+    );
+    assert_eq!(m.serving(), old, "the old workers still serve");
     assert!(load.wait_for_more(200, DEADLINE));
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}");
@@ -107,8 +88,8 @@ fn an_upgrade_to_a_binary_that_rejects_our_flags_is_refused_by_its_preflight() {
         out.stderr.contains("upgrade failed") && out.stderr.contains("--no-such-flag"),
         "{out:?}"
     );
-    assert_eq!(master_pid_from_status(&m), m.pid());
-    assert_eq!(serving(&m), old);
+    assert_eq!(m.status().master().num("pid"), u64::from(m.pid()));
+    assert_eq!(m.serving(), old);
     m.expect("upgrade failed");
 }
 
@@ -134,13 +115,13 @@ fn an_upgrade_that_fails_after_the_exec_goes_back_to_the_old_master_under_load()
         "{out:?}"
     );
     // The same process, the same workers, still in charge.
-    assert_eq!(master_pid_from_status(&m), m.pid());
-    assert_eq!(serving(&m), old);
+    assert_eq!(m.status().master().num("pid"), u64::from(m.pid()));
+    assert_eq!(m.serving(), old);
     assert!(load.wait_for_more(200, DEADLINE));
     // And fully working: a reload replaces the workers.
     let out = m.ctl(&["reload", "--wait"]);
     assert_eq!(out.code, 0, "{out:?}");
-    let new = serving(&m);
+    let new = m.serving();
     assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
     let report = load.stop();
     assert_eq!(report.failed(), 0, "{report}");
@@ -167,8 +148,8 @@ fn an_upgrade_whose_new_master_cannot_get_its_metrics_port_goes_back_with_every_
     let out = m.ctl(&["upgrade", "--wait"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("could not resume"), "{out:?}");
-    assert_eq!(master_pid_from_status(&m), m.pid());
-    assert_eq!(serving(&m), old);
+    assert_eq!(m.status().master().num("pid"), u64::from(m.pid()));
+    assert_eq!(m.serving(), old);
     assert!(load.wait_for_more(200, DEADLINE));
     let out = m.ctl(&["reload", "--wait"]);
     assert_eq!(out.code, 0, "{out:?}");
