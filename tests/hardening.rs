@@ -491,26 +491,38 @@ fn node_server() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node/server.js")
 }
 
+/// Node.js asks `listen(fd, 511)` of the socket it serves (fd 3, by LISTEN_FDS: see
+/// `node_server`). With `--adopt off` that call reaches the kernel and shrinks the shared
+/// queue for every worker: the master asks for its own queue again once the worker serves.
+/// With `--adopt on` (the default) the call is trapped by the adoption filter and answered by
+/// the master. Either way, `ss` and status show the master's queue.
 #[test]
 fn node_workers_cannot_shrink_the_accept_queue() {
-    for backlog in [None, Some("1000")] {
-        let mut cmd = Master::cmd()
-            .args(["-l", "127.0.0.1:0", "-w", "2"])
-            .command(["node".into(), node_server().into_os_string()]);
-        if let Some(b) = backlog {
-            cmd = cmd.args(["--backlog", b]);
+    for adopt in ["off", "on"] {
+        for backlog in [None, Some("1000")] {
+            let mut cmd = Master::cmd()
+                .args(["-l", "127.0.0.1:0", "-w", "2", "--adopt", adopt])
+                .command(["node".into(), node_server().into_os_string()]);
+            if let Some(b) = backlog {
+                cmd = cmd.args(["--backlog", b]);
+            }
+            let mut m = cmd.start();
+            let what = format!("--adopt {adopt}, --backlog {backlog:?}");
+            // Ready: both workers were seen serving, so both called listen() before this
+            // status answer, and the master asked for its queue again after that.
+            m.wait_ready();
+            let addr = m.tcp_addr();
+            assert_eq!(m.status().master().get("adopt"), adopt, "{what}");
+            let expected: u32 = backlog.map_or_else(somaxconn, |b| b.parse().unwrap());
+            assert!(expected > 511, "{what}: a queue Node.js would shrink");
+            assert_eq!(backlog_of(addr), expected, "{what}");
+            // Status, asked once the reload has ended: the new workers' listen() came before.
+            m.signal(libc::SIGHUP);
+            let status = m.reload_ended(1, "done");
+            assert_eq!(backlog_of(addr), expected, "{what}: after a reload");
+            let listener = status.listeners().next().unwrap();
+            assert_eq!(listener.get("backlog"), expected.to_string(), "{what}");
         }
-        let mut m = cmd.start();
-        m.wait_ready();
-        let addr = m.tcp_addr();
-        let expected: u32 = backlog.map_or_else(somaxconn, |b| b.parse().unwrap());
-        // Node asked listen(3, 511) of the shared socket: the master asked again.
-        assert_eq!(backlog_of(addr), expected);
-        m.reload(1);
-        assert_eq!(backlog_of(addr), expected);
-        let status = m.status();
-        let listener = status.iter().find(|r| r.kind == "listener").unwrap();
-        assert_eq!(listener.get("backlog"), expected.to_string());
     }
 }
 
