@@ -539,19 +539,51 @@ fn a_new_asyncio_generation_does_not_freeze_the_serving_one_while_it_starts() {
         .into_iter()
         .map(|mode| (mode, start_load(Target::Tcp(addr), mode, 2)))
         .collect();
-    // 3 s of start-up work after the bind: longer than the load's 2 s request deadline.
-    m.set_knobs(&[("PORT", &port_s), ("PY_SLOW_AFTER_BIND_MS", "3000")]);
+    // The next generation holds after its bind, blocking socket and all, until we open the
+    // fifo: its start-up work lasts as long as this test needs.
+    let fifo = m.dir().join("hold.fifo");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    m.set_knobs(&[
+        ("PORT", &port_s),
+        ("PY_HOLD_AFTER_BIND", fifo.to_str().unwrap()),
+    ]);
     m.signal(libc::SIGHUP);
-    m.expect("bound; start-up work for 3000 ms");
-    // Meanwhile the serving generation goes on answering.
+    let line = m.expect("bound; start-up work until");
+    let held: u32 = line
+        .split("py-asyncio-app[")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a pid in {line:?}"));
+    // The shared socket stays non-blocking: in the held worker, and in the serving ones.
+    for pid in std::iter::once(held).chain(old.iter().copied()) {
+        let flags = listener_fd_flags(pid, port);
+        assert!(!flags.is_empty(), "worker {pid} has the listening socket");
+        assert!(
+            flags.iter().all(|f| f & libc::O_NONBLOCK != 0),
+            "worker {pid}: the shared socket is blocking: flags {:?}",
+            flags.iter().map(|f| format!("{f:o}")).collect::<Vec<_>>()
+        );
+    }
+    // And the serving generation goes on answering, in both modes.
     for (mode, load) in &loads {
         assert!(
-            load.wait_for_more(100, Duration::from_secs(2)),
+            load.wait_for_more(100, DEADLINE),
             "{mode}: the serving generation stalled while the new one started: {}",
             load.snapshot()
         );
     }
-    m.expect("reload done generation=1 ");
+    // Release: a reader of the fifo returns once a writer has it open (read and write: no
+    // wait for a reader); kept open until the reload is done, for every new worker.
+    let release = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    m.reload_done(1);
+    drop(release);
     let mut answered = Vec::new();
     for (mode, load) in loads {
         let report = load.stop();
@@ -562,6 +594,25 @@ fn a_new_asyncio_generation_does_not_freeze_the_serving_one_while_it_starts() {
         old.iter().all(|p| answered.contains(p)),
         "{old:?} {answered:?}"
     );
+}
+
+/// The file status flags (`O_*`, from /proc/PID/fdinfo) of every descriptor of process `pid`
+/// open on the TCP socket listening on `port` (matched by its inode).
+fn listener_fd_flags(pid: u32, port: u16) -> Vec<i32> {
+    let target = match listening_on(port).as_slice() {
+        [l] => format!("socket:[{}]", l.inode),
+        other => panic!("not one listener on port {port}: {other:?}"),
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+        .filter_map(|e| {
+            let fdinfo = Path::new("/proc").join(pid.to_string()).join("fdinfo");
+            let info = std::fs::read_to_string(fdinfo.join(e.file_name())).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            i32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .collect()
 }
 
 #[test]
