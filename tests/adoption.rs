@@ -159,8 +159,8 @@ fn go_server() -> PathBuf {
 }
 
 /// The Express app (`tests/fixtures/node/express`) with its dependencies installed from npm
-/// (`npm ci` against the committed lock file), once.
-fn express_app() -> PathBuf {
+/// (`npm ci` against the committed lock file: pinned versions), once; also run by npm_e2e.
+pub fn express_app() -> PathBuf {
     let src = fixtures().join("node/express");
     let files = ["package.json", "package-lock.json", "server.js"].map(|f| src.join(f));
     built("express-app", &files, |out| {
