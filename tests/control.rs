@@ -12,7 +12,7 @@ use loadgen::{Mode, Target};
 use proptest::prelude::*;
 
 use crate::support::{
-    DEADLINE, Ev, Master, Output, alive, control_command, control_exchange, get_pid, records,
+    DEADLINE, Ev, Json, Master, Output, alive, control_command, control_exchange, get_pid, records,
     run_bounded, start_load, wait_gone,
 };
 
@@ -151,35 +151,6 @@ fn reload_wait_with_a_worker_saying_ready_before_it_dies_fails_and_the_old_worke
     );
 }
 
-/// The value of `"key":` in a flat JSON object text (numbers, booleans and plain strings).
-fn json_field<'a>(object: &'a str, key: &str) -> &'a str {
-    let pat = format!("\"{key}\":");
-    let start = object
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key:?} in {object}"))
-        + pat.len();
-    let rest = &object[start..];
-    if let Some(s) = rest.strip_prefix('"') {
-        &s[..s.find('"').unwrap()]
-    } else {
-        &rest[..rest.find([',', '}']).unwrap()]
-    }
-}
-
-/// The flat objects of the JSON array at `"key":[...]` (none of ours nests further).
-fn json_array<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
-    let pat = format!("\"{key}\":[");
-    let start = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len();
-    let body = &json[start..start + json[start..].find(']').unwrap()];
-    body.split_inclusive('}')
-        .map(|o| o.trim_start_matches(','))
-        .filter(|o| !o.is_empty())
-        .collect()
-}
-
 #[test]
 fn status_shows_the_master_listeners_reloads_and_every_worker_as_a_table_and_as_json() {
     let mut m = master("2", &[("TW_READY", "notify")], &[]);
@@ -229,45 +200,41 @@ fn status_shows_the_master_listeners_reloads_and_every_worker_as_a_table_and_as_
         assert!(cells[9].parse::<f64>().is_ok(), "CPU%: {row}");
     }
 
-    let json = m.ctl(&["status", "--json"]);
-    assert_eq!(json.code, 0, "{json:?}");
-    let j = json.stdout.trim_end();
-    assert!(j.starts_with("{\"master\":{") && j.ends_with('}'), "{j}");
-    assert_eq!(j.matches('{').count(), j.matches('}').count(), "{j}");
-    let master_obj = &j[..=j.find('}').unwrap()];
-    assert_eq!(json_field(master_obj, "pid"), master_pid);
-    assert_eq!(json_field(master_obj, "version"), env!("CARGO_PKG_VERSION"));
-    assert_eq!(json_field(master_obj, "phase"), "running");
-    assert_eq!(json_field(master_obj, "workers"), "2");
-    assert_eq!(json_field(master_obj, "reloads_done"), "1");
-    assert_eq!(json_field(master_obj, "reloads_failed"), "0");
-    let listeners = json_array(j, "listeners");
+    let j = m.status_json();
+    let master = j.at("master");
+    assert_eq!(master.at("pid").int(), u64::from(m.pid()), "{j}");
+    assert_eq!(master.at("version").str(), env!("CARGO_PKG_VERSION"), "{j}");
+    assert_eq!(master.at("phase").str(), "running", "{j}");
+    assert_eq!(master.at("workers").int(), 2, "{j}");
+    assert_eq!(master.at("reloads_done").int(), 1, "{j}");
+    assert_eq!(master.at("reloads_failed").int(), 0, "{j}");
+    let listeners = j.at("listeners").arr();
     assert_eq!(listeners.len(), 1, "{j}");
-    assert_eq!(json_field(listeners[0], "addr"), addr.to_string());
-    let last = &j[j.find("\"last_reload\":{").unwrap_or_else(|| panic!("{j}"))..];
-    assert_eq!(json_field(last, "generation"), "1");
-    assert_eq!(json_field(last, "outcome"), "done");
-    let workers = json_array(j, "workers");
+    assert_eq!(listeners[0].at("addr").str(), addr.to_string(), "{j}");
+    let last = j.at("last_reload");
+    assert_eq!(last.at("generation").int(), 1, "{j}");
+    assert_eq!(last.at("outcome").str(), "done", "{j}");
+    let workers = j.at("workers").arr();
     assert_eq!(workers.len(), 2, "{j}");
-    let slots = json_array(j, "slots");
+    let slots = j.at("slots").arr();
     for (index, pid) in pids.iter().enumerate() {
         let w = workers
             .iter()
-            .find(|w| json_field(w, "pid") == pid.to_string())
+            .find(|w| w.at("pid").int() == u64::from(*pid))
             .unwrap_or_else(|| panic!("no worker {pid} in {j}"));
-        assert_eq!(json_field(w, "index"), index.to_string(), "{w}");
-        assert_eq!(json_field(w, "generation"), "1", "{w}");
-        assert_eq!(json_field(w, "role"), "serving", "{w}");
-        assert_eq!(json_field(w, "state"), "ready", "{w}");
-        json_field(w, "uptime_ms").parse::<u64>().expect("uptime");
-        assert!(json_field(w, "rss_kb").parse::<u64>().unwrap() > 0, "{w}");
-        json_field(w, "cpu_pct").parse::<f64>().expect("cpu_pct");
+        assert_eq!(w.at("index").int(), index as u64, "{w}");
+        assert_eq!(w.at("generation").int(), 1, "{w}");
+        assert_eq!(w.at("role").str(), "serving", "{w}");
+        assert_eq!(w.at("state").str(), "ready", "{w}");
+        w.at("uptime_ms").int();
+        assert!(w.at("rss_kb").int() > 0, "{w}");
+        w.at("cpu_pct").num();
         let slot = slots
             .iter()
-            .find(|s| json_field(s, "index") == index.to_string())
+            .find(|s| s.at("index").int() == index as u64)
             .unwrap_or_else(|| panic!("no slot {index} in {j}"));
-        assert_eq!(json_field(slot, "restarts"), "0", "{slot}");
-        assert_eq!(json_field(slot, "crash_loop"), "false", "{slot}");
+        assert_eq!(slot.at("restarts").int(), 0, "{slot}");
+        assert!(!slot.at("crash_loop").bool(), "{slot}");
     }
 }
 
@@ -284,14 +251,12 @@ fn status_reports_a_failed_last_reload_and_why() {
         table.contains("last reload: 1 failed in ") && table.contains("exited with code 4"),
         "{table}"
     );
-    let json = m.ctl(&["status", "--json"]).stdout;
-    let last = &json[json
-        .find("\"last_reload\":{")
-        .unwrap_or_else(|| panic!("{json}"))..];
-    assert_eq!(json_field(last, "outcome"), "failed", "{json}");
+    let j = m.status_json();
+    let last = j.at("last_reload");
+    assert_eq!(last.at("outcome").str(), "failed", "{j}");
     assert!(
-        json_field(last, "reason").contains("exited with code 4"),
-        "{json}"
+        last.at("reason").str().contains("exited with code 4"),
+        "{j}"
     );
 }
 

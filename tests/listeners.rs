@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{Master, get, get_pid, run_once};
+use crate::support::{Master, free_port, get, get_pid, run_once};
 
 #[test]
 fn workers_inherit_listeners_as_fd_3_onwards_with_their_own_pid_in_listen_pid() {
@@ -48,9 +48,7 @@ fn workers_inherit_listeners_as_fd_3_onwards_with_their_own_pid_in_listen_pid() 
 
 #[test]
 fn port_alone_is_the_one_listener() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
+    let port = free_port();
     let mut m = Master::cmd()
         .env("PORT", port)
         .env("TW_READY", "notify")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loadgen::Target;
 
-use crate::support::{DEADLINE, Ev, Master, Want, get, num};
+use crate::support::{DEADLINE, Ev, Json, Master, Want, get, num};
 
 /// A sample of worker `pid` with `over` samples in a row over the memory limit.
 fn sample(pid: impl std::fmt::Display, over: u32) -> Want {
@@ -242,10 +242,16 @@ fn memory_above_80_percent_is_warned_once_and_shown_in_status() {
     m.expect_ev(Ev::Sample.pid(pid));
     m.expect_ev(Ev::Sample.pid(pid));
     assert_eq!(m.events(Ev::MemoryHigh).len(), 1, "once per episode");
-    let out = m.ctl(&["status", "--json"]);
-    assert!(out.stdout.contains("\"mem_high\":true"), "{out:?}");
-    assert!(out.stdout.contains("\"max_memory_mb\":100"), "{out:?}");
-    assert!(out.stdout.contains("\"monitor\":\"on\""), "{out:?}");
+    let j = m.status_json();
+    let worker = j
+        .at("workers")
+        .arr()
+        .iter()
+        .find(|w| w.at("pid").int() == u64::from(pid))
+        .unwrap_or_else(|| panic!("no worker {pid} in {j}"));
+    assert!(worker.at("mem_high").bool(), "{j}");
+    assert_eq!(j.at("master").at("max_memory_mb").int(), 100, "{j}");
+    assert_eq!(j.at("master").at("monitor").str(), "on", "{j}");
     assert!(
         m.events(Ev::Replacing).is_empty(),
         "85 MiB is under the 100 MiB limit"
@@ -262,14 +268,14 @@ fn the_reference_readme_spelling_cpu_monitor_failure_is_accepted() {
         .env("MAX_MEMORY_ALLOWED_MB", "300")
         .start();
     m.wait_ready();
-    let out = m.ctl(&["status", "--json"]);
-    for field in [
-        "\"cpu_failures\":4",
-        "\"max_cpu_pct\":80",
-        "\"memory_failures\":7",
-        "\"max_memory_mb\":300",
+    let j = m.status_json();
+    for (field, value) in [
+        ("cpu_failures", 4),
+        ("max_cpu_pct", 80),
+        ("memory_failures", 7),
+        ("max_memory_mb", 300),
     ] {
-        assert!(out.stdout.contains(field), "{field} in {out:?}");
+        assert_eq!(j.at("master").at(field).int(), value, "{field} in {j}");
     }
 }
 
@@ -279,6 +285,6 @@ fn no_monitor_turns_it_off() {
         .args(["-l", "127.0.0.1:0", "--no-monitor"])
         .start();
     m.wait_ready();
-    let out = m.ctl(&["status", "--json"]);
-    assert!(out.stdout.contains("\"monitor\":\"off\""), "{out:?}");
+    let j = m.status_json();
+    assert_eq!(j.at("master").at("monitor").str(), "off", "{j}");
 }

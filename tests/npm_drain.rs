@@ -13,7 +13,12 @@ use crate::support::{DEADLINE, Master, start_load};
 
 /// `node --require drain.js app.js` (no SIGTERM handler of its own) with `env`, listening.
 fn app(env: &[(&str, &str)]) -> Master {
-    let mut cmd = node(&["--require".to_string(), drain_js(), fixture("app.js")]);
+    app_from(&fixture("app.js"), env)
+}
+
+/// `node --require drain.js SCRIPT` with `env`, listening.
+fn app_from(script: &str, env: &[(&str, &str)]) -> Master {
+    let mut cmd = node(&["--require".to_string(), drain_js(), script.to_string()]);
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
@@ -23,51 +28,82 @@ fn app(env: &[(&str, &str)]) -> Master {
     m
 }
 
+/// tests/fixtures/node/held.js: `/held` ends when `/release` is asked.
+fn held_app() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/node/held.js")
+        .display()
+        .to_string()
+}
+
+/// A MAX_KILL_TIMEOUT longer than any wait of a test: a process that exits within one did
+/// not wait for it, and its exit code (0) says it drained.
+const LONG_KILL_TIMEOUT: &str = "60000";
+
 #[test]
-fn on_sigterm_in_flight_requests_finish_keep_alive_gets_connection_close_idle_connections_close_and_it_exits()
- {
-    let mut m = app(&[("MAX_KILL_TIMEOUT", "20000")]);
+fn on_sigterm_in_flight_requests_finish_keep_alive_gets_connection_close_and_it_exits() {
+    // No connection is closed for being idle here (a separate test shows they are): the
+    // request this test sends after SIGTERM is never taken for a late one, however long the
+    // test is kept from running.
+    let mut m = app_from(
+        &held_app(),
+        &[
+            ("MAX_KILL_TIMEOUT", LONG_KILL_TIMEOUT),
+            ("MASTER_PROCESS_DRAIN_IDLE_MS", "600000"),
+        ],
+    );
     let addr = m.tcp_addr();
 
-    let mut idle = Http::connect(addr);
+    let mut busy = Http::connect(addr);
+    let r = busy.get("/");
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (200, Some("keep-alive"))
+    );
+    let mut held = Http::connect(addr);
+    held.send("/held");
+    m.expect("held request started");
+
+    m.signal(libc::SIGTERM);
+    m.expect(&format!(
+        "SIGTERM: draining 1 server(s), exit within {LONG_KILL_TIMEOUT} ms"
+    ));
+
+    // The held request is still in flight: a later request on an open keep-alive connection
+    // is answered (and releases it), then that connection ends.
+    let r = busy.get("/release");
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    // Stopped accepting (before that answer): nothing else holds this socket, so a new
+    // connection is refused.
+    assert!(TcpStream::connect(addr).is_err(), "new connections refused");
+    assert!(
+        busy.closed_within(DEADLINE),
+        "closed after `Connection: close`"
+    );
+    // The request in flight completes (and closes its connection).
+    let r = held.response();
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert_eq!(r.body.trim(), m.pid().to_string());
+
+    // And the process exits as soon as nothing is left: drained, not cut at the timeout.
+    assert_eq!(m.wait_exit(), 0, "drained: exit code 0");
+    m.expect("drained in");
+}
+
+#[test]
+fn on_sigterm_idle_keep_alive_connections_are_closed_and_it_exits() {
+    let mut m = app(&[("MAX_KILL_TIMEOUT", LONG_KILL_TIMEOUT)]);
+    let mut idle = Http::connect(m.tcp_addr());
     let r = idle.get("/");
     assert_eq!(
         (r.status, r.header("connection")),
         (200, Some("keep-alive"))
     );
-    let mut busy = Http::connect(addr);
-    assert_eq!(busy.get("/").status, 200);
-    let mut slow = Http::connect(addr);
-    slow.send("/slow?ms=1500");
-    m.expect("slow request started");
-
-    let asked = Instant::now();
     m.signal(libc::SIGTERM);
-    m.expect("SIGTERM: draining 1 server(s), exit within 20000 ms");
-
-    // A later request on an open keep-alive connection is answered, then the connection ends.
-    let r = busy.get("/");
-    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
-    assert!(
-        busy.closed_within(DEADLINE),
-        "closed after `Connection: close`"
-    );
-    // Stopped accepting: nothing else holds this socket, so a new connection is refused.
-    assert!(TcpStream::connect(addr).is_err(), "new connections refused");
-    // The request in flight completes (and closes its connection).
-    let r = slow.response();
-    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
-    assert_eq!(r.body.trim(), m.pid().to_string());
-    // The idle connection was closed by the server.
+    m.expect("SIGTERM: draining 1 server(s)");
+    // Closed by the server (IDLE_MS with nothing on it), long before MAX_KILL_TIMEOUT.
     assert!(idle.closed_within(DEADLINE), "idle connection closed");
-
-    // And the process exits as soon as nothing is left, long before MAX_KILL_TIMEOUT.
     assert_eq!(m.wait_exit(), 0, "drained: exit code 0");
-    let took = asked.elapsed();
-    assert!(
-        took < Duration::from_secs(10),
-        "exited {took:?} after SIGTERM"
-    );
     m.expect("drained in");
 }
 
@@ -98,11 +134,9 @@ fn an_app_that_handles_sigterm_itself_is_left_alone() {
     let mut kept = Http::connect(addr);
     assert_eq!(kept.get("/").status, 200);
     m.signal(libc::SIGTERM);
-    m.expect_each(&[
-        "the app listens for SIGTERM itself; left alone".to_string(),
-        "own SIGTERM handler: still serving".to_string(),
-    ]);
-    // Still accepting, still keeping connections alive.
+    // The app's handler ran: the drain's, installed first, had run before it.
+    m.expect("own SIGTERM handler: still serving");
+    // Still accepting, still keeping connections alive: nothing was drained.
     let r = Http::connect(addr).get("/");
     assert_eq!(
         (r.status, r.header("connection")),
@@ -113,7 +147,6 @@ fn an_app_that_handles_sigterm_itself_is_left_alone() {
         (r.status, r.header("connection")),
         (200, Some("keep-alive"))
     );
-    assert!(!m.logged("draining"), "the drain did nothing");
 }
 
 #[test]
@@ -141,7 +174,6 @@ fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too
         .env("MAX_KILL_TIMEOUT", "20s")
         .start();
     m.expect("clients ready");
-    let asked = Instant::now();
     m.signal(libc::SIGTERM);
     m.expect("SIGTERM: draining 3 server(s)");
     m.expect_each(&[
@@ -149,12 +181,8 @@ fn https_and_http2_servers_listening_before_the_drain_was_loaded_are_drained_too
         "http busy client: Connection: close".to_string(),
         "https busy client: Connection: close".to_string(),
     ]);
+    // Drained, not cut at MAX_KILL_TIMEOUT (exit code 1).
     assert_eq!(m.wait_exit(), 0, "drained: exit code 0");
-    let took = asked.elapsed();
-    assert!(
-        took < Duration::from_secs(10),
-        "exited {took:?} after SIGTERM"
-    );
     m.expect("drained in");
     assert!(!m.logged("busy client error"), "a busy connection was cut");
 }

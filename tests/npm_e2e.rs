@@ -1,8 +1,9 @@
 //! End to end, as the reference's users run their apps: the reference README's app, unchanged
 //! but for `require('master-process').init()`, binding `PORT` itself, started with
 //! `node app.js` (or `npm start`), reloaded by SIGHUP to the pid the user started, under load,
-//! with no failed request; the same as ESM; an express app from npm under
-//! `master-process -- node app.js`; an app with its own SIGTERM handler.
+//! with no failed request; the same as ESM; an express app from npm (versions pinned by the
+//! lock file of tests/fixtures/node/express) under `master-process -- node app.js`; an app
+//! with its own SIGTERM handler.
 //!
 //! Every app here binds `PORT` itself, which the master already holds: the master adopts the
 //! app's own bind (`--adopt`, on by default). The package is packed and installed once per
@@ -12,13 +13,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use loadgen::{Mode, Target};
 
-use crate::npm_support::{free_port, install, node_once, npm, pack, package_dir, require_tool};
+use crate::adoption::express_app;
+use crate::npm_support::{install, node_once, pack, package_dir, require_tool};
 use crate::support::{
-    DEADLINE, KillOnDrop, Master, alive, master_bin, num, parent_of, run_bounded, start_load,
+    DEADLINE, Ev, KillOnDrop, Master, alive, free_port, master_bin, num, parent_of, start_load,
     wait_gone,
 };
 
@@ -51,6 +53,9 @@ http.createServer((req, res) => res.end(`${process.pid}\n`)).listen(process.env.
 "#;
 
 /// An app that shuts down by itself on SIGTERM, gracefully (the drain must leave it alone).
+/// Its handler runs after the drain's (installed first, by init()) and reads the drain's
+/// state: had the drain taken over (`draining`), or were it not loaded, the app exits 3
+/// instead of draining; the master's line of its exit shows which.
 const OWN_SIGTERM_APP: &str = r#"require('master-process').init();
 
 const http = require('http');
@@ -68,6 +73,8 @@ server.on('connection', (s) => {
 });
 server.listen(process.env.PORT);
 process.on('SIGTERM', () => {
+  const drain = globalThis[Symbol.for('master-process.drain')];
+  if (!drain || drain.draining) process.exit(3);
   draining = true;
   process.stderr.write(`own-handler[${process.pid}]: draining\n`);
   net.Server.prototype.close.call(server, () => process.exit(0));
@@ -75,12 +82,6 @@ process.on('SIGTERM', () => {
     for (const [s, t] of idle) if (Date.now() - t > 500 && !s._httpMessage) s.end();
   }, 50);
 });
-"#;
-
-const EXPRESS_APP: &str = r#"const express = require('express');
-const app = express();
-app.get('/', (req, res) => res.send(`${process.pid}\n`));
-app.listen(process.env.PORT);
 "#;
 
 /// The packed package, installed once (per binary and package sources) into a project under
@@ -135,18 +136,6 @@ fn shared_project() -> PathBuf {
         std::fs::write(dir.join("installed"), "").unwrap();
     }
     dir
-}
-
-/// `npm install express` (from the registry) into the shared project, once.
-fn with_express(project: &Path) {
-    let _lock = lock(&project.join("lock"));
-    if project.join("node_modules/express/package.json").exists() {
-        return;
-    }
-    let mut cmd = npm(project);
-    cmd.args(["install", "--no-audit", "--no-fund", "express"]);
-    let o = run_bounded(cmd, Duration::from_secs(180));
-    assert_eq!(o.code, 0, "npm install express: {}\n{}", o.stdout, o.stderr);
 }
 
 /// An exclusive lock on `path` (flock), held until the returned file is dropped.
@@ -241,8 +230,7 @@ fn reloads_by_sighup_to(s: &mut Started, pid: u32, mode: Mode, done: u64, reload
     for generation in done + 1..=done + reloads {
         // SAFETY: kill(2) has no memory effects.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
-        m.expect(&format!("reload done generation={generation} "));
-        let new = m.serving();
+        let new = m.reload_done(generation);
         assert!(new.iter().all(|p| !pids.contains(p)), "{pids:?} -> {new:?}");
         assert!(load.wait_for_more(100, DEADLINE), "load goes on");
         generations.push(new.clone());
@@ -337,14 +325,27 @@ fn an_app_with_its_own_sigterm_handler_is_left_alone_and_loses_nothing() {
     let pid = s.m.pid();
     s.m.wait_ready();
     reloads_by_sighup_to(&mut s, pid, Mode::KeepAlive, 0, 2);
-    assert!(s.m.logged("own-handler["), "the app's own handler drained");
-    assert!(!s.m.logged("drain["), "the drain left it alone");
+    // Every worker the two reloads retired stopped as its own handler has it (exit code 0
+    // once its server closed), the drain left alone (else: exit code 3, see the app).
+    let retired: Vec<u32> = (0..2)
+        .flat_map(|g| s.m.events(Ev::Started.generation(g)))
+        .map(|l| num(&l, "pid") as u32)
+        .collect();
+    assert_eq!(
+        retired.len(),
+        4,
+        "two generations of two workers: {retired:?}"
+    );
+    for w in retired {
+        let stopped = Ev::Stopped.pid(w);
+        let line =
+            s.m.wait_for(DEADLINE, |l| stopped.matches(l))
+                .unwrap_or_else(|| panic!("retired worker {w} did not stop"));
+        assert!(line.contains("exited with code 0"), "{line}");
+    }
     stop_by(s, pid, libc::SIGTERM);
 }
 
-/// `npm start` runs `sh -c "node app.js"`: npm is the pid the user started, but it passes
-/// signals to the shell only, which does not pass them on; so, as with the reference, the
-/// app is reloaded and stopped through its own pid. npm then exits as the app did.
 #[test]
 fn npm_start() {
     require_tool("npm");
@@ -371,16 +372,18 @@ fn npm_start() {
     stop_by(s, app, libc::SIGTERM);
 }
 
-/// express from the registry, unchanged (no init(), no SIGTERM handler), under the CLI.
+/// express from npm, pinned by the fixture's lock file (adoption.rs builds it), unchanged (no
+/// init(), no SIGTERM handler), under the CLI.
 fn express_under_the_cli() {
     require_tool("npm");
-    let project = shared_project();
-    with_express(&project);
-    let dir = app_dir("express", &[("app.js", EXPRESS_APP)]);
+    let app = express_app();
     let m = Master::cmd()
         .env("PORT", free_port())
         .env("WORKERS", 2)
-        .command(["node".to_string(), dir.join("app.js").display().to_string()])
+        .command([
+            "node".to_string(),
+            app.join("server.js").display().to_string(),
+        ])
         .start();
     let mut s = Started {
         master: m.pid(),

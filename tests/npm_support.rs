@@ -172,15 +172,6 @@ impl Http {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released: for apps that bind `PORT` themselves).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `packages/node/pack OUT --bin <the master-process binary under test>`: the tarballs, the
 /// main package first. (The binary under test, not a release build: the same bytes are
 /// tested, and no minute-long release build is needed.)

@@ -3,9 +3,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::support::{DEADLINE, Master};
+use serde_json::Value;
+
+use crate::support::{DEADLINE, Json, Master, json_of};
 
 /// A master with `--metrics` on a free loopback port; its metrics address.
 fn with_metrics(extra: &[&str]) -> (Master, SocketAddr) {
@@ -164,10 +166,99 @@ fn the_metrics_endpoint_serves_nothing_else_and_sheds_idle_clients() {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.80}");
-    // Connections that say nothing do not keep a scrape out.
-    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Connections that say nothing are shed, oldest first, as newer ones come: the endpoint
+    // serves MAX_CLIENTS at once. The newest stay open (until their CLIENT_TIMEOUT), and a
+    // scrape still gets in.
+    let idle = shed_round(addr);
     assert!(scrape(addr).contains("master_process_build_info"));
     drop(idle);
+}
+
+/// Connections the metrics endpoint serves at once (`MAX_CLIENTS` of src/metrics/server.rs).
+const MAX_CLIENTS: usize = 16;
+/// How long it keeps a client that says nothing (`CLIENT_TIMEOUT` of src/metrics/server.rs).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens 40 connections to the metrics endpoint that say nothing, and asserts that the
+/// endpoint closed the oldest (40 - MAX_CLIENTS) and none other before the first of them
+/// could time out: closed early, they were shed. Returns the connections.
+///
+/// An observation made after CLIENT_TIMEOUT (the test kept from running that long) cannot
+/// tell shed from timed out: the round is run again with new connections, a few times.
+fn shed_round(addr: SocketAddr) -> Vec<TcpStream> {
+    for _ in 0..3 {
+        // Every accept, and so every client's deadline, comes after this.
+        let opened = Instant::now();
+        let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let shed = idle.len() - MAX_CLIENTS;
+        match closed_before(&idle, shed, opened + CLIENT_TIMEOUT) {
+            Some(closed) => {
+                assert_eq!(
+                    closed,
+                    (0..shed).collect::<Vec<_>>(),
+                    "the {shed} oldest idle clients closed, and only they"
+                );
+                return idle;
+            }
+            None => eprintln!("not seen within CLIENT_TIMEOUT: inconclusive, once more"),
+        }
+    }
+    panic!("three rounds in a row not seen within CLIENT_TIMEOUT");
+}
+
+/// Waits until at least `n` of `conns` (none of which sent anything) are closed by the
+/// server (end of stream, or a reset); then returns the indices of all those closed, as one
+/// snapshot taken before `before`. `None` if that snapshot could not be taken before it.
+fn closed_before(conns: &[TcpStream], n: usize, before: Instant) -> Option<Vec<usize>> {
+    use std::os::fd::AsRawFd;
+    let poll = |which: &[usize], until: Option<Instant>| -> Option<Vec<usize>> {
+        let mut fds: Vec<libc::pollfd> = which
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: conns[i].as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            })
+            .collect();
+        // At once (a snapshot), or until one closes or `until` passes.
+        let timeout = until.map_or(0, |t| {
+            let left = t.saturating_duration_since(Instant::now());
+            i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+        });
+        // SAFETY: `fds` holds `fds.len()` valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) } < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+            fds.iter_mut().for_each(|f| f.revents = 0);
+        }
+        // Taken in time, or not at all.
+        (Instant::now() < before).then(|| {
+            (0..which.len())
+                .filter(|&k| fds[k].revents != 0)
+                .map(|k| which[k])
+                .collect()
+        })
+    };
+    let mut open: Vec<usize> = (0..conns.len()).collect();
+    while conns.len() - open.len() < n {
+        let closed = poll(&open, Some(before))?;
+        open.retain(|i| !closed.contains(i));
+    }
+    let all: Vec<usize> = (0..conns.len()).collect();
+    let closed = poll(&all, None)?;
+    for &i in &closed {
+        let mut byte = [0u8; 1];
+        match (&conns[i]).read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("client {i}: bytes from the metrics endpoint, unasked"),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "client {i}: {e}"
+            ),
+        }
+    }
+    Some(closed)
 }
 
 #[test]
@@ -200,18 +291,58 @@ fn metrics_can_be_served_on_a_unix_socket() {
     assert!(!path.exists(), "the socket file is removed at exit");
 }
 
-/// Every line parses as a JSON object (checked by Python's json module); returns them as
-/// Python's repr of (key, type name) pairs per line, one per line.
+/// Every line parses as a JSON object; returns, per line, its keys in order, each with the
+/// type of its value (`time:str level:str ...`).
 fn json_lines_checked(lines: &[String]) -> Vec<String> {
-    let script = "import sys, json\n\
-                  for line in sys.stdin:\n\
-                  \x20   o = json.loads(line)\n\
-                  \x20   assert isinstance(o, dict), line\n\
-                  \x20   print(' '.join(f'{k}:{type(v).__name__}' for k, v in o.items()))\n";
-    python(script, &lines.join("\n"), "not JSON")
-        .lines()
-        .map(str::to_string)
+    lines
+        .iter()
+        .map(|line| {
+            let Shape(fields) = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+            fields
+                .iter()
+                .map(|(k, t)| format!("{k}:{t}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
+}
+
+/// A JSON object's keys in their order, with the type of each value (`str`, `int`, `float`,
+/// `bool`, `null`, `list`, `dict`): what `serde_json::Value`, whose objects are sorted by
+/// key, does not keep.
+struct Shape(Vec<(String, &'static str)>);
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Shape, A::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    let t = match value {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Bool(_) => "bool",
+                        serde_json::Value::Number(n) if n.is_f64() => "float",
+                        serde_json::Value::Number(_) => "int",
+                        serde_json::Value::String(_) => "str",
+                        serde_json::Value::Array(_) => "list",
+                        serde_json::Value::Object(_) => "dict",
+                    };
+                    fields.push((key, t));
+                }
+                Ok(Shape(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// Runs a Python `script` on `input`; its output. Fails the test, saying `what`, if the
@@ -297,39 +428,35 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     let hello = rx
         .recv_timeout(DEADLINE)
         .expect("the subscription's first line");
-    assert!(
-        hello.contains("\"type\":\"subscribed\"") && hello.contains("\"generation\":0"),
-        "{hello}"
-    );
+    let hello: Value =
+        serde_json::from_str(&hello).unwrap_or_else(|e| panic!("not JSON ({e}): {hello}"));
+    assert_eq!(hello.at("type").str(), "subscribed", "{hello}");
+    assert_eq!(hello.at("generation").int(), 0, "{hello}");
     let reload = m.ctl(&["reload", "--wait", "--json"]);
     let first = rx.recv_timeout(DEADLINE).expect("the reload's first event");
-    assert_eq!(reload.code, 0, "{reload:?}");
-    assert!(reload.stdout.starts_with('{') && reload.stdout.contains("\"outcome\":\"done\""));
-    let generation = {
-        let s = reload.stdout.split("\"generation\":").nth(1).unwrap();
-        s.split(',').next().unwrap().to_string()
+    let reload = json_of(&reload);
+    assert_eq!(reload.at("outcome").str(), "done", "{reload}");
+    let generation = reload.at("generation").int();
+    let event = |line: String| -> Value {
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     };
     let mut lines = vec![first];
-    while !lines.last().unwrap().contains("\"type\":\"reload_ended\"")
-        || !lines
+    let mut events = vec![event(lines[0].clone())];
+    while !(events.last().unwrap().at("type").str() == "reload_ended"
+        && events
             .last()
             .unwrap()
-            .contains(&format!("\"generation\":{generation}"))
+            .get("generation")
+            .and_then(Value::as_u64)
+            == Some(generation))
     {
-        lines.push(rx.recv_timeout(DEADLINE).expect("the reload's events"));
+        let line = rx.recv_timeout(DEADLINE).expect("the reload's events");
+        events.push(event(line.clone()));
+        lines.push(line);
     }
+    // Each one object per line.
     json_lines_checked(&lines);
-    let types: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.split("\"type\":\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-        })
-        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.at("type").str()).collect();
     for wanted in [
         "reload_started",
         "worker_started",
@@ -340,11 +467,12 @@ fn events_stream_every_reload_and_worker_event_as_json_lines() {
     ] {
         assert!(types.contains(&wanted), "{wanted} missing: {types:?}");
     }
-    let ready = lines.iter().find(|l| l.contains("worker_ready")).unwrap();
-    assert!(
-        ready.contains("\"after_ms\":") && ready.contains("\"pid\":"),
-        "{ready}"
-    );
+    let ready = events
+        .iter()
+        .find(|e| e.at("type").str() == "worker_ready")
+        .unwrap();
+    ready.at("after_ms").int();
+    ready.at("pid").int();
     // The stream ends when the master does.
     m.signal(libc::SIGTERM);
     assert_eq!(m.wait_exit(), 0);

@@ -885,6 +885,82 @@ pub fn start_load(
     load
 }
 
+/// A TCP port free on every address (IPv4 and IPv6), and for UDP, outside the kernel's
+/// ephemeral range: no client connection of a parallel test takes it as its local port
+/// between now and the bind of the master (or app) it is for.
+pub fn free_port() -> u16 {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
+    let seed = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32768)
+        .clamp(12000, 32768);
+    for i in 0..10_000u64 {
+        let port = (10_000
+            + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919)) % (low - 10_000))
+            as u16;
+        let tcp = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).is_ok()
+            && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        if tcp && udp {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// The kernel's cap on a listen queue (`net.core.somaxconn`): the master's default backlog.
+pub fn somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A TCP socket listening, as `ss -Hltne` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// Its local address, as `ss` writes it (`127.0.0.1:8080`, `*:8080`, `[::1]:8080`).
+    pub local: String,
+    /// The length of its accept queue (Send-Q, for a listening socket).
+    pub backlog: u32,
+    /// Its inode (`ino:`): a descriptor open on it links to `socket:[INODE]` in /proc.
+    pub inode: u64,
+}
+
+/// The TCP sockets listening on `port`, as `ss -Hltne` shows them.
+pub fn listening_on(port: u16) -> Vec<Listening> {
+    let out = Command::new("ss")
+        .args(["-Hltne", "sport", "=", &format!(":{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            // State, Recv-Q, Send-Q, local, peer, then the -e details (`ino:N` among them).
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f[5..]
+                .iter()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_else(|| panic!("no inode in {l:?}"));
+            Listening {
+                local: f[3].to_string(),
+                backlog: f[2].parse().unwrap_or_else(|_| panic!("Send-Q of {l:?}")),
+                inode,
+            }
+        })
+        .collect()
+}
+
 /// One HTTP GET over a fresh TCP connection; returns the body.
 pub fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -1225,6 +1301,70 @@ impl Master {
             }
             ask = true;
         }
+    }
+}
+
+impl Master {
+    /// `master-process status --json`, run as a user would, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        json_of(&self.ctl(&["status", "--json"]))
+    }
+}
+
+/// What a command printed with `--json` (one JSON document), parsed: the test fails, with
+/// the output, if the command did not exit 0 or printed anything else.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {out:?}"))
+}
+
+/// Reading a JSON answer ([`serde_json::Value`]): the test fails, with the value, where a
+/// field is missing or of another type.
+pub trait Json {
+    /// Field `key` of an object.
+    fn at(&self, key: &str) -> &serde_json::Value;
+    /// A string.
+    fn str(&self) -> &str;
+    /// A number.
+    fn num(&self) -> f64;
+    /// A whole number, not negative.
+    fn int(&self) -> u64;
+    /// A boolean.
+    fn bool(&self) -> bool;
+    /// An array.
+    fn arr(&self) -> &[serde_json::Value];
+}
+
+impl Json for serde_json::Value {
+    fn at(&self, key: &str) -> &serde_json::Value {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no {key:?} in {self}"))
+    }
+
+    fn str(&self) -> &str {
+        self.as_str()
+            .unwrap_or_else(|| panic!("not a string: {self}"))
+    }
+
+    fn num(&self) -> f64 {
+        self.as_f64()
+            .unwrap_or_else(|| panic!("not a number: {self}"))
+    }
+
+    fn int(&self) -> u64 {
+        self.as_u64()
+            .unwrap_or_else(|| panic!("not a whole number: {self}"))
+    }
+
+    fn bool(&self) -> bool {
+        self.as_bool()
+            .unwrap_or_else(|| panic!("not a boolean: {self}"))
+    }
+
+    fn arr(&self) -> &[serde_json::Value] {
+        self.as_array()
+            .unwrap_or_else(|| panic!("not an array: {self}"))
     }
 }
 

@@ -7,7 +7,8 @@
 //   2. lets in-flight requests finish, and answers later requests on open HTTP/1 keep-alive
 //      connections with `Connection: close`;
 //   3. closes HTTP/1 connections that stay idle (no response in flight, no byte received)
-//      for IDLE_MS, and asks HTTP/2 sessions to close (GOAWAY);
+//      for IDLE_MS (or MASTER_PROCESS_DRAIN_IDLE_MS), and asks HTTP/2 sessions to close
+//      (GOAWAY);
 //   4. exits (code 0) once every server has closed, or (code 1) a little before
 //      MAX_KILL_TIMEOUT (the master's SIGKILL), whichever comes first.
 // An app that listens for SIGTERM itself is left alone. A second SIGTERM kills at once.
@@ -22,7 +23,9 @@ const kDrain = Symbol.for('master-process.drain');
 
 // How long an HTTP/1 connection must stay idle during a drain before it is closed: long
 // enough that a client's next request, already on its way, is seen (and answered with
-// `Connection: close`) instead of racing the close.
+// `Connection: close`) instead of racing the close. MASTER_PROCESS_DRAIN_IDLE_MS (a number of
+// milliseconds, read when the drain starts) overrides it: for clients known to wait longer
+// between requests, and for tests that send a request after SIGTERM whatever the load.
 const IDLE_MS = 500;
 // How often idle connections are looked at during a drain.
 const SWEEP_MS = 50;
@@ -126,6 +129,7 @@ function install() {
     state.draining = true;
     const started = Date.now();
     const timeout = killTimeoutMs(process.env.MAX_KILL_TIMEOUT);
+    const idleMs = idleTimeMs(process.env.MASTER_PROCESS_DRAIN_IDLE_MS);
     const servers = [...state.servers].filter((s) => s.listening);
     let open = servers.length;
     debug(`SIGTERM: draining ${open} server(s), exit within ${timeout} ms`);
@@ -158,7 +162,7 @@ function install() {
       for (const session of state.sessions.get(server) || []) closeSession(session);
     }
 
-    // Close HTTP/1 connections that stayed idle for IDLE_MS: no response in flight, and
+    // Close HTTP/1 connections that stayed idle for `idleMs`: no response in flight, and
     // no byte received (a request on its way shows up in bytesRead before it is parsed).
     // Idle at two sweeps in a row: after a stall (a process short of CPU), the first sweep
     // may run before the event loop has read a request already waiting in the socket; the
@@ -173,13 +177,13 @@ function install() {
           seen.since = now;
           seen.quiet = false;
           if (!socket.parser) idle.delete(socket); // upgraded (WebSocket...): not ours
-        } else if (now - seen.since >= IDLE_MS && !seen.quiet) {
+        } else if (now - seen.since >= idleMs && !seen.quiet) {
           seen.quiet = true;
         } else if (seen.quiet) {
           idle.delete(socket);
           socket.end();
           // A peer that does not close its side in turn is cut.
-          setTimeout(() => socket.destroy(), IDLE_MS).unref();
+          setTimeout(() => socket.destroy(), idleMs).unref();
         }
       }
     }, SWEEP_MS);
@@ -225,6 +229,12 @@ function closeSession(session) {
 function isSignalExit(fn) {
   const src = Function.prototype.toString.call(fn);
   return src.includes('__signal_exit_emitter__') || src.includes('emitter.count');
+}
+
+// MASTER_PROCESS_DRAIN_IDLE_MS: a whole number of milliseconds; anything else (or nothing):
+// IDLE_MS.
+function idleTimeMs(value) {
+  return typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : IDLE_MS;
 }
 
 // MAX_KILL_TIMEOUT as the reference read it (the `ms` package): a bare number is
