@@ -126,15 +126,9 @@ fn manager(ctx: &Ctx, tools: &Tools, kind: Kind) -> Row {
         row.errors.push(e);
     }
     row.workers_after = server.workers().len();
-    let said = server.stop();
-    let clean = said.is_empty() || said.contains("exit code 0") || said.contains("stopped");
-    if !clean && kind.cluster() {
-        // The reference's own shutdown, not the bench's: noted, not an error.
-        row.stop_note = Some(format!(
-            "it did not exit within 15 s of SIGTERM, and was killed ({said})"
-        ));
-    } else if !clean {
-        row.errors.push(format!("stopping it: {said}"));
+    match server.stop_judged() {
+        Ok(note) => row.stop_note = note,
+        Err(e) => row.errors.push(e),
     }
     row
 }

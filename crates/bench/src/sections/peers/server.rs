@@ -111,6 +111,21 @@ impl Server {
         said
     }
 
+    /// Stops everything ([`Server::stop`]) and judges how the manager ended: `Ok(None)`
+    /// cleanly, `Ok(Some(note))` a cluster primary (the reference's way) that outlived its
+    /// SIGTERM (its own shutdown, not the bench's: a note, not an error), `Err` otherwise.
+    pub fn stop_judged(&mut self) -> Result<Option<String>, String> {
+        let said = self.stop();
+        let clean = said.is_empty() || said.contains("exit code 0") || said.contains("stopped");
+        match (clean, self.kind.cluster()) {
+            (true, _) => Ok(None),
+            (false, true) => Ok(Some(format!(
+                "it did not exit within 15 s of SIGTERM, and was killed ({said})"
+            ))),
+            (false, false) => Err(format!("stopping it: {said}")),
+        }
+    }
+
     /// The storm [`Target`] for this server, its log read from line `from` on.
     pub fn storming(&mut self, from: usize) -> Storming<'_> {
         let log = self.log().cloned();
