@@ -155,15 +155,17 @@ fn bind_run(ctx: &Ctx, run: Run) -> Result<Loops, String> {
 
 /// What the throughput comparison gave.
 struct Throughput {
+    /// `getppid` calls the worker made per request on top of its work.
+    per_request: u64,
     /// Per mode: (on runs, off runs).
     runs: [(Vec<WrkRun>, Vec<WrkRun>); 2],
     /// Per mode: the workers' CPU ticks during their runs (on, off).
     ticks: [(u64, u64); 2],
 }
 
-fn throughput(ctx: &Ctx) -> Result<Throughput, String> {
-    let per_request = SYSCALLS_PER_REQUEST.to_string();
-    let env = [("TW_SYSCALLS_PER_REQUEST", per_request.as_str())];
+fn throughput(ctx: &Ctx, per_request: u64) -> Result<Throughput, String> {
+    let calls = per_request.to_string();
+    let env = [("TW_SYSCALLS_PER_REQUEST", calls.as_str())];
     let (mut on, on_worker) = start(ctx, true, &env)?;
     let (mut off, off_worker) = start(ctx, false, &env)?;
     let sides = [(on.addr, on_worker), (off.addr, off_worker)];
@@ -177,7 +179,8 @@ fn throughput(ctx: &Ctx) -> Result<Throughput, String> {
                 .map_or(f64::NAN, |r| r.1.rps)
         };
         eprintln!(
-            "bench: adoption {} {}/{reps}: filter on {:.0} req/s, off {:.0} req/s ({:.3})",
+            "bench: adoption {} +{per_request} calls {}/{reps}: filter on {:.0} req/s, off {:.0} \
+             req/s ({:.3})",
             MODES[mi].0,
             rep + 1,
             rps(0),
@@ -190,6 +193,7 @@ fn throughput(ctx: &Ctx) -> Result<Throughput, String> {
     off.stop();
     let [s_on, s_off] = [&steady[0], &steady[1]];
     Ok(Throughput {
+        per_request,
         runs: std::array::from_fn(|mi| (s_on.runs[mi].clone(), s_off.runs[mi].clone())),
         ticks: std::array::from_fn(|mi| (s_on.ticks[mi], s_off.ticks[mi])),
     })
@@ -210,12 +214,18 @@ pub fn run(ctx: &Ctx) -> Result<Vec<Section>, String> {
             }
         }
     }
-    let throughput = throughput(ctx);
+    // An ordinary worker (no call added), then the syscall-heavy one.
+    let throughputs = [0, SYSCALLS_PER_REQUEST].map(|n| (n, throughput(ctx, n)));
     let mut s = section(ctx, &loops, rounds);
     s.errors = errors;
-    match throughput {
-        Ok(t) => throughput_figures(&mut s, &t),
-        Err(e) => s.errors.push(format!("throughput: {e}")),
+    throughput_intro(&mut s);
+    for (n, t) in throughputs {
+        match t {
+            Ok(t) => throughput_figures(&mut s, &t),
+            Err(e) => s
+                .errors
+                .push(format!("throughput, +{n} calls per request: {e}")),
+        }
     }
     Ok(vec![s])
 }
@@ -375,19 +385,31 @@ fn section(ctx: &Ctx, loops: &[(Run, Loops)], rounds: usize) -> Section {
     s
 }
 
-fn throughput_figures(s: &mut Section, t: &Throughput) {
+fn throughput_intro(s: &mut Section) {
     s.intro.push(format!(
-        "**Throughput of a syscall-heavy worker**: `master-process -l 127.0.0.1:0 -w 1 \
-         --no-monitor [--adopt off] -- test-worker` with `TW_SYSCALLS_PER_REQUEST=\
-         {SYSCALLS_PER_REQUEST}` ({SYSCALLS_PER_REQUEST} `getppid` calls before each answer), \
-         both masters up all along, wrk runs alternating between them as in the throughput \
-         section; medians and the ratio filter on / off. The worker's CPU (utime + stime of its \
-         process, all threads) during its own wrk runs, per request: what the filter costs \
-         the app, less exposed to the machine's other work than requests/s."
+        "**Throughput, filter on and off**: `master-process -l 127.0.0.1:0 -w 1 --no-monitor \
+         [--adopt off] -- test-worker`, the ordinary worker and a syscall-heavy one \
+         (`TW_SYSCALLS_PER_REQUEST={SYSCALLS_PER_REQUEST}`: {SYSCALLS_PER_REQUEST} `getppid` \
+         calls before each answer), both masters up all along, wrk runs alternating between \
+         them as in the throughput section; medians and the ratio filter on / off. The \
+         worker's CPU (utime + stime of its process, all threads) during its own wrk runs, per \
+         request: what the filter costs the app, less exposed to the machine's other work than \
+         requests/s."
     ));
-    for (mi, (name, close)) in MODES.iter().enumerate() {
-        let key = if *close { "close" } else { "keepalive" };
-        let scope = Scope { key, name };
+}
+
+fn throughput_figures(s: &mut Section, t: &Throughput) {
+    let n = t.per_request;
+    for (mi, (mode, close)) in MODES.iter().enumerate() {
+        let key = format!("{}_{n}", if *close { "close" } else { "keepalive" });
+        let name = match n {
+            0 => format!("{mode}, ordinary worker"),
+            n => format!("{mode}, +{n} calls per request"),
+        };
+        let scope = Scope {
+            key: &key,
+            name: &name,
+        };
         let (on, off) = &t.runs[mi];
         let (r_on, r_off) = (wrk::rps(on), wrk::rps(off));
         let (m_on, m_off) = (stats::median(&r_on), stats::median(&r_off));
@@ -395,12 +417,12 @@ fn throughput_figures(s: &mut Section, t: &Throughput) {
         let value = obj! {"on_rps": m_on, "off_rps": m_off, "ratio": ratio,
         "on_runs": Json::arr(r_on.clone()), "off_runs": Json::arr(r_off.clone())};
         let shown = format!("**{ratio:.3}** ({m_on:.0} / {m_off:.0} req/s)");
-        let label = "req/s of the syscall-heavy worker, filter on / off";
+        let label = "req/s, filter on / off";
         let metric = scope.metric("filter_ratio", label, value, shown);
-        s.push(metric.expect(format!(
-            "1 - {SYSCALLS_PER_REQUEST} tolls / the CPU of a request (see the worker's CPU \
-             below); the target is on the toll"
-        )));
+        s.push(metric.expect(
+            "1 - its calls per request x the toll / the CPU of a request (see the worker's \
+             CPU below); the target is on the toll",
+        ));
         let requests = |runs: &[WrkRun]| runs.iter().map(|r| r.requests).sum::<u64>().max(1);
         let (ticks_on, ticks_off) = t.ticks[mi];
         let us_on = sys::ticks_ms(ticks_on) * 1000.0 / requests(on) as f64;
