@@ -421,9 +421,14 @@ fn scan_connections(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
     }
 }
 
-/// Which listener a connected socket was accepted from, by its local address.
+/// Which listener a connected socket was accepted from, by its local address. A socket
+/// with no peer is no connection: a listener shut down in place (the claimable socket of
+/// `PORT` that a claim replaced, still at the worker's fd 3) keeps its address but serves
+/// nobody.
 fn accepted_from(conn: BorrowedFd<'_>, listeners: &[Watched]) -> Option<usize> {
-    if socket::getsockopt(&conn, sockopt::AcceptConn).unwrap_or(true) {
+    if socket::getsockopt(&conn, sockopt::AcceptConn).unwrap_or(true)
+        || socket::getpeername::<SockaddrStorage>(conn.as_raw_fd()).is_err()
+    {
         return None;
     }
     let local = local_addr(conn);
@@ -592,6 +597,28 @@ mod tests {
         let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
         assert_eq!(probe.check(&[(me, started)], later), vec![me]);
         drop(client);
+    }
+
+    #[test]
+    fn a_listener_shut_down_in_place_is_no_accepted_connection() {
+        // What a claim under `PORT` alone leaves in a worker: the old listener, shut down,
+        // at the address of the new one.
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let old = crate::adopt::bind_listener(any, false).unwrap();
+        let SocketAddr::V4(at) = std::net::TcpListener::from(old.try_clone().unwrap())
+            .local_addr()
+            .unwrap()
+        else {
+            panic!("an IPv4 address")
+        };
+        socket::shutdown(old.as_raw_fd(), socket::Shutdown::Both).unwrap();
+        let new = crate::adopt::bind_listener(at.into(), false).unwrap();
+        let mut probe = ListenProbe::new([new.as_fd()], Coverage::All).unwrap();
+        let me = std::process::id();
+        let started = Instant::now();
+        let later = started + CONNECTION_SCAN_INTERVAL;
+        assert!(probe.check(&[(me, started)], later).is_empty());
+        drop(old);
     }
 
     #[test]
