@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::support::{
     DEADLINE, Ev, Json, Master, MasterCmd, children, free_port, get, get_unix, listening_on,
-    master_bin, run_bounded, somaxconn, start_load,
+    master_bin, num, run_bounded, somaxconn, start_load,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1030,4 +1030,84 @@ fn status_json_says_per_listener_whether_workers_get_it_adopted_or_inherited() {
     // The table says the same.
     let table = m.ctl(&["status"]);
     assert!(table.stdout.contains("adopted"), "{}", table.stdout);
+}
+
+#[test]
+fn an_asyncio_app_binding_both_families_is_told_both_listens_and_with_them_serves_both() {
+    if !ipv6() {
+        eprintln!("no IPv6 loopback on this machine; nothing to test");
+        return;
+    }
+    // asyncio.start_server with no host binds 0.0.0.0 and [::] IPv6-only on one port.
+    let port = free_port();
+    let both = [format!("0.0.0.0:{port}"), format!("[::]:{port}")];
+    let mut m = master(&python("asyncio_binds.py"))
+        .args(["--throttle", "100ms"])
+        .env("PORT", port)
+        .env("HOST", "")
+        .start();
+    // PORT alone holds one address: the first bind is claimed, the second refused, and the
+    // line names both --listen values to give.
+    let line = m.expect("bind refused");
+    m.expect_ev(Ev::Crashed);
+    assert!(
+        line.contains(&format!("--listen {} --listen {}", both[0], both[1]))
+            || line.contains(&format!("--listen {} --listen {}", both[1], both[0])),
+        "{line}"
+    );
+    drop(m);
+    let mut m = master(&python("asyncio_binds.py"))
+        .args(["-w", "2", "--listen", &both[0], "--listen", &both[1]])
+        .env("PORT", port)
+        .env("HOST", "")
+        .start();
+    let v4 = localhost(port);
+    m.wait_ready();
+    ten_reloads_under_load(&mut m, Target::Tcp(v4));
+    let mut queues = queues(port);
+    queues.sort();
+    let want: Vec<(String, u32)> = both.iter().map(|a| (a.clone(), somaxconn())).collect();
+    assert_eq!(
+        queues, want,
+        "ss -ltn: both of the master's listeners, its backlog"
+    );
+    let status = m.status_json();
+    for (l, addr) in status.at("listeners").arr().iter().zip(&both) {
+        assert_eq!(l.at("addr").str(), addr, "{l}");
+        assert_eq!(l.at("workers_get_it").str(), "adopted", "{l}");
+        assert!(l.at("adopted_binds").num() >= 1.0, "{l}");
+    }
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let serving = m.serving();
+    for addr in [v4, v6] {
+        assert!(
+            serving.contains(&pid_at(addr)),
+            "{addr} served by {serving:?}"
+        );
+    }
+}
+
+#[test]
+fn port_alone_a_worker_that_binds_but_never_serves_is_not_taken_for_ready() {
+    // The claim leaves the master's first socket, shut down, at the worker's fd 3, at the
+    // address the worker asked for: it is no accepted connection, and proves nothing.
+    let port = free_port();
+    let script = "import os, socket, time\n\
+                  s = socket.socket()\n\
+                  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                  s.bind(('0.0.0.0', int(os.environ['PORT'])))\n\
+                  print('bound', file=__import__('sys').stderr, flush=True)\n\
+                  time.sleep(600)\n";
+    let mut m = master(&["python3".into(), "-c".into(), script.into()])
+        .args(["--ready-timeout", "5s"])
+        .env("PORT", port)
+        .start();
+    let pid = num(&m.expect_ev(Ev::Started), "pid");
+    m.expect("bound");
+    // The bind was claimed: the master holds exactly what the app asked for.
+    assert_eq!(the_listener(&m).at("addr").str(), format!("0.0.0.0:{port}"));
+    // Not ready: stopped at --ready-timeout.
+    let stopping = m.expect_ev(Ev::Stopping);
+    assert_eq!(num(&stopping, "pid"), pid, "{stopping}");
+    assert!(m.events(Ev::Ready).is_empty(), "{:#?}", m.lines());
 }

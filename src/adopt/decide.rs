@@ -181,8 +181,12 @@ pub enum Refusal {
     Family {
         /// What the app asked for.
         asked: SocketAddr,
+        /// The app socket's `IPV6_V6ONLY`.
+        asked_v6only: bool,
         /// What the master holds.
         held: SocketAddr,
+        /// The held socket's `IPV6_V6ONLY`.
+        held_v6only: bool,
     },
     /// Another address of the same family (wider, narrower or elsewhere).
     Address {
@@ -216,6 +220,18 @@ fn listen_flag(addr: &SocketAddr, v6only: bool) -> String {
     }
 }
 
+/// The two `--listen` values that hold `a` and `b` side by side, when they can be: the
+/// wildcard of each family on one port, the IPv6 one IPv6-only (what asyncio and Tornado bind
+/// with no host).
+fn side_by_side(a: (&SocketAddr, bool), b: (&SocketAddr, bool)) -> Option<String> {
+    let ok = |(addr, v6only): (&SocketAddr, bool)| {
+        addr.ip().is_unspecified() && (addr.is_ipv4() || v6only)
+    };
+    let flag = |(addr, _): (&SocketAddr, bool)| addr.to_string();
+    (ok(a) && ok(b) && a.0.port() == b.0.port() && a.0.is_ipv4() != b.0.is_ipv4())
+        .then(|| format!("--listen {} --listen {}", flag(b), flag(a)))
+}
+
 fn family_name(addr: &SocketAddr) -> &'static str {
     if addr.is_ipv4() { "IPv4" } else { "IPv6" }
 }
@@ -223,15 +239,27 @@ fn family_name(addr: &SocketAddr) -> &'static str {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Family { asked, held } => write!(
-                f,
-                "the app binds {asked} ({}) but the master holds {held} ({}): a socket of \
+            Refusal::Family {
+                asked,
+                asked_v6only,
+                held,
+                held_v6only,
+            } => match side_by_side((asked, *asked_v6only), (held, *held_v6only)) {
+                Some(both) => write!(
+                    f,
+                    "the app binds {asked} beside {held}, and the master holds only {held}: \
+                     run the master with {both}"
+                ),
+                None => write!(
+                    f,
+                    "the app binds {asked} ({}) but the master holds {held} ({}): a socket of \
                  another family gives the app addresses it cannot read; run the master with \
                  --listen {}",
-                family_name(asked),
-                family_name(held),
-                listen_flag(asked, false),
-            ),
+                    family_name(asked),
+                    family_name(held),
+                    listen_flag(asked, false),
+                ),
+            },
             Refusal::Address { asked, held } => write!(
                 f,
                 "the app binds {asked} but the master holds {held}: the master hands an app \
@@ -242,11 +270,16 @@ impl fmt::Display for Refusal {
             Refusal::V6Only {
                 asked,
                 asked_v6only: true,
-            } => write!(
-                f,
-                "the app binds {asked} IPv6-only but the master holds it dual-stack (IPv4 \
-                 too): let the app bind dual-stack, or pass it the socket with LISTEN_FDS"
-            ),
+            } => {
+                let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, asked.port()));
+                write!(
+                    f,
+                    "the app binds {asked} IPv6-only but the master holds it dual-stack (IPv4 \
+                     too): if the app binds {v4} as well (asyncio and Tornado with no host do), \
+                     run the master with --listen {asked} --listen {v4}; otherwise let the app \
+                     bind dual-stack, or pass it the socket with LISTEN_FDS"
+                )
+            }
             Refusal::V6Only {
                 asked,
                 asked_v6only: false,
@@ -400,10 +433,10 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
         }
         return adopt(h, socket);
     }
-    if let Some((h, held_addr)) = held.iter().find_map(|h| {
+    if let Some((h, (held_addr, held_v6only))) = held.iter().find_map(|h| {
         tcp(h)
             .filter(|(a, _)| a.port() == asked.port())
-            .map(|(a, _)| (h, a))
+            .map(|held| (h, held))
     }) {
         if h.claimable {
             return claim(h, asked, socket);
@@ -416,7 +449,9 @@ fn decide_inet(asked: &SocketAddr, socket: &AppSocket, held: &[Held]) -> Decisio
         } else {
             Refusal::Family {
                 asked: *asked,
+                asked_v6only: socket.v6only,
                 held: held_addr,
+                held_v6only,
             }
         };
         return Decision::Refuse {
@@ -638,6 +673,41 @@ mod tests {
         let r = refusal(decide(&bind6("[::]:8080"), &held));
         assert!(matches!(r, Refusal::Family { .. }));
         assert!(r.to_string().ends_with("--listen 8080"), "{r}");
+    }
+
+    #[test]
+    fn an_app_binding_both_wildcards_is_told_to_hold_both() {
+        // asyncio and Tornado with no host: [::] IPv6-only, then 0.0.0.0, on one port.
+        let held = [tcp(0, "[::]:8080", true)];
+        let r = refusal(decide(&bind4("0.0.0.0:8080"), &held));
+        assert!(matches!(r, Refusal::Family { .. }));
+        assert!(
+            r.to_string()
+                .ends_with("--listen [::]:8080 --listen 0.0.0.0:8080"),
+            "{r}"
+        );
+        let held = [tcp(0, "0.0.0.0:8080", false)];
+        let v6only = bind(
+            "[::]:8080",
+            AppSocket {
+                v6only: true,
+                ..app(Family::Inet6)
+            },
+        );
+        let r = refusal(decide(&v6only, &held));
+        assert!(
+            r.to_string()
+                .ends_with("--listen 0.0.0.0:8080 --listen [::]:8080"),
+            "{r}"
+        );
+        // Held dual-stack (--listen 8080): the IPv6-only bind is told the pair as well.
+        let r = refusal(decide(&v6only, &[tcp(0, "[::]:8080", false)]));
+        assert!(matches!(r, Refusal::V6Only { .. }));
+        assert!(
+            r.to_string()
+                .contains("--listen [::]:8080 --listen 0.0.0.0:8080"),
+            "{r}"
+        );
     }
 
     #[test]
