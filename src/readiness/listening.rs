@@ -600,6 +600,22 @@ mod tests {
     }
 
     #[test]
+    fn an_accepted_unix_connection_from_an_unnamed_client_proves_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
+        let me = std::process::id();
+        let started = Instant::now();
+        assert!(probe.check(&[(me, started)], started).is_empty());
+        let (_conn, _) = listener.accept().unwrap();
+        let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
+        assert_eq!(probe.check(&[(me, started)], later), vec![me]);
+        drop(client);
+    }
+
+    #[test]
     fn a_listener_shut_down_in_place_is_no_accepted_connection() {
         // What a claim under `PORT` alone leaves in a worker: the old listener, shut down,
         // at the address of the new one.
