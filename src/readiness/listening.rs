@@ -421,12 +421,14 @@ fn scan_connections(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
     }
 }
 
-/// Which listener a connected socket was accepted from, by its local address. A socket
+/// Which listener a connected socket was accepted from, by its local address. Only a
+/// stream socket can be (a QUIC server's UDP socket on the same port is not). A socket
 /// with no peer is no connection: a listener shut down in place (the claimable socket of
 /// `PORT` that a claim replaced, still at the worker's fd 3) keeps its address but serves
 /// nobody.
 fn accepted_from(conn: BorrowedFd<'_>, listeners: &[Watched]) -> Option<usize> {
     if socket::getsockopt(&conn, sockopt::AcceptConn).unwrap_or(true)
+        || socket::getsockopt(&conn, sockopt::SockType) != Ok(socket::SockType::Stream)
         || socket::getpeername::<SockaddrStorage>(conn.as_raw_fd()).is_err()
     {
         return None;
@@ -613,6 +615,20 @@ mod tests {
         let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
         assert_eq!(probe.check(&[(me, started)], later), vec![me]);
         drop(client);
+    }
+
+    #[test]
+    fn a_connected_udp_socket_on_the_listeners_port_is_no_accepted_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = listener.local_addr().unwrap();
+        let udp = std::net::UdpSocket::bind(at).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.connect(peer.local_addr().unwrap()).unwrap();
+        let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
+        let me = std::process::id();
+        let started = Instant::now();
+        let later = started + CONNECTION_SCAN_INTERVAL;
+        assert!(probe.check(&[(me, started)], later).is_empty());
     }
 
     #[test]
