@@ -586,19 +586,23 @@ mod tests {
         );
     }
 
+    /// The probe on `listener` sees nothing before `accept` (the client's own socket is no
+    /// accepted connection), and sees this process serve once it accepted.
+    fn accepting_proves_serving<C>(listener: BorrowedFd<'_>, accept: impl FnOnce() -> C) {
+        let mut probe = ListenProbe::new([listener], Coverage::All).unwrap();
+        let me = std::process::id();
+        let started = Instant::now();
+        assert!(probe.check(&[(me, started)], started).is_empty());
+        let _conn = accept();
+        let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
+        assert_eq!(probe.check(&[(me, started)], later), vec![me]);
+    }
+
     #[test]
     fn an_accepted_connection_proves_serving() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
-        let me = std::process::id();
-        let started = Instant::now();
-        // Our client socket alone is not an accepted connection.
-        assert!(probe.check(&[(me, started)], started).is_empty());
-        let (_conn, _) = listener.accept().unwrap();
-        let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
-        assert_eq!(probe.check(&[(me, started)], later), vec![me]);
-        drop(client);
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        accepting_proves_serving(listener.as_fd(), || listener.accept().unwrap());
     }
 
     #[test]
@@ -606,15 +610,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
-        let mut probe = ListenProbe::new([listener.as_fd()], Coverage::All).unwrap();
-        let me = std::process::id();
-        let started = Instant::now();
-        assert!(probe.check(&[(me, started)], started).is_empty());
-        let (_conn, _) = listener.accept().unwrap();
-        let later = Instant::now() + CONNECTION_SCAN_INTERVAL;
-        assert_eq!(probe.check(&[(me, started)], later), vec![me]);
-        drop(client);
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        accepting_proves_serving(listener.as_fd(), || listener.accept().unwrap());
     }
 
     #[test]
