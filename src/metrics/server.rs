@@ -194,9 +194,14 @@ impl Server {
     }
 
     /// Reads what client `id` sent; once its request head is complete, returns what it asks.
+    /// A client with its answer on the way is not read again: more bytes from it are no
+    /// second request, and its end of sending (a half-close) does not cut the answer.
     pub fn read(&mut self, id: ClientId) -> Option<Asked> {
         let pos = self.clients.iter().position(|c| c.id == id)?;
         let client = &mut self.clients[pos];
+        if client.answer.is_some() {
+            return None;
+        }
         loop {
             match read_some(&mut client.stream, &mut client.request) {
                 Step::Moved(_) => {

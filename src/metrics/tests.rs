@@ -87,3 +87,48 @@ fn numbers_are_written_as_the_format_wants() {
     assert_eq!(render_number(f64::INFINITY), "+Inf");
     assert_eq!(render_number(f64::NAN), "NaN");
 }
+
+#[test]
+fn an_answer_is_written_whole_to_a_client_that_half_closed_after_its_request() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.sock");
+    let spec = crate::socket::ListenerSpec {
+        name: None,
+        addr: crate::socket::ListenAddr::Unix(path.clone()),
+    };
+    let mut server = Server::bind(&spec).unwrap();
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let now = std::time::Instant::now();
+    server.accept(now);
+    let id = server.client_fds().map(|(id, _, _)| id).next().unwrap();
+    assert!(matches!(server.read(id), Some(Asked::Metrics { .. })));
+    // Larger than the socket's buffers: written over several wakes, as the loop does it
+    // (read, then write).
+    let body = "x".repeat(4 << 20);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    server.answer(id, "200 OK", &body, false);
+    let deadline = now + Duration::from_secs(60);
+    while server.client_fds().any(|(c, _, _)| c == id) {
+        assert!(server.read(id).is_none(), "asked again");
+        server.write(id);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer was never written"
+        );
+        std::thread::yield_now();
+    }
+    let got = reader.join().unwrap();
+    assert!(
+        got.ends_with(body.as_bytes()),
+        "{} bytes of {}",
+        got.len(),
+        body.len()
+    );
+}
