@@ -382,7 +382,11 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let result = config(&matches).and_then(|config| {
+    let config = config(&matches).inspect_err(|e| {
+        // A new image that rejects its configuration goes back to the previous one.
+        crate::upgrade::abandon_if_resuming(&e.to_string());
+    });
+    let result = config.and_then(|config| {
         crate::upgrade::preflight_if_requested(&config);
         crate::logging::init(config.verbose, config.log_format);
         crate::master::run(config)
@@ -390,7 +394,6 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            crate::upgrade::abandon_if_resuming(&e.to_string());
             e.report();
             ExitCode::from(e.exit_code())
         }

@@ -60,6 +60,12 @@ const NOTIFY_BURST: usize = 64;
 /// Anything that stops the master from starting: sockets that cannot be bound, a command
 /// that cannot run, a readiness mode the kernel forbids.
 pub fn run(config: Config) -> Result<i32> {
+    // A master resuming after an upgrade that cannot run goes back to the previous image,
+    // whichever face (the CLI, `init()`) started it.
+    run_master(config).inspect_err(|e| crate::upgrade::abandon_if_resuming(&e.to_string()))
+}
+
+fn run_master(config: Config) -> Result<i32> {
     // Handlers first: from here on no signal is lost, and no child can become a zombie.
     let signals = SignalPipe::install(&MASTER_SIGNALS)
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
