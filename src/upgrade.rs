@@ -441,10 +441,15 @@ fn outcome(r: &Record) -> Result<ReloadOutcome, String> {
         failure: match r.get("reason") {
             None => None,
             Some(reason) => {
-                let kind = text_field(r, "failure_kind")?;
-                Some(Failure {
-                    kind: FailureKind::from_name(kind)
+                // A master from before failure kinds (the same format) wrote none: its last
+                // failure counts as a worker that exited.
+                let kind = match r.get("failure_kind") {
+                    None => FailureKind::Exited,
+                    Some(kind) => FailureKind::from_name(kind)
                         .ok_or_else(|| format!("unknown failure kind {kind:?}"))?,
+                };
+                Some(Failure {
+                    kind,
                     reason: reason.to_string(),
                 })
             }
@@ -919,6 +924,29 @@ mod tests {
             assert_ne!(damaged, text, "{from}");
             assert!(Handover::decode(&damaged).is_err(), "{to} was accepted");
         }
+    }
+
+    #[test]
+    fn a_handover_from_a_master_before_failure_kinds_is_taken() {
+        let mut h = sample();
+        fn failure(h: &mut Handover) -> &mut FailureKind {
+            let last = h.snapshot.last_reload.as_mut().unwrap();
+            &mut last.failure.as_mut().unwrap().kind
+        }
+        *failure(&mut h) = FailureKind::NotReady;
+        let text = h.encode();
+        let old: Vec<String> = (text.lines())
+            .map(|line| {
+                let words: Vec<&str> = (line.split(' '))
+                    .filter(|w| !w.starts_with("failure_kind="))
+                    .collect();
+                words.join(" ")
+            })
+            .collect();
+        let old = old.join("\n");
+        assert_ne!(old, text);
+        *failure(&mut h) = FailureKind::Exited;
+        assert_eq!(Handover::decode(&old), Ok(h));
     }
 
     #[test]
