@@ -14,7 +14,7 @@
 //! readable by the workers' user.
 
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The drain itself.
@@ -39,7 +39,12 @@ pub fn install_preload(dir: &Path) -> io::Result<PathBuf> {
             .truncate(true)
             .mode(0o644)
             .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))?;
+            .and_then(|mut f| {
+                // Whatever the umask (a unit's `UMask=0077`), and whatever an old file had:
+                // workers of another user (`--user`) must read it.
+                f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                std::io::Write::write_all(&mut f, text.as_bytes())
+            })?;
         std::fs::rename(&tmp, &path)?;
     }
     Ok(dir.join(FILES[1]))
@@ -74,10 +79,15 @@ mod tests {
     }
 
     #[test]
-    fn the_preload_files_are_written_readable() {
-        use std::os::unix::fs::PermissionsExt;
+    fn the_preload_files_are_written_readable_whatever_the_umask() {
         let dir = tempfile::tempdir().unwrap();
-        let path = install_preload(dir.path()).unwrap();
+        // SAFETY: umask only changes this process's file-creation mask; it is restored below
+        // (each test runs in its own process under nextest).
+        let old = unsafe { libc::umask(0o077) };
+        let path = install_preload(dir.path());
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let path = path.unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().contains("drain.js"));
         let mode = std::fs::metadata(dir.path().join("drain.js"))
             .unwrap()
