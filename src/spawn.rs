@@ -3,13 +3,14 @@
 //! A worker is started in two steps, so that `LISTEN_PID` is exactly the worker's pid:
 //!
 //! 1. The master forks and execs **itself** (`/proc/self/exe`) with [`env::EXEC`] set. Between
-//!    fork and exec, in this order, the child installs the adoption filter if the master
-//!    adopts binds ([`crate::adopt`]), has its listeners mapped to fds 3, 4, ...
-//!    (`command-fds`; every other master fd becomes close-on-exec), puts itself in its own
-//!    process group, and then (see [`child_setup`]) resets every signal disposition to
-//!    default and empties its signal mask, takes the `--user` credentials, asks for SIGKILL
-//!    when the master dies (`PR_SET_PDEATHSIG`, after the credential change that would clear
-//!    it) and checks that the master did not die before that.
+//!    fork and exec, in this order, the child puts itself in its own process group (std does
+//!    that before any `pre_exec` step), installs the adoption filter if the master adopts
+//!    binds ([`crate::adopt`]), has its listeners mapped to fds 3, 4, ... (`command-fds`;
+//!    every other master fd becomes close-on-exec), and then (see [`child_setup`]) resets
+//!    every signal disposition to default and empties its signal mask, takes the `--user`
+//!    credentials, asks for SIGKILL when the master dies (`PR_SET_PDEATHSIG`, after the
+//!    credential change that would clear it) and checks that the master did not die before
+//!    that.
 //! 2. That fresh process ([`exec_if_requested`], the first thing `main` and `init()` do) sets
 //!    `LISTEN_PID` to its own pid and execs the worker command. The pid survives `exec`, so the
 //!    worker sees its own pid in `LISTEN_PID`, as strict clients (libsystemd, sd-notify,

@@ -227,7 +227,7 @@ fn side_by_side(a: (&SocketAddr, bool), b: (&SocketAddr, bool)) -> Option<String
     let ok = |(addr, v6only): (&SocketAddr, bool)| {
         addr.ip().is_unspecified() && (addr.is_ipv4() || v6only)
     };
-    let flag = |(addr, _): (&SocketAddr, bool)| addr.to_string();
+    let flag = |(addr, v6only): (&SocketAddr, bool)| listen_flag(addr, v6only);
     (ok(a) && ok(b) && a.0.port() == b.0.port() && a.0.is_ipv4() != b.0.is_ipv4())
         .then(|| format!("--listen {} --listen {}", flag(b), flag(a)))
 }
@@ -272,12 +272,13 @@ impl fmt::Display for Refusal {
                 asked_v6only: true,
             } => {
                 let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, asked.port()));
+                let both = side_by_side((&v4, false), (asked, true)).unwrap_or_default();
                 write!(
                     f,
                     "the app binds {asked} IPv6-only but the master holds it dual-stack (IPv4 \
                      too): if the app binds {v4} as well (asyncio and Tornado with no host do), \
-                     run the master with --listen {asked} --listen {v4}; otherwise let the app \
-                     bind dual-stack, or pass it the socket with LISTEN_FDS"
+                     run the master with {both}; otherwise let the app bind dual-stack, or pass \
+                     it the socket with LISTEN_FDS"
                 )
             }
             Refusal::V6Only {

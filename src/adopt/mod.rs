@@ -430,9 +430,9 @@ impl Notifier {
                 let bytes = &bytes[..read];
                 // Most binds of a tree are not ours (port 0, netlink, other ports): the
                 // sockaddr alone says so, and they run without a look at the socket. Parsed
-                // as for an AF_INET socket here; again below with the socket's family only
-                // when the sockaddr says AF_UNSPEC (the one case the family decides).
-                let target = |family| match parse_sockaddr(bytes, len, family) {
+                // as for an AF_INET socket: the one case its family decides (AF_UNSPEC) gives
+                // an IPv4 address, which decide() lets run on a socket of another family.
+                let target = match parse_sockaddr(bytes, len, Family::Inet) {
                     Sockaddr::Inet(a) => BindTarget::Inet(a),
                     Sockaddr::UnixPath(path) => BindTarget::Unix(
                         names_held_file(&path, held.held())
@@ -441,11 +441,9 @@ impl Notifier {
                     ),
                     Sockaddr::Other => BindTarget::Other,
                 };
-                let first = target(Family::Inet);
-                if !concerns(&first, held.held()) {
+                if !concerns(&target, held.held()) {
                     return None;
                 }
-                let unspec = bytes.get(..2) == Some(&(libc::AF_UNSPEC as u16).to_ne_bytes()[..]);
                 let pidfd = notif::pidfd_for_thread(n.tid)
                     .inspect_err(|e| tracing::debug!("adopt: pidfd of tid {}: {e}", n.tid))
                     .ok()?;
@@ -454,11 +452,7 @@ impl Notifier {
                     .ok()?;
                 Gathered {
                     request: Request::Bind {
-                        target: if unspec {
-                            target(inspected.socket.family)
-                        } else {
-                            first
-                        },
+                        target,
                         socket: inspected.socket,
                     },
                     cloexec: inspected.cloexec,
@@ -574,8 +568,8 @@ struct Gathered {
 /// Binds the claimed address in place of the claimable listener. That listener is shut down
 /// first (listening, it would keep the address from being bound; no worker has served it,
 /// and every holder's copy stops listening with it) but stays bound until the new socket is
-/// (both `SO_REUSEADDR`), so no other process can take the port in between; if the new bind
-/// fails, it listens again.
+/// (both `SO_REUSEADDR`), so no process binding without `SO_REUSEADDR` can take the port in
+/// between; if the new bind fails, it listens again.
 fn claim(
     held: &mut HeldSockets,
     listener: usize,

@@ -427,8 +427,8 @@ fn scan_connections(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
 /// `PORT` that a claim replaced, still at the worker's fd 3) keeps its address but serves
 /// nobody.
 fn accepted_from(conn: BorrowedFd<'_>, listeners: &[Watched]) -> Option<usize> {
-    if socket::getsockopt(&conn, sockopt::AcceptConn).unwrap_or(true)
-        || socket::getsockopt(&conn, sockopt::SockType) != Ok(socket::SockType::Stream)
+    // A listening socket has no peer either.
+    if socket::getsockopt(&conn, sockopt::SockType) != Ok(socket::SockType::Stream)
         || socket::getpeername::<SockaddrStorage>(conn.as_raw_fd()).is_err()
     {
         return None;
