@@ -908,9 +908,7 @@ impl Master {
             server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
         }
         if let Some(manager) = self.manager.as_mut() {
-            if !matches!(notice, Notice::Worker(_)) {
-                manager.on_notice(&notice, &summary(&self.sup, &notice));
-            }
+            manager.on_notice(&notice, &summary(&self.sup, &notice));
         }
         let Some(server) = self.control.as_mut() else {
             return;
