@@ -3,8 +3,8 @@
 //!
 //! The view runs on the alternate screen with the cursor hidden and the keyboard in
 //! character mode (no echo, no line buffering); all three are undone on the way out, also
-//! when the master goes away or a signal ends the view. It is the status table, with the
-//! last reloads and their outcomes above it, and a line that says when it was drawn.
+//! when the master goes away or a signal ends the view. It is a line that says when it was
+//! drawn, the status table, and the last reloads with their outcomes below it.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -63,7 +63,7 @@ pub fn watch(path: &Path) -> u8 {
     0
 }
 
-/// The view's text: a title line, the last reloads, the status table.
+/// The view's text: a title line, the status table, the last reloads.
 pub fn view(records: &[Record]) -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let mut out = format!("master-process status --watch   {now}   q: quit\n\n");
@@ -92,8 +92,8 @@ pub fn view(records: &[Record]) -> String {
     out
 }
 
-/// Waits up to `timeout` for `q` (or Ctrl-C, Ctrl-D) on stdin or a stop signal; returns
-/// whether to quit. A resize returns at once, to redraw.
+/// Waits up to `timeout` for `q` (or Ctrl-D) on stdin or a stop signal (Ctrl-C stays a
+/// SIGINT: the terminal keeps `ISIG`); returns whether to quit. A resize returns at once, to redraw.
 fn wait_for_quit(timeout: Duration, stop: &AtomicBool, resized: &AtomicBool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -117,7 +117,7 @@ fn wait_for_quit(timeout: Duration, stop: &AtomicBool, resized: &AtomicBool) -> 
                 match nix::unistd::read(&stdin, &mut key) {
                     Ok(0) => return true,
                     Ok(n) => {
-                        if key[..n].iter().any(|b| matches!(b, b'q' | b'Q' | 3 | 4)) {
+                        if key[..n].iter().any(|b| matches!(b, b'q' | b'Q' | 4)) {
                             return true;
                         }
                     }
