@@ -455,7 +455,6 @@ pub struct Supervisor {
     reload: Option<Reload>,
     reload_queued: bool,
     reloads: ReloadCounts,
-    last_reload: Option<ReloadOutcome>,
     /// The last [`RECENT_RELOADS`] reloads that ended, newest last.
     recent: VecDeque<ReloadOutcome>,
     lingering: Vec<Lingering>,
@@ -477,7 +476,6 @@ impl Supervisor {
             reload: None,
             reload_queued: false,
             reloads: ReloadCounts::default(),
-            last_reload: None,
             recent: VecDeque::new(),
             lingering: Vec::new(),
             notices: Vec::new(),
@@ -522,7 +520,7 @@ impl Supervisor {
 
     /// How the last reload that ended, ended.
     pub fn last_reload(&self) -> Option<&ReloadOutcome> {
-        self.last_reload.as_ref()
+        self.recent.back()
     }
 
     /// The last reloads that ended (at most [`RECENT_RELOADS`]), newest first.
@@ -628,7 +626,7 @@ impl Supervisor {
         Ok(Snapshot {
             generation: self.generation,
             reloads: self.reloads,
-            last_reload: self.last_reload.clone(),
+            last_reload: self.recent.back().cloned(),
             workers,
             slots,
         })
@@ -641,8 +639,7 @@ impl Supervisor {
         sup.epoch = Some(now);
         sup.generation = snap.generation;
         sup.reloads = snap.reloads;
-        sup.recent.extend(snap.last_reload.clone());
-        sup.last_reload = snap.last_reload;
+        sup.recent.extend(snap.last_reload);
         let back = |d: Duration| now.checked_sub(d).unwrap_or(now);
         for w in snap.workers {
             if w.index >= sup.slots.len() {
@@ -1488,7 +1485,6 @@ impl Supervisor {
             took,
             serving,
         };
-        self.last_reload = Some(outcome.clone());
         if self.recent.len() == RECENT_RELOADS {
             self.recent.pop_front();
         }
