@@ -19,18 +19,20 @@ use std::path::{Path, PathBuf};
 
 /// The drain itself.
 const DRAIN: &str = include_str!("../packages/node/lib/drain.js");
+/// Whether the drain is wanted (`MASTER_PROCESS_NODE_DRAIN`), as the package reads it.
+const DRAIN_WANTED: &str = include_str!("../packages/node/lib/drain-wanted.js");
 /// The preload: the drain, and `cluster.isMaster` as the reference's workers had it.
 const WORKER: &str = include_str!("../packages/node/lib/worker.js");
 
 /// The files the preload is made of, as written into the master's folder.
-pub const FILES: [&str; 2] = ["drain.js", "worker.js"];
+pub const FILES: [&str; 3] = ["drain.js", "drain-wanted.js", "worker.js"];
 
 /// Writes the preload into `dir`; returns the path to `--require`.
 ///
 /// # Errors
 /// The files cannot be written.
 pub fn install_preload(dir: &Path) -> io::Result<PathBuf> {
-    for (name, text) in FILES.into_iter().zip([DRAIN, WORKER]) {
+    for (name, text) in FILES.into_iter().zip([DRAIN, DRAIN_WANTED, WORKER]) {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.new"));
         std::fs::OpenOptions::new()
@@ -47,7 +49,7 @@ pub fn install_preload(dir: &Path) -> io::Result<PathBuf> {
             })?;
         std::fs::rename(&tmp, &path)?;
     }
-    Ok(dir.join(FILES[1]))
+    Ok(dir.join(FILES[2]))
 }
 
 /// `NODE_OPTIONS` with `--require PRELOAD` added to what the user set (quoted as Node.js

@@ -20,8 +20,8 @@ use loadgen::{Mode, Target};
 use crate::adoption::express_app;
 use crate::npm_support::{install, node_once, pack, package_dir, require_tool};
 use crate::support::{
-    DEADLINE, Ev, KillOnDrop, Master, alive, free_port, master_bin, num, parent_of, start_load,
-    wait_gone,
+    DEADLINE, Ev, KillOnDrop, Master, alive, free_port, get, master_bin, num, parent_of,
+    start_load, wait_gone,
 };
 
 /// The reference README's app, with only the `init()` line: no SIGTERM handler, binds `PORT`.
@@ -223,6 +223,17 @@ struct Started {
 impl Started {
     /// `program args` in `dir` with `PORT` and `WORKERS`.
     fn new(dir: &Path, program: &str, args: &[&str], workers: u32) -> Started {
+        Started::with_env(dir, program, args, workers, &[])
+    }
+
+    /// [`Started::new`], with `env` added.
+    fn with_env(
+        dir: &Path,
+        program: &str,
+        args: &[&str],
+        workers: u32,
+        env: &[(&str, &str)],
+    ) -> Started {
         require_tool("node");
         let mut cmd = Master::cmd()
             .program(program)
@@ -236,6 +247,9 @@ impl Started {
             }))
             .env("PORT", free_port())
             .env("WORKERS", workers);
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
         if program == "npm" {
             cmd = cmd.env("npm_config_update_notifier", "false");
         }
@@ -412,6 +426,28 @@ fn an_app_with_its_own_sigterm_handler_is_left_alone_and_loses_nothing() {
         assert!(line.contains("exited with code 0"), "{line}");
     }
     stop_by(s, pid, libc::SIGTERM);
+}
+
+/// The reference's app, answering whether the drain is loaded in its worker.
+const DRAIN_PROBE_APP: &str = r#"require('master-process').init();
+
+const http = require('http');
+const drain = () => (globalThis[Symbol.for('master-process.drain')] ? 'drain' : 'no drain');
+http.createServer((req, res) => res.end(`${drain()}\n`)).listen(process.env.PORT);
+"#;
+
+#[test]
+fn node_drain_off_turns_the_packages_drain_off_too() {
+    let dir = app_dir("drain-probe", &[("app.js", DRAIN_PROBE_APP)]);
+    for (setting, want) in [("on", "drain"), ("off", "no drain")] {
+        let env = [("MASTER_PROCESS_NODE_DRAIN", setting)];
+        let mut s = Started::with_env(&dir, "node", &["app.js"], 1, &env);
+        s.m.wait_ready();
+        let body = get(s.m.tcp_addr(), "/").unwrap();
+        assert_eq!(body.trim(), want, "MASTER_PROCESS_NODE_DRAIN={setting}");
+        let pid = s.m.pid();
+        stop_by(s, pid, libc::SIGTERM);
+    }
 }
 
 #[test]

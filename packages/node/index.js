@@ -24,7 +24,7 @@ function init() {
   const env = process.env;
 
   if (env.MASTER_PROCESS_WORKER) {
-    require('./lib/drain.js');
+    require('./lib/worker.js');
     result = Object.freeze({
       role: 'worker',
       workerIndex: toInt(env.WORKER_INDEX),

@@ -200,12 +200,20 @@ fn real_os(
 }
 
 /// What every worker gets besides the protocol's variables: the drain timeout the reference
-/// called `MAX_KILL_TIMEOUT` (however it was given), and the Node.js drain preload.
+/// called `MAX_KILL_TIMEOUT` (however it was given), the Node.js drain preload, and whether
+/// the drain is on (however it was given: the npm package's own preload reads it).
 fn worker_env(config: &Config, notify: &NotifySocket) -> Vec<(&'static str, String)> {
-    let mut vars = vec![(
-        "MAX_KILL_TIMEOUT",
-        config.supervisor.kill_timeout.as_millis().to_string(),
-    )];
+    let drain = if config.node_drain { "on" } else { "off" };
+    let mut vars = vec![
+        (
+            "MAX_KILL_TIMEOUT",
+            config.supervisor.kill_timeout.as_millis().to_string(),
+        ),
+        (
+            crate::config::options::NODE_DRAIN.meta.env[0],
+            drain.to_string(),
+        ),
+    ];
     if config.node_drain {
         match crate::node::install_preload(notify.dir()) {
             Ok(preload) => {

@@ -1,8 +1,9 @@
 // Preloaded (`node --require`) in every worker that init() starts, before the app runs.
 'use strict';
 
-// Unchanged apps drain on SIGTERM.
-require('./drain.js');
+// Unchanged apps drain on SIGTERM, unless MASTER_PROCESS_NODE_DRAIN turns it off (as it
+// turns off the master's own preload).
+if (require('./drain-wanted.js')(process.env)) require('./drain.js');
 
 // The reference ran workers as Node cluster workers, and its README told apps to start with
 // `if (cluster.isMaster) { require('master-process').init(); return; }`. Our workers are
