@@ -1492,14 +1492,10 @@ impl Supervisor {
         self.notices.push(Notice::ReloadEnded(outcome));
     }
 
-    /// The master's own clock now (milliseconds since start), for events.
-    pub fn at_ms_now(&self) -> u64 {
-        at_ms(self.epoch, Instant::now())
-    }
-
     /// `now` on the master's own clock (milliseconds since start), for log lines that tests
-    /// compare: wall-clock log timestamps include the time spent logging and forking.
-    fn at_ms(&self, now: Instant) -> u64 {
+    /// compare (wall-clock log timestamps include the time spent logging and forking) and
+    /// for events.
+    pub fn at_ms(&self, now: Instant) -> u64 {
         at_ms(self.epoch, now)
     }
 

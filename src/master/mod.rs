@@ -415,7 +415,7 @@ impl Master {
                 self.sup.stop(&mut self.os, 1, now);
             }
             for notice in self.sup.take_notices() {
-                self.on_notice(notice);
+                self.on_notice(notice, now);
             }
         }
     }
@@ -888,7 +888,7 @@ impl Master {
             Request::Events => {
                 // First the state it starts from, then every event.
                 server.wait(id, Wait::Events);
-                let hello = control::event("subscribed", self.sup.at_ms_now())
+                let hello = control::event("subscribed", self.sup.at_ms(now))
                     .with("generation", self.sup.generation())
                     .with("phase", self.sup.phase().name());
                 server.send(id, &hello);
@@ -910,10 +910,10 @@ impl Master {
         }
     }
 
-    fn on_notice(&mut self, notice: Notice) {
+    fn on_notice(&mut self, notice: Notice, now: Instant) {
         self.counters.on_notice(&notice);
         if let Some(server) = self.control.as_mut().filter(|s| s.has_subscribers()) {
-            server.publish(&control::event_record(&notice, self.sup.at_ms_now()));
+            server.publish(&control::event_record(&notice, self.sup.at_ms(now)));
         }
         if let Some(manager) = self.manager.as_mut() {
             manager.on_notice(&notice, &summary(&self.sup, &notice));
