@@ -67,7 +67,7 @@ pub struct Adoption {
     /// A unix listener is held: `unlink` is trapped too.
     trap_unlink: bool,
     /// What was logged already: each line once, whichever worker it was about.
-    told: Told,
+    told: HashSet<String>,
     /// Binds adopted, by listener.
     adopted: Vec<u64>,
     next_tree: u64,
@@ -87,7 +87,7 @@ impl Adoption {
             held: HeldSockets::new(),
             trees: Vec::new(),
             trap_unlink: false,
-            told: Told::default(),
+            told: HashSet::new(),
             adopted: vec![0; listeners.iter().count()],
             next_tree: 0,
         };
@@ -244,10 +244,11 @@ impl Adoption {
     /// time only: every worker of a release hits the same refusal, and a crash loop repeats it.
     /// The worker and the thread are fields of the line, not part of what is compared.
     fn tell(&mut self, worker: Option<Pid>, tid: Option<u32>, line: String) {
-        if self.told.first(&line) {
-            warn!(pid = worker, tid, "{line}");
-        } else {
+        if self.told.contains(&line) {
             debug!(pid = worker, tid, "{line}");
+        } else {
+            warn!(pid = worker, tid, "{line}");
+            self.told.insert(line);
         }
     }
 
@@ -283,17 +284,6 @@ impl Adoption {
     }
 }
 
-/// Lines already logged.
-#[derive(Debug, Default)]
-struct Told(HashSet<String>);
-
-impl Told {
-    /// Whether `line` is new (and from now on known).
-    fn first(&mut self, line: &str) -> bool {
-        self.0.insert(line.to_string())
-    }
-}
-
 /// Whether `fd` reports a hang-up with nothing to read.
 fn hung_up(fd: BorrowedFd<'_>) -> bool {
     let mut pfd = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -301,19 +291,4 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
         && pfd[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP) && !r.contains(PollFlags::POLLIN))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_line_is_told_once_whichever_worker_it_is_about() {
-        let mut told = Told::default();
-        // The worker is a field of the log line, not part of the text: the second worker
-        // refused for the same reason is not told again.
-        assert!(told.first("bind refused: the app binds [::]:8080 (IPv6) ..."));
-        assert!(!told.first("bind refused: the app binds [::]:8080 (IPv6) ..."));
-        assert!(told.first("bind refused: the app binds 127.0.0.1:8080 ..."));
-    }
 }
