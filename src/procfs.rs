@@ -201,8 +201,36 @@ pub fn process_tree(pid: u32, limit: usize) -> Vec<u32> {
     tree
 }
 
+/// The inode of socket `fd` of process (or thread) `pid`, from `/proc/PID/fd/FD`
+/// (`socket:[INODE]`): one `readlink`, cheaper than a duplicate.
+pub fn socket_inode(pid: u32, fd: i64) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    parse_socket_link(link.as_os_str())
+}
+
+/// `socket:[123]` -> 123.
+pub fn parse_socket_link(link: &std::ffi::OsStr) -> Option<u64> {
+    let text = link.to_str()?;
+    text.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn socket_links_give_their_inode() {
+        use std::ffi::OsStr;
+        assert_eq!(
+            super::parse_socket_link(OsStr::new("socket:[4242]")),
+            Some(4242)
+        );
+        assert_eq!(super::parse_socket_link(OsStr::new("pipe:[4242]")), None);
+        assert_eq!(super::parse_socket_link(OsStr::new("socket:[x]")), None);
+        assert_eq!(super::parse_socket_link(OsStr::new("/dev/null")), None);
+    }
+
     use super::*;
 
     #[test]

@@ -68,7 +68,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{self, Backlog, SockaddrIn, SockaddrIn6, SockaddrStorage, sockopt};
+use nix::sys::socket::{self, Backlog, SockaddrStorage, sockopt};
 
 pub use decide::{
     BindTarget, Decision, Family, FileId, Held, HeldAddr, Request, Sockaddr, concerns, decide,
@@ -140,18 +140,12 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 /// `IPV6_V6ONLY` as given for IPv6, a backlog of `net.core.somaxconn`): what a claimed
 /// address becomes, and what tests hold.
 pub fn bind_listener(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
-    let fd = tcp_socket(addr, v6only)?;
-    match addr {
-        SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
-    }
     // -1: the kernel's limit, somaxconn, even where it was raised above SOMAXCONN (4096).
-    socket::listen(&fd, Backlog::MAXALLOWABLE)?;
-    Ok(fd)
-}
-
-fn tcp_socket(addr: SocketAddr, v6only: bool) -> io::Result<OwnedFd> {
-    Ok(crate::socket::tcp_socket(addr, Some(v6only))?)
+    Ok(crate::socket::listen_tcp(
+        addr,
+        Some(v6only),
+        Backlog::MAXALLOWABLE,
+    )?)
 }
 
 /// The sockets the master holds, for the engine: a duplicate of each, and what the decision
@@ -460,7 +454,7 @@ impl Notifier {
             }
             Syscall::Listen => Gathered {
                 request: Request::Listen {
-                    inode: notif::socket_inode(n.tid, fd_arg),
+                    inode: crate::procfs::socket_inode(n.tid, i64::from(fd_arg)),
                 },
                 cloexec: false,
             },

@@ -324,22 +324,6 @@ pub fn parse_fdinfo_flags(text: &str) -> Option<i32> {
         .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
 }
 
-/// The inode of the socket at descriptor `fd` of thread `tid`, from `/proc/TID/fd/FD`
-/// (`socket:[INODE]`): one `readlink`, cheaper than a duplicate.
-pub fn socket_inode(tid: u32, fd: i32) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
-    parse_socket_link(link.as_os_str())
-}
-
-/// `socket:[123]` -> 123.
-pub fn parse_socket_link(link: &OsStr) -> Option<u64> {
-    let text = link.to_str()?;
-    text.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 /// Where a path given to a system call starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
@@ -422,13 +406,6 @@ mod tests {
         }
         drop(stop_tx);
         thread.join().unwrap();
-    }
-
-    #[test]
-    fn socket_links_give_their_inode() {
-        assert_eq!(parse_socket_link(OsStr::new("socket:[4242]")), Some(4242));
-        assert_eq!(parse_socket_link(OsStr::new("pipe:[4242]")), None);
-        assert_eq!(parse_socket_link(OsStr::new("/dev/null")), None);
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn holder(pgid: u32, inode: u64) -> Option<(u32, i32)> {
         dir.filter_map(|e| e.ok())
             .find_map(|e| {
                 let link = std::fs::read_link(e.path()).ok()?;
-                (notif::parse_socket_link(link.as_os_str()) == Some(inode))
+                (crate::procfs::parse_socket_link(link.as_os_str()) == Some(inode))
                     .then(|| e.file_name().to_str()?.parse::<i32>().ok())
                     .flatten()
             })

@@ -24,12 +24,10 @@
 //! user with Yama's `ptrace_scope` at most 1); see [`check_access`].
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -349,17 +347,7 @@ pub fn epoll_input_inodes(fdinfo: &str) -> Vec<u64> {
 
 /// The inode of descriptor `fd` of `pid` if it is a socket.
 fn socket_inode(pid: Pid, fd: u64) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    parse_socket_link(link.as_os_str())
-}
-
-/// Parses a `/proc/PID/fd/N` link such as `socket:[12345]`.
-pub fn parse_socket_link(link: &OsStr) -> Option<u64> {
-    let s = link
-        .as_bytes()
-        .strip_prefix(b"socket:[")?
-        .strip_suffix(b"]")?;
-    std::str::from_utf8(s).ok()?.parse().ok()
+    procfs::socket_inode(pid, i64::try_from(fd).ok()?)
 }
 
 fn read_mem(pid: Pid, addr: u64, len: usize) -> Option<Vec<u8>> {
@@ -385,7 +373,7 @@ fn scan_connections(pid: Pid, listeners: &[Watched], watch: &mut Watch) {
         if link.as_os_str() == "anon_inode:[io_uring]" && watch.problem.is_none() {
             watch.problem = Some("it uses io_uring, whose waits do not show in /proc".to_string());
         }
-        let Some(ino) = parse_socket_link(link.as_os_str()) else {
+        let Some(ino) = procfs::parse_socket_link(link.as_os_str()) else {
             continue;
         };
         if watch.not_ours.contains(&ino) || listeners.iter().any(|l| l.ino == ino) {
@@ -522,13 +510,6 @@ mod tests {
             tfd:       12 events: 80000001 data:                c  pos:0 ino:ff sdev:8\n";
         assert_eq!(epoll_input_inodes(info), vec![0x6b0e, 0xff]);
         assert!(epoll_input_inodes("garbage\ntfd: x").is_empty());
-    }
-
-    #[test]
-    fn socket_links_parse() {
-        assert_eq!(parse_socket_link(OsStr::new("socket:[12345]")), Some(12345));
-        assert_eq!(parse_socket_link(OsStr::new("pipe:[12345]")), None);
-        assert_eq!(parse_socket_link(OsStr::new("socket:[x]")), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod file;
 mod set;
 pub mod stream;
 
+pub(crate) use set::listen_tcp;
 pub use set::{Listener, ListenerSet, Origin, UNNAMED, somaxconn};
 
 /// One `--listen` value: an optional name and an address.

@@ -385,15 +385,23 @@ fn bind_tcp(
     } else {
         addr.is_ipv6().then_some(true)
     };
+    let backlog = Backlog::new(file::backlog_arg(backlog)).unwrap_or(Backlog::MAXCONN);
+    listen_tcp(addr, v6only, backlog)
+}
+
+/// A listening TCP socket at exactly `addr` (close-on-exec, `SO_REUSEADDR`, `IPV6_V6ONLY`
+/// as given): socket, bind, listen.
+pub(crate) fn listen_tcp(
+    addr: SocketAddr,
+    v6only: Option<bool>,
+    backlog: Backlog,
+) -> std::result::Result<OwnedFd, Errno> {
     let fd = super::tcp_socket(addr, v6only)?;
     match addr {
         SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
         SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
     }
-    socket::listen(
-        &fd,
-        Backlog::new(file::backlog_arg(backlog)).unwrap_or(Backlog::MAXCONN),
-    )?;
+    socket::listen(&fd, backlog)?;
     Ok(fd)
 }
 
