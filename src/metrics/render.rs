@@ -432,17 +432,16 @@ impl Exposition {
             self.family("process_max_fds", "gauge", "The master's descriptor limit.");
             self.sample("process_max_fds", &[], max);
         }
-        if let Some(boot) = boot_time() {
+        // It never changes: /proc/stat is read once.
+        static START: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+        let start = START.get_or_init(|| Some(boot_time()? + stat.starttime as f64 / tick));
+        if let Some(start) = *start {
             self.family(
                 "process_start_time_seconds",
                 "gauge",
                 "When the master started, in seconds since the Unix epoch.",
             );
-            self.sample(
-                "process_start_time_seconds",
-                &[],
-                boot + stat.starttime as f64 / tick,
-            );
+            self.sample("process_start_time_seconds", &[], start);
         }
         self.family(
             "master_process_uptime_seconds",
