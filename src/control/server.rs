@@ -157,9 +157,13 @@ impl Server {
 
     /// Sends `record` to events client `id`.
     pub fn send(&mut self, id: ClientId, record: &Record) {
+        self.send_line(id, &line_of(record));
+    }
+
+    /// Queues `line` for client `id` and writes what it can take.
+    fn send_line(&mut self, id: ClientId, line: &[u8]) {
         if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
-            c.outbox.extend_from_slice(record.encode().as_bytes());
-            c.outbox.push(b'\n');
+            c.outbox.extend_from_slice(line);
         }
         self.flush(id);
     }
@@ -171,14 +175,9 @@ impl Server {
 
     /// Sends `record` to every events client; one that lets too much pile up is dropped.
     pub fn publish(&mut self, record: &Record) {
-        let mut line = record.encode();
-        line.push('\n');
-        let ids: Vec<ClientId> = self.waiting(|w| w == Wait::Events);
-        for id in ids {
-            if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
-                c.outbox.extend_from_slice(line.as_bytes());
-            }
-            self.flush(id);
+        let line = line_of(record);
+        for id in self.waiting(|w| w == Wait::Events) {
+            self.send_line(id, &line);
         }
     }
 
@@ -476,4 +475,11 @@ fn answer(client: &mut Client, records: &[Record]) {
     let _ = client.stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = client.stream.write_all(text.as_bytes());
     let _ = socket::shutdown(client.stream.as_raw_fd(), socket::Shutdown::Both);
+}
+
+/// `record` as one line of the protocol.
+fn line_of(record: &Record) -> Vec<u8> {
+    let mut line = record.encode().into_bytes();
+    line.push(b'\n');
+    line
 }
