@@ -11,6 +11,7 @@ const { workerData } = require('worker_threads');
 const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
+const { STATE, KIND, VALUE, DONE, EXITED, SIGNALED } = require('./supervise.js');
 
 const cell = new Int32Array(workerData.cell);
 const say = (msg) => {
@@ -25,10 +26,10 @@ let finished = false;
 function finish(kind, value) {
   if (finished) return;
   finished = true;
-  Atomics.store(cell, 1, kind);
-  Atomics.store(cell, 2, value);
-  Atomics.store(cell, 0, 1);
-  Atomics.notify(cell, 0);
+  Atomics.store(cell, KIND, kind);
+  Atomics.store(cell, VALUE, value);
+  Atomics.store(cell, STATE, DONE);
+  Atomics.notify(cell, STATE);
 }
 
 const handles = [];
@@ -60,17 +61,17 @@ try {
   child.on('error', (err) => {
     say(`cannot run ${workerData.bin}: ${err.message}`);
     closeHandles();
-    finish(1, 1);
+    finish(EXITED, 1);
   });
   child.on('exit', (code, signal) => {
     closeHandles();
-    if (signal) finish(2, os.constants.signals[signal] || 9);
-    else finish(1, code);
+    if (signal) finish(SIGNALED, os.constants.signals[signal] || 9);
+    else finish(EXITED, code);
   });
 } catch (err) {
   say(`cannot supervise the master from this Node.js ${process.version}: ${err.message}`);
   closeHandles();
-  finish(1, 1);
+  finish(EXITED, 1);
 }
 
 function closeHandles() {

@@ -15,7 +15,10 @@ const os = require('os');
 
 const FORWARDED = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR2'];
 
-// Layout of the shared cell: [state, kind, value]; state 1 once the master is gone.
+// Layout of the shared cell: [state, kind, value]; state DONE once the master is gone.
+const STATE = 0;
+const KIND = 1;
+const VALUE = 2;
 const DONE = 1;
 const EXITED = 1;
 const SIGNALED = 2;
@@ -45,9 +48,9 @@ function runMaster(bin, args, env) {
     stdout: false,
     stderr: false,
   });
-  while (Atomics.load(cell, 0) !== DONE) Atomics.wait(cell, 0, 0);
-  const kind = Atomics.load(cell, 1);
-  const value = Atomics.load(cell, 2);
+  while (Atomics.load(cell, STATE) !== DONE) Atomics.wait(cell, STATE, 0);
+  const kind = Atomics.load(cell, KIND);
+  const value = Atomics.load(cell, VALUE);
   for (const sig of HARMLESS) process.removeListener(sig, noop);
   if (kind === SIGNALED) {
     // Die of the master's signal, as a shell would see it; exit 128+N if it does not kill.
@@ -65,4 +68,4 @@ function runMaster(bin, args, env) {
   process.exit(kind === EXITED ? value : 1);
 }
 
-module.exports = { runMaster, FORWARDED, DONE, EXITED, SIGNALED };
+module.exports = { runMaster, FORWARDED, STATE, KIND, VALUE, DONE, EXITED, SIGNALED };
