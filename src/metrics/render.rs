@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Counters, Histogram};
 use crate::procfs;
 use crate::socket::ListenerSet;
-use crate::supervisor::{CRASH_LOOP, Supervisor};
+use crate::supervisor::{CRASH_LOOP, Slot, Supervisor};
 use crate::worker::{Role, Worker};
 
 /// What a scrape shows, read from the master when it comes.
@@ -63,21 +63,17 @@ fn reloads(out: &mut Exposition, f: &Facts<'_>) {
         out.sample("master_process_phase", &[("phase", phase)], f64::from(on));
     }
 
-    out.family(
+    out.single(
         "master_process_generation",
         "gauge",
         "RELOAD_INDEX of the newest workers.",
+        sup.generation() as f64,
     );
-    out.sample("master_process_generation", &[], sup.generation() as f64);
 
-    out.family(
+    out.single(
         "master_process_reloads_started_total",
         "counter",
         "Reloads started.",
-    );
-    out.sample(
-        "master_process_reloads_started_total",
-        &[],
         sup.generation() as f64,
     );
 
@@ -111,26 +107,18 @@ fn reloads(out: &mut Exposition, f: &Facts<'_>) {
         );
     }
 
-    out.family(
+    out.single(
         "master_process_reload_in_flight",
         "gauge",
         "1 while a reload runs.",
-    );
-    out.sample(
-        "master_process_reload_in_flight",
-        &[],
         f64::from(sup.reload().is_some()),
     );
 
     if let Some(last) = sup.last_reload() {
-        out.family(
+        out.single(
             "master_process_last_reload_duration_seconds",
             "gauge",
             "How long the last reload took.",
-        );
-        out.sample(
-            "master_process_last_reload_duration_seconds",
-            &[],
             last.took.as_secs_f64(),
         );
     }
@@ -149,14 +137,10 @@ fn reloads(out: &mut Exposition, f: &Facts<'_>) {
 /// The workers: by role and state, per slot, and each one's resources.
 fn workers(out: &mut Exposition, f: &Facts<'_>) {
     let sup = f.sup;
-    out.family(
+    out.single(
         "master_process_workers_desired",
         "gauge",
         "Slots (--workers).",
-    );
-    out.sample(
-        "master_process_workers_desired",
-        &[],
         sup.settings().workers as f64,
     );
     out.family(
@@ -179,55 +163,33 @@ fn workers(out: &mut Exposition, f: &Facts<'_>) {
         }
     }
 
-    out.family(
+    out.single(
         "master_process_worker_crashes_total",
         "counter",
         "Serving workers that exited unexpectedly (since this master image started).",
-    );
-    out.sample(
-        "master_process_worker_crashes_total",
-        &[],
         f.counters.crashes as f64,
     );
-    out.family(
+    out.per_slot(
         "master_process_worker_restarts_total",
         "counter",
         "Restarts after a crash, by slot.",
+        sup.slots(),
+        |slot| f64::from(slot.restarts),
     );
-    for (i, slot) in sup.slots().iter().enumerate() {
-        let index = i.to_string();
-        out.sample(
-            "master_process_worker_restarts_total",
-            &[("index", &index)],
-            f64::from(slot.restarts),
-        );
-    }
-    out.family(
+    out.per_slot(
         "master_process_slot_crashes_in_a_row",
         "gauge",
         "Crashes in a row, by slot.",
+        sup.slots(),
+        |slot| f64::from(slot.crashes),
     );
-    for (i, slot) in sup.slots().iter().enumerate() {
-        let index = i.to_string();
-        out.sample(
-            "master_process_slot_crashes_in_a_row",
-            &[("index", &index)],
-            f64::from(slot.crashes),
-        );
-    }
-    out.family(
+    out.per_slot(
         "master_process_slot_crash_looping",
         "gauge",
         "1 while a slot crashes in a loop.",
+        sup.slots(),
+        |slot| f64::from(slot.crashes >= CRASH_LOOP),
     );
-    for (i, slot) in sup.slots().iter().enumerate() {
-        let index = i.to_string();
-        out.sample(
-            "master_process_slot_crash_looping",
-            &[("index", &index)],
-            f64::from(slot.crashes >= CRASH_LOOP),
-        );
-    }
 
     let page = procfs::page_size() as f64;
     let tick = procfs::clock_ticks_per_second().max(1) as f64;
@@ -236,42 +198,27 @@ fn workers(out: &mut Exposition, f: &Facts<'_>) {
         .iter()
         .map(|w| (w, procfs::tree_usage(w.pid)))
         .collect();
-    out.family(
+    out.per_worker(
         "master_process_worker_resident_memory_bytes",
         "gauge",
         "Resident memory of a worker and its descendants.",
+        &usage,
+        |_, u| u.rss_pages as f64 * page,
     );
-    for (w, u) in &usage {
-        out.worker_sample(
-            "master_process_worker_resident_memory_bytes",
-            w,
-            u.rss_pages as f64 * page,
-        );
-    }
-    out.family(
+    out.per_worker(
         "master_process_worker_cpu_seconds_total",
         "counter",
         "CPU time of a worker and its descendants (those not reaped yet).",
+        &usage,
+        |_, u| u.cpu_ticks as f64 / tick,
     );
-    for (w, u) in &usage {
-        out.worker_sample(
-            "master_process_worker_cpu_seconds_total",
-            w,
-            u.cpu_ticks as f64 / tick,
-        );
-    }
-    out.family(
+    out.per_worker(
         "master_process_worker_uptime_seconds",
         "gauge",
         "How long ago a worker started.",
+        &usage,
+        |w, _| f.now.saturating_duration_since(w.started).as_secs_f64(),
     );
-    for (w, _) in &usage {
-        out.worker_sample(
-            "master_process_worker_uptime_seconds",
-            w,
-            f.now.saturating_duration_since(w.started).as_secs_f64(),
-        );
-    }
 }
 
 /// The resource monitor.
@@ -289,12 +236,12 @@ fn monitor(out: &mut Exposition, f: &Facts<'_>) {
         );
     }
     if let Some(paused) = f.monitor_paused {
-        out.family(
+        out.single(
             "master_process_monitor_paused",
             "gauge",
             "1 while monitoring is paused.",
+            f64::from(paused),
         );
-        out.sample("master_process_monitor_paused", &[], f64::from(paused));
     }
 }
 
@@ -355,6 +302,42 @@ impl Exposition {
         let _ = writeln!(self.text, " {}", number(value));
     }
 
+    /// A family of one sample with no label.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family of one sample per slot, labelled with its index.
+    fn per_slot(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        slots: &[Slot],
+        v: fn(&Slot) -> f64,
+    ) {
+        self.family(name, kind, help);
+        for (i, slot) in slots.iter().enumerate() {
+            self.sample(name, &[("index", &i.to_string())], v(slot));
+        }
+    }
+
+    /// A family of one sample per worker ([`Exposition::worker_sample`]).
+    fn per_worker<T>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        workers: &[(&Worker, T)],
+        v: impl Fn(&Worker, &T) -> f64,
+    ) {
+        self.family(name, kind, help);
+        for (w, t) in workers {
+            self.worker_sample(name, w, v(w, t));
+        }
+    }
+
     /// A sample of worker `w`, labelled with its slot, pid, generation and role.
     fn worker_sample(&mut self, name: &str, w: &Worker, value: f64) {
         let (index, pid, generation) = (
@@ -395,24 +378,16 @@ impl Exposition {
             return;
         };
         let tick = procfs::clock_ticks_per_second().max(1) as f64;
-        self.family(
+        self.single(
             "process_cpu_seconds_total",
             "counter",
             "The master's user and system CPU time.",
-        );
-        self.sample(
-            "process_cpu_seconds_total",
-            &[],
             (stat.utime + stat.stime) as f64 / tick,
         );
-        self.family(
+        self.single(
             "process_resident_memory_bytes",
             "gauge",
             "The master's resident memory.",
-        );
-        self.sample(
-            "process_resident_memory_bytes",
-            &[],
             (stat.rss_pages * procfs::page_size()) as f64,
         );
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -429,28 +404,28 @@ impl Exposition {
             );
         }
         if let Some(max) = max_fds() {
-            self.family("process_max_fds", "gauge", "The master's descriptor limit.");
-            self.sample("process_max_fds", &[], max);
+            self.single(
+                "process_max_fds",
+                "gauge",
+                "The master's descriptor limit.",
+                max,
+            );
         }
         // It never changes: /proc/stat is read once.
         static START: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
         let start = START.get_or_init(|| Some(boot_time()? + stat.starttime as f64 / tick));
         if let Some(start) = *start {
-            self.family(
+            self.single(
                 "process_start_time_seconds",
                 "gauge",
                 "When the master started, in seconds since the Unix epoch.",
+                start,
             );
-            self.sample("process_start_time_seconds", &[], start);
         }
-        self.family(
+        self.single(
             "master_process_uptime_seconds",
             "gauge",
             "How long this master has run (since its last upgrade in place).",
-        );
-        self.sample(
-            "master_process_uptime_seconds",
-            &[],
             now.saturating_duration_since(started).as_secs_f64(),
         );
     }
