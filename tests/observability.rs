@@ -9,21 +9,20 @@ use serde_json::Value;
 
 use crate::support::{DEADLINE, Json, Master, json_of};
 
-/// A master with `--metrics` on a free loopback port; its metrics address.
-fn with_metrics(extra: &[&str]) -> (Master, SocketAddr) {
+/// A master with `--metrics AT`, its workers ready.
+fn serving_metrics_at(at: &str, extra: &[&str]) -> Master {
     let mut m = Master::cmd()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
+        .args(["-l", "127.0.0.1:0", "--ready", "notify", "--metrics", at])
         .args(extra.iter().copied())
         .env("TW_READY", "notify")
         .start();
     m.wait_ready();
+    m
+}
+
+/// A master with `--metrics` on a free loopback port; its metrics address.
+fn with_metrics(extra: &[&str]) -> (Master, SocketAddr) {
+    let m = serving_metrics_at("127.0.0.1:0", extra);
     let status = m.status();
     let master = status.iter().find(|r| r.kind == "master").unwrap();
     let addr = master.get("metrics").parse().unwrap();
@@ -263,18 +262,7 @@ fn closed_before(conns: &[TcpStream], n: usize, before: Instant) -> Option<Vec<u
 
 #[test]
 fn metrics_can_be_served_on_a_unix_socket() {
-    let mut m = Master::cmd()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--metrics",
-            "./metrics.sock",
-        ])
-        .env("TW_READY", "notify")
-        .start();
-    m.wait_ready();
+    let mut m = serving_metrics_at("./metrics.sock", &[]);
     let path = m.dir().join("metrics.sock");
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
